@@ -1,0 +1,139 @@
+// The one pybind11 binding file for sparsesnn._C.
+//
+// Python passes raw addresses (tensor.data_ptr()), sizes and, for CUDA, the stream handle;
+// all checking of shapes, dtypes and devices happens in Python before a pointer is taken.
+// Every kernel call releases the GIL.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "sparsesnn/lif.h"
+
+#if defined(SPARSESNN_OPENMP)
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace sparsesnn;
+
+namespace {
+
+template <typename T>
+T* ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+#if defined(SPARSESNN_WITH_CUDA)
+void* stream_ptr(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
+#endif
+
+std::string cpu_isa() {
+#if defined(__AVX512F__)
+  return "avx512";
+#elif defined(__AVX2__)
+  return "avx2";
+#elif defined(__AVX__)
+  return "avx";
+#elif defined(__SSE4_2__)
+  return "sse4.2";
+#elif defined(__ARM_NEON) || defined(__ARM_NEON__)
+  return "neon";
+#else
+  return "generic";
+#endif
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = SPARSESNN_VERSION;
+  d["cpu_isa"] = cpu_isa();
+#if defined(__FMA__)
+  d["fma"] = true;
+#else
+  d["fma"] = false;
+#endif
+#if defined(SPARSESNN_OPENMP)
+  d["openmp"] = true;
+  d["openmp_max_threads"] = omp_get_max_threads();
+#else
+  d["openmp"] = false;
+  d["openmp_max_threads"] = 1;
+#endif
+#if defined(SPARSESNN_WITH_CUDA)
+  d["cuda"] = true;
+  d["cuda_archs"] = std::string(SPARSESNN_CUDA_ARCHS);
+#else
+  d["cuda"] = false;
+  d["cuda_archs"] = std::string();
+#endif
+#if defined(__VERSION__)
+  d["compiler"] = std::string(__VERSION__);
+#endif
+  return d;
+}
+
+void bind_lif(py::module_& m) {
+  py::class_<LifParams>(m, "LifParams")
+      .def(py::init<>())
+      .def_readwrite("T", &LifParams::T)
+      .def_readwrite("N", &LifParams::N)
+      .def_readwrite("decay", &LifParams::decay)
+      .def_readwrite("v_threshold", &LifParams::v_threshold)
+      .def_readwrite("v_reset", &LifParams::v_reset)
+      .def_readwrite("hard_reset", &LifParams::hard_reset)
+      .def_readwrite("decay_input", &LifParams::decay_input)
+      .def_readwrite("leak", &LifParams::leak)
+      .def_readwrite("detach_reset", &LifParams::detach_reset)
+      .def_readwrite("surrogate", &LifParams::surrogate)
+      .def_readwrite("alpha", &LifParams::alpha)
+      .def_readwrite("threads", &LifParams::threads);
+
+  m.def(
+      "lif_forward_cpu",
+      [](const LifParams& p, std::uintptr_t x, std::uintptr_t v0, std::uintptr_t s,
+         std::uintptr_t v_last, std::uintptr_t h) {
+        lif_forward_cpu(p, ptr<const float>(x), ptr<const float>(v0), ptr<float>(s),
+                        ptr<float>(v_last), ptr<float>(h));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "lif_backward_cpu",
+      [](const LifParams& p, std::uintptr_t gs, std::uintptr_t gv_last, std::uintptr_t h,
+         std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0, bool want_decay) {
+        double gdecay = 0.0;
+        lif_backward_cpu(p, ptr<const float>(gs), ptr<const float>(gv_last),
+                         ptr<const float>(h), ptr<const float>(v0), ptr<float>(gx),
+                         ptr<float>(gv0), want_decay ? &gdecay : nullptr);
+        return gdecay;
+      },
+      py::call_guard<py::gil_scoped_release>());
+#if defined(SPARSESNN_WITH_CUDA)
+  m.def(
+      "lif_forward_cuda",
+      [](const LifParams& p, int dtype, std::uintptr_t x, std::uintptr_t v0, std::uintptr_t s,
+         std::uintptr_t v_last, std::uintptr_t h, std::uintptr_t stream) {
+        lif_forward_cuda(p, dtype, ptr<const void>(x), ptr<const float>(v0), ptr<void>(s),
+                         ptr<float>(v_last), ptr<float>(h), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "lif_backward_cuda",
+      [](const LifParams& p, int dtype, std::uintptr_t gs, std::uintptr_t gv_last,
+         std::uintptr_t h, std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0,
+         std::uintptr_t gdecay, std::uintptr_t stream) {
+        lif_backward_cuda(p, dtype, ptr<const void>(gs), ptr<const float>(gv_last),
+                          ptr<const float>(h), ptr<const float>(v0), ptr<void>(gx),
+                          ptr<float>(gv0), ptr<float>(gdecay), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "sparsesnn compiled kernels (torch-free; called through sparsesnn.ops)";
+  m.def("build_info", &build_info);
+  bind_lif(m);
+}

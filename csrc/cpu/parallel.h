@@ -1,0 +1,22 @@
+// Splits [0, n) into chunks processed by at most `threads` OpenMP threads.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+namespace sparsesnn {
+
+template <typename F>
+inline void parallel_chunks(int64_t n, int64_t chunk, int threads, F&& body) {
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
+#if defined(SPARSESNN_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t begin = c * chunk;
+    body(begin, std::min(n, begin + chunk));
+  }
+  (void)nt;
+}
+
+}  // namespace sparsesnn

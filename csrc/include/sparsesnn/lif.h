@@ -1,0 +1,52 @@
+// Fused multi-step LIF / IF / PLIF neuron: all T steps of a neuron in one pass.
+//
+// Layout: x, spikes, h are [T, N] contiguous (time-major); v0, v_last are [N].
+// Semantics (SpikingJelly-compatible, see DESIGN.md), with d = decay:
+//   leak, decay_input:    H = V + (X - (V - Vr)) * d
+//   leak, !decay_input:   H = V - (V - Vr) * d + X
+//   no leak (IF):         H = V + X
+//   S = H >= Vth;  hard: V = S ? Vr : H;  soft: V = H - Vth * S   (soft uses Vr = 0)
+#pragma once
+#include <cstdint>
+#include "sparsesnn/common.h"
+
+namespace sparsesnn {
+
+struct LifParams {
+  int64_t T = 0;           // timesteps
+  int64_t N = 0;           // neurons (product of the trailing shape)
+  float decay = 0.5f;      // 1 / tau (LIF) or sigmoid(w) (PLIF); ignored when !leak
+  float v_threshold = 1.0f;
+  float v_reset = 0.0f;    // used only when hard_reset
+  bool hard_reset = true;
+  bool decay_input = true;
+  bool leak = true;        // false: IF neuron
+  bool detach_reset = false;
+  int surrogate = kSigmoid;
+  float alpha = 4.0f;
+  int threads = 1;         // CPU threads to use (caller passes torch.get_num_threads())
+};
+
+// Forward. v0 may be null (then V starts at Vr for hard reset, 0 for soft).
+// h_out may be null (inference: nothing saved for backward).
+void lif_forward_cpu(const LifParams& p, const float* x, const float* v0, float* spikes,
+                     float* v_last, float* h_out);
+
+// Backward over the saved H. grad_spikes is [T, N]; grad_v_last may be null (zero).
+// grad_v0 may be null. grad_decay (PLIF) may be null; else receives sum dL/dd.
+void lif_backward_cpu(const LifParams& p, const float* grad_spikes, const float* grad_v_last,
+                      const float* h, const float* v0, float* grad_x, float* grad_v0,
+                      double* grad_decay);
+
+#if defined(SPARSESNN_WITH_CUDA)
+// CUDA versions: x / spikes / grad tensors in `dtype` (fp32, fp16, bf16); h, v0, v_last and
+// grad_v0 stay fp32 so the recurrence and the saved state are exact. grad_decay is a device
+// float accumulated with atomics (caller zeroes it). stream is a cudaStream_t.
+void lif_forward_cuda(const LifParams& p, int dtype, const void* x, const float* v0,
+                      void* spikes, float* v_last, float* h_out, void* stream);
+void lif_backward_cuda(const LifParams& p, int dtype, const void* grad_spikes,
+                       const float* grad_v_last, const float* h, const float* v0, void* grad_x,
+                       float* grad_v0, float* grad_decay, void* stream);
+#endif
+
+}  // namespace sparsesnn

@@ -1,0 +1,77 @@
+"""Loads the compiled kernels (``sparsesnn._C``) and reports what was built.
+
+``import sparsesnn`` never fails because of the extension: without it (or with
+``SPARSESNN_DISABLE_EXT=1``) every op runs its pure-PyTorch reference from ``reference.py``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+
+_C: Any = None
+_load_error: str | None = None
+
+if os.environ.get("SPARSESNN_DISABLE_EXT", "0") not in ("", "0"):
+    _load_error = "disabled by SPARSESNN_DISABLE_EXT=1"
+else:
+    try:
+        from . import _C  # type: ignore[no-redef]
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        _load_error = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            "sparsesnn: compiled extension not available "
+            f"({_load_error}); every op falls back to the pure-PyTorch reference (slow). "
+            "Reinstall with `pip install .` to build it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def available() -> bool:
+    """True when the compiled CPU kernels are loaded."""
+    return _C is not None
+
+
+def cuda_available() -> bool:
+    """True when the compiled module has CUDA kernels and a GPU is present."""
+    return _C is not None and bool(_C.build_info()["cuda"]) and torch.cuda.is_available()
+
+
+def use_kernel(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernel can serve these tensors (else: reference fallback)."""
+    if _C is None:
+        return False
+    device = tensors[0].device.type
+    if device == "cpu":
+        return True
+    return device == "cuda" and cuda_available()
+
+
+def num_threads() -> int:
+    """CPU threads a kernel may use: PyTorch's setting, so we never oversubscribe."""
+    return max(1, torch.get_num_threads())
+
+
+def cuda_stream(device: torch.device) -> int:
+    """Handle of the current CUDA stream on ``device`` as an integer for the kernels."""
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def info() -> dict[str, Any]:
+    """What was built and what will run: extension version, CPU ISA, threads, CUDA archs."""
+    out: dict[str, Any] = {
+        "extension": _C is not None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    if _C is None:
+        out["reason"] = _load_error
+        out["backend"] = "reference (pure PyTorch)"
+        return out
+    out.update(_C.build_info())
+    out["backend"] = "compiled kernels"
+    return out
