@@ -1,0 +1,4 @@
+"""nn.Modules: spiking neurons, event-driven layers, packed layers."""
+from .neurons import IF, LIF, PLIF, BaseNeuron, reset_net
+
+__all__ = ["LIF", "PLIF", "IF", "BaseNeuron", "reset_net"]

@@ -1,0 +1,160 @@
+"""``sparsesnn::lif`` / ``sparsesnn::plif`` custom ops and their backward op.
+
+Arguments arrive validated and contiguous from ``sparsesnn.functional``; here we only route
+to the compiled kernel (CPU or CUDA) or the reference, and wire autograd.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _ext, reference
+from ..surrogate import SURROGATES
+
+_SURROGATE_NAMES = {kind: name for name, (kind, _) in SURROGATES.items()}
+_CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _params(T: int, N: int, decay: float, v_threshold: float, v_reset: Optional[float],
+            decay_input: bool, leak: bool, detach_reset: bool, surrogate: int, alpha: float):
+    p = _ext._C.LifParams()
+    p.T, p.N, p.decay, p.v_threshold = T, N, decay, v_threshold
+    p.hard_reset = v_reset is not None
+    p.v_reset = float(v_reset) if v_reset is not None else 0.0
+    p.decay_input, p.leak, p.detach_reset = decay_input, leak, detach_reset
+    p.surrogate, p.alpha, p.threads = surrogate, alpha, _ext.num_threads()
+    return p
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _forward(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
+             v_reset: Optional[float], decay_input: bool, leak: bool, save_h: bool):
+    if not _ext.use_kernel(x):
+        s, v_last, h = reference.lif_forward(x, v0, decay, v_threshold, v_reset, decay_input, leak)
+        return s, v_last, (h if save_h else h.new_empty(0))
+    T = x.shape[0]
+    N = x.numel() // T if T else 0
+    spikes = torch.empty_like(x)
+    v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
+    h = torch.empty(x.shape if save_h else (0,), dtype=torch.float32, device=x.device)
+    p = _params(T, N, decay, v_threshold, v_reset, decay_input, leak, False, 0, 1.0)
+    if x.is_cuda:
+        _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
+                                 v_last.data_ptr(), _ptr(h) if save_h else 0, _ext.cuda_stream(x.device))
+    else:
+        _ext._C.lif_forward_cpu(p, x.data_ptr(), _ptr(v0), spikes.data_ptr(), v_last.data_ptr(),
+                                _ptr(h) if save_h else 0)
+    return spikes, v_last, h
+
+
+@torch.library.custom_op("sparsesnn::lif", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_op(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
+           v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
+           surrogate: int, alpha: float, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused multi-step LIF/IF. x ``[T, *]`` -> spikes ``[T, *]``, v_last ``[*]`` (fp32), H."""
+    return _forward(x, v0, decay, v_threshold, v_reset, decay_input, leak, save_h)
+
+
+@torch.library.custom_op("sparsesnn::plif", mutates_args=(), device_types=("cpu", "cuda"))
+def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, v_threshold: float,
+            v_reset: Optional[float], decay_input: bool, detach_reset: bool, surrogate: int,
+            alpha: float, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """PLIF: as ``lif`` with a learnable 0-dim ``decay`` tensor (``sigmoid(w)``)."""
+    return _forward(x, v0, float(decay), v_threshold, v_reset, decay_input, True, save_h)
+
+
+@torch.library.custom_op("sparsesnn::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], h: Tensor,
+                    v0: Optional[Tensor], decay: float, v_threshold: float,
+                    v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
+                    surrogate: int, alpha: float, want_decay: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Reverse recurrence: ``(grad_x [T, *], grad_v0 [*] fp32, grad_decay 0-dim fp32)``."""
+    if not _ext.use_kernel(h):
+        gx, gv0, gd = reference.lif_backward(grad_spikes, grad_v_last, h, v0, decay, v_threshold,
+                                             v_reset, decay_input, leak, detach_reset,
+                                             _SURROGATE_NAMES[surrogate], alpha)
+        return gx.to(grad_spikes.dtype), gv0, gd
+    T = h.shape[0]
+    N = h.numel() // T if T else 0
+    grad_spikes = grad_spikes.contiguous()
+    grad_v_last = grad_v_last.contiguous() if grad_v_last is not None else None
+    gx = torch.empty_like(grad_spikes)
+    gv0 = torch.empty(h.shape[1:], dtype=torch.float32, device=h.device)
+    p = _params(T, N, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
+    if h.is_cuda:
+        gd = torch.zeros((), dtype=torch.float32, device=h.device)
+        _ext._C.lif_backward_cuda(p, _CUDA_DTYPES[gx.dtype], grad_spikes.data_ptr(), _ptr(grad_v_last),
+                                  h.data_ptr(), _ptr(v0), gx.data_ptr(), gv0.data_ptr(),
+                                  gd.data_ptr() if want_decay else 0, _ext.cuda_stream(h.device))
+    else:
+        g = _ext._C.lif_backward_cpu(p, grad_spikes.data_ptr(), _ptr(grad_v_last), h.data_ptr(),
+                                     _ptr(v0), gx.data_ptr(), gv0.data_ptr(), want_decay)
+        gd = torch.tensor(g, dtype=torch.float32)
+    return gx, gv0, gd
+
+
+# ---- fake (meta) implementations: shapes only, for torch.compile -------------------------
+def _fake_forward(x: Tensor, save_h: bool):
+    h = x.new_empty(x.shape if save_h else (0,), dtype=torch.float32)
+    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32), h
+
+
+@lif_op.register_fake
+def _(x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h):
+    return _fake_forward(x, save_h)
+
+
+@plif_op.register_fake
+def _(x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h):
+    return _fake_forward(x, save_h)
+
+
+@lif_backward_op.register_fake
+def _(grad_spikes, grad_v_last, h, v0, decay, v_threshold, v_reset, decay_input, leak,
+      detach_reset, surrogate, alpha, want_decay):
+    return (torch.empty_like(grad_spikes), h.new_empty(h.shape[1:]), h.new_empty(()))
+
+
+# ---- autograd ------------------------------------------------------------------------------
+def _setup_lif(ctx, inputs, output):
+    x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h = inputs
+    if not save_h:
+        raise RuntimeError("sparsesnn::lif was called with save_h=False but a gradient is required")
+    ctx.save_for_backward(output[2], v0)
+    ctx.args = (decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
+    ctx.v0_dtype = None if v0 is None else v0.dtype
+
+
+def _backward_lif(ctx, grad_s, grad_v, grad_h):
+    h, v0 = ctx.saved_tensors
+    grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
+    gx, gv0, _ = lif_backward_op(grad_s, grad_v, h, v0, *ctx.args, False)
+    return (gx, None if v0 is None else gv0.to(ctx.v0_dtype)) + (None,) * 9
+
+
+lif_op.register_autograd(_backward_lif, setup_context=_setup_lif)
+
+
+def _setup_plif(ctx, inputs, output):
+    x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h = inputs
+    if not save_h:
+        raise RuntimeError("sparsesnn::plif was called with save_h=False but a gradient is required")
+    ctx.save_for_backward(output[2], v0, decay)
+    ctx.args = (v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha)
+    ctx.v0_dtype = None if v0 is None else v0.dtype
+
+
+def _backward_plif(ctx, grad_s, grad_v, grad_h):
+    h, v0, decay = ctx.saved_tensors
+    grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
+    gx, gv0, gd = lif_backward_op(grad_s, grad_v, h, v0, float(decay), *ctx.args, True)
+    gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
+    return (gx, gv0, gd.to(decay.dtype).reshape(decay.shape)) + (None,) * 7
+
+
+plif_op.register_autograd(_backward_plif, setup_context=_setup_plif)
