@@ -68,11 +68,28 @@ RowLists build_row_lists(const void* s, int type, int64_t M, int64_t K, int thre
 
 }  // namespace
 
+// Inputs per K block of the forward: a weight block [kKBlock, kTile] is 256 KiB, so it stays
+// in L2 while every row of the item adds its events from that block.
+constexpr int64_t kKBlock = 512;
+
 void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const float* weight_t,
                               const float* bias, float* out) {
   const int64_t M = p.M, K = p.K, N = p.N;
   if (M == 0 || N == 0) return;
   const RowLists L = build_row_lists(s, p.spike_type, M, K, p.threads);
+  // Where each row's (sorted) list crosses into the next K block: split[m * (nkb + 1) + b].
+  const int64_t nkb = std::max<int64_t>(1, (K + kKBlock - 1) / kKBlock);
+  std::vector<int32_t> split(M * (nkb + 1));
+  for (int64_t m = 0; m < M; ++m) {
+    const int32_t* row = L.idx.data() + L.off[m];
+    int32_t* sp = split.data() + m * (nkb + 1);
+    int32_t i = 0;
+    for (int64_t b = 0; b < nkb; ++b) {
+      sp[b] = i;
+      while (i < L.cnt[m] && row[i] < (b + 1) * kKBlock) ++i;
+    }
+    sp[nkb] = L.cnt[m];
+  }
   // Column tiles first; split rows too when there are fewer tiles than ~4 per thread.
   const int64_t ntiles = (N + kTile - 1) / kTile;
   const int64_t mblocks =
@@ -87,10 +104,15 @@ void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const f
       event::with_regs(width, [&](auto r) {
         constexpr int R = decltype(r)::value;
         event::RowAcc<R> acc(width);
-        for (int64_t m = m0; m < m1; ++m) {
-          acc.set(bias ? bias + n0 : nullptr);
-          event::add_rows(acc, weight_t + n0, N, L.idx.data() + L.off[m], L.cnt[m]);
-          acc.store(out + m * N + n0);
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+          for (int64_t m = m0; m < m1; ++m) {
+            const int32_t* sp = split.data() + m * (nkb + 1);
+            float* o = out + m * N + n0;
+            acc.set(kb > 0 ? o : (bias ? bias + n0 : nullptr));
+            event::add_rows(acc, weight_t + n0, N, L.idx.data() + L.off[m] + sp[kb],
+                            sp[kb + 1] - sp[kb]);
+            acc.store(o);
+          }
         }
       });
     }
