@@ -196,7 +196,7 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         weight_t = weight_t.detach().contiguous()
     s = _spike_input(s, check_binary)
     lead = s.shape[:-1]
-    out = spike_linear_op(s.reshape(-1, K).contiguous(), weight, weight_t,
+    out = spike_linear_op(s.reshape(math.prod(lead), K).contiguous(), weight, weight_t,
                           None if bias is None else bias.contiguous())
     return out.reshape(*lead, N)
 

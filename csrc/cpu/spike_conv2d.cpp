@@ -38,9 +38,13 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
   const int64_t nb = std::max<int64_t>(1, std::min<int64_t>(p.N, kListBudget / per_image));
   // Scratch reused across calls of this (Python) thread: no allocation, zeroing or page
   // faults per call. cnt is cleared per image below; idx entries are written before read.
-  static thread_local std::vector<int32_t> idx, cnt;
-  if (idx.size() < static_cast<size_t>(nb * per_image + kListSlack)) idx.resize(nb * per_image + kListSlack);
-  if (cnt.size() < static_cast<size_t>(nb * HW * G)) cnt.resize(nb * HW * G);
+  // (Raw pointers: inside the parallel region a thread_local name would be the worker's own.)
+  static thread_local std::vector<int32_t> idx_store, cnt_store;
+  if (idx_store.size() < static_cast<size_t>(nb * per_image + kListSlack))
+    idx_store.resize(nb * per_image + kListSlack);
+  if (cnt_store.size() < static_cast<size_t>(nb * HW * G)) cnt_store.resize(nb * HW * G);
+  int32_t* const idx = idx_store.data();
+  int32_t* const cnt = cnt_store.data();
   const int64_t otiles = (Og + kTile - 1) / kTile;
 
   for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
@@ -49,9 +53,9 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
     parallel_chunks(nn, 1, p.threads, [&](int64_t a, int64_t b) {
       std::vector<int32_t> plane(HW + kListSlack);
       for (int64_t nl = a; nl < b; ++nl) {
-        int32_t* c_img = cnt.data() + nl * HW * G;
+        int32_t* c_img = cnt + nl * HW * G;
         std::fill(c_img, c_img + HW * G, 0);
-        int32_t* i_img = idx.data() + nl * HW * G * Cg;
+        int32_t* i_img = idx + nl * HW * G * Cg;
         for (int64_t c = 0; c < p.C; ++c) {
           const int64_t g = c / Cg, cl = c % Cg;
           const int k = event::list_active(s, p.spike_type, ((n0 + nl) * p.C + c) * HW, HW, 0,
@@ -76,8 +80,8 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
         const int64_t g = rest % G, nl = rest / G;
         const int64_t o0 = ot * kTile;
         const int width = static_cast<int>(std::min<int64_t>(kTile, Og - o0));
-        const int32_t* c_img = cnt.data() + nl * HW * G;
-        const int32_t* i_img = idx.data() + nl * HW * G * Cg;
+        const int32_t* c_img = cnt + nl * HW * G;
+        const int32_t* i_img = idx + nl * HW * G * Cg;
         event::with_regs(width, [&](auto r) {
           constexpr int R = decltype(r)::value;
           event::RowAcc<R> acc(width);
