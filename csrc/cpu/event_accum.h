@@ -6,6 +6,7 @@
 // output tile never leaves registers and the only memory traffic is one contiguous weight
 // row segment per event.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -16,6 +17,19 @@
 
 namespace sparsesnn {
 namespace event {
+
+// Runs body(item) for item in [0, n) on up to `threads` OpenMP threads, dynamically scheduled:
+// event counts (and so item costs) vary with where the spikes fall, and on a shared machine a
+// thread may lose its core for a while; dynamic hand-out keeps the other thread busy.
+template <typename F>
+inline void parallel_items(int64_t n, int threads, F&& body) {
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+#if defined(SPARSESNN_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
+  (void)nt;
+}
 
 // Floats per output tile: 8 zmm accumulators (128 floats, 512 B of each weight row per event)
 // keeps the per-event work long enough to hide the row fetch while leaving registers free.

@@ -69,7 +69,8 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
     });
     // 2. Output rows: items (image, group, output row, output-channel tile).
     const int64_t items = nn * G * p.OH * otiles;
-    parallel_chunks(items, 1, p.threads, [&](int64_t a, int64_t b) {
+    event::parallel_items(items, p.threads, [&](int64_t a) {
+    const int64_t b = a + 1;
       std::vector<float> buf(p.OW * kTile);
       for (int64_t item = a; item < b; ++item) {
         int64_t rest = item;
@@ -117,7 +118,8 @@ void spike_conv2d_grad_weight_cpu(const SpikeConv2dParams& p, const void* s,
   const int64_t HW = p.H * p.W, G = p.groups, Cg = p.C / G, Og = p.O / G;
   const int64_t KK = p.KH * p.KW;
   if (p.C == 0 || p.O == 0) return;
-  parallel_chunks(p.C, 1, p.threads, [&](int64_t a, int64_t b) {
+  event::parallel_items(p.C, p.threads, [&](int64_t a) {
+    const int64_t b = a + 1;
     std::vector<int32_t> plane(HW + kListSlack);
     std::vector<float> acc(KK * Og);
     for (int64_t c = a; c < b; ++c) {

@@ -95,7 +95,8 @@ void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const f
   const int64_t mblocks =
       std::min<int64_t>(M, std::max<int64_t>(1, (4 * p.threads + ntiles - 1) / ntiles));
   const int64_t mrows = (M + mblocks - 1) / mblocks;
-  parallel_chunks(ntiles * mblocks, 1, p.threads, [&](int64_t a, int64_t b) {
+  event::parallel_items(ntiles * mblocks, p.threads, [&](int64_t a) {
+    const int64_t b = a + 1;
     for (int64_t item = a; item < b; ++item) {
       const int64_t tile = item / mblocks, mb = item % mblocks;
       const int64_t n0 = tile * kTile;
@@ -146,7 +147,8 @@ void spike_linear_grad_weight_cpu(const SpikeLinearParams& p, const void* s,
   constexpr int kKB = 16;
   const int64_t ntiles = (N + kTile - 1) / kTile;
   const int64_t kblocks = (K + kKB - 1) / kKB;
-  parallel_chunks(ntiles * kblocks, 1, p.threads, [&](int64_t a, int64_t b) {
+  event::parallel_items(ntiles * kblocks, p.threads, [&](int64_t a) {
+    const int64_t b = a + 1;
     alignas(64) float buf[kKB][kTile];
     for (int64_t item = a; item < b; ++item) {
       const int64_t tile = item / kblocks, kb = item % kblocks;
