@@ -67,25 +67,28 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
         }
       }
     });
-    // 2. Output rows: items (image, group, output row, output-channel tile).
-    const int64_t items = nn * G * p.OH * otiles;
-    event::parallel_items(items, p.threads, [&](int64_t a) {
-    const int64_t b = a + 1;
-      std::vector<float> buf(p.OW * kTile);
-      for (int64_t item = a; item < b; ++item) {
-        int64_t rest = item;
-        const int64_t ot = rest % otiles;
-        rest /= otiles;
-        const int64_t oy = rest % p.OH;
-        rest /= p.OH;
-        const int64_t g = rest % G, nl = rest / G;
-        const int64_t o0 = ot * kTile;
-        const int width = static_cast<int>(std::min<int64_t>(kTile, Og - o0));
-        const int32_t* c_img = cnt + nl * HW * G;
-        const int32_t* i_img = idx + nl * HW * G * Cg;
-        event::with_regs(width, [&](auto r) {
-          constexpr int R = decltype(r)::value;
-          event::RowAcc<R> acc(width);
+    // 2. Output: items (image, group, output-channel tile, block of rb output rows). The block's
+    // outputs are parked channels-last in buf and written to NCHW as runs of rb * OW floats:
+    // per-row runs would be short stores at plane stride, which alias in the cache sets.
+    const int64_t rb = std::max<int64_t>(1, std::min<int64_t>(p.OH, 256 / std::max<int64_t>(1, p.OW)));
+    const int64_t yblocks = (p.OH + rb - 1) / rb;
+    const int64_t items = nn * G * otiles * yblocks;
+    event::parallel_items(items, p.threads, [&](int64_t item) {
+      int64_t rest = item;
+      const int64_t yb = rest % yblocks;
+      rest /= yblocks;
+      const int64_t ot = rest % otiles;
+      rest /= otiles;
+      const int64_t g = rest % G, nl = rest / G;
+      const int64_t o0 = ot * kTile, y0 = yb * rb, y1 = std::min(p.OH, y0 + rb);
+      const int width = static_cast<int>(std::min<int64_t>(kTile, Og - o0));
+      const int32_t* c_img = cnt + nl * HW * G;
+      const int32_t* i_img = idx + nl * HW * G * Cg;
+      std::vector<float> buf((y1 - y0) * p.OW * kTile);
+      event::with_regs(width, [&](auto r) {
+        constexpr int R = decltype(r)::value;
+        event::RowAcc<R> acc(width);
+        for (int64_t oy = y0; oy < y1; ++oy) {
           for (int64_t ox = 0; ox < p.OW; ++ox) {
             acc.set(bias ? bias + g * Og + o0 : nullptr);
             for (int64_t ky = 0; ky < p.KH; ++ky) {
@@ -98,17 +101,33 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
                 const int n = c_img[slot];
                 if (n == 0) continue;
                 const float* wrow = weight_r + ((g * p.KH + ky) * p.KW + kx) * Cg * Og + o0;
-                event::add_rows(acc, wrow, Og, i_img + slot * Cg, n);
+                event::add_rows_short(acc, wrow, Og, i_img + slot * Cg, n);
               }
             }
-            acc.store(buf.data() + ox * kTile);
+            acc.store(buf.data() + ((oy - y0) * p.OW + ox) * kTile);
           }
-        });
-        for (int j = 0; j < width; ++j) {
-          float* dst = out + (((n0 + nl) * p.O + g * Og + o0 + j) * p.OH + oy) * p.OW;
-          for (int64_t ox = 0; ox < p.OW; ++ox) dst[ox] = buf[ox * kTile + j];
         }
+      });
+      const int64_t run = (y1 - y0) * p.OW;
+      for (int j = 0; j < width; ++j) {
+        float* dst = out + (((n0 + nl) * p.O + g * Og + o0 + j) * p.OH + y0) * p.OW;
+        int64_t q = 0;
+#if defined(__AVX512F__)
+        // Streaming stores: the output is written once and should not evict the weights
+        // (which the next items reuse) from L2.
+        if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+          const __m512i step = _mm512_mullo_epi32(
+              _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+              _mm512_set1_epi32(kTile));
+          for (; q + 16 <= run; q += 16)
+            _mm512_stream_ps(dst + q, _mm512_i32gather_ps(step, buf.data() + q * kTile + j, 4));
+        }
+#endif
+        for (; q < run; ++q) dst[q] = buf[q * kTile + j];
       }
+#if defined(__AVX512F__)
+      _mm_sfence();  // this thread's streaming stores are complete before the region ends
+#endif
     });
   }
 }
