@@ -81,16 +81,18 @@ def _parse_env(op: str) -> Optional[float]:
     return None
 
 
-def _best_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after a warm-up: on a shared machine the minimum is the
-    steadiest estimate of what each path costs when it has the cores."""
-    fn()  # warm-up (allocations, caches, lazy init)
-    times = []
+def _paired_ms(dense: Callable[[], object], event: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Fastest of ``repeats`` runs of each path, alternating dense and event-driven so both
+    see the same machine load; on a shared machine the minimum is the steadiest estimate."""
+    dense()  # warm-up (allocations, caches, lazy init)
+    event()
+    td, te = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+        for fn, out in ((dense, td), (event, te)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return min(td) * 1e3, min(te) * 1e3
 
 
 def _crossing(densities: list[float], ratios: list[float]) -> float:
@@ -120,8 +122,8 @@ def _measure_linear(m: int, device: str, densities: list[float], repeats: int, w
     for d in densities:
         s = _spikes((m, width), d, device, gen)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        dense = _best_ms(lambda: (torch.nn.functional.linear(s, w), sync()), repeats)
-        event = _best_ms(lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
+        dense, event = _paired_ms(lambda: (torch.nn.functional.linear(s, w), sync()),
+                                  lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
         ratios.append(event / dense)
         if event > 1.3 * dense:
             break  # well past break-even; higher densities only cost time
@@ -139,9 +141,9 @@ def _measure_conv2d(images: int, device: str, densities: list[float], repeats: i
     for d in densities:
         s = _spikes((images, width, 16, 16), d, device, gen)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        dense = _best_ms(lambda: (torch.nn.functional.conv2d(s, w, None, 1, 1), sync()), repeats)
-        event = _best_ms(lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
-                           repeats)
+        dense, event = _paired_ms(lambda: (torch.nn.functional.conv2d(s, w, None, 1, 1), sync()),
+                                  lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
+                                  repeats)
         ratios.append(event / dense)
         if event > 1.3 * dense:
             break

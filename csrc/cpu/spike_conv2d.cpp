@@ -50,7 +50,7 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
   for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
     const int64_t nn = std::min(nb, p.N - n0);
     // 1. Event lists: slot (image, pixel, group) holds up to Cg active channels.
-    parallel_chunks(nn, 1, p.threads, [&](int64_t a, int64_t b) {
+    parallel_chunks(nn, 1, event::threads_for(nn * per_image, p.threads), [&](int64_t a, int64_t b) {
       std::vector<int32_t> plane(HW + kListSlack);
       for (int64_t nl = a; nl < b; ++nl) {
         int32_t* c_img = cnt + nl * HW * G;
@@ -73,7 +73,11 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
     const int64_t rb = std::max<int64_t>(1, std::min<int64_t>(p.OH, 256 / std::max<int64_t>(1, p.OW)));
     const int64_t yblocks = (p.OH + rb - 1) / rb;
     const int64_t items = nn * G * otiles * yblocks;
-    event::parallel_items(items, p.threads, [&](int64_t item) {
+    // Work: one output tile per pixel plus the events (counted while the lists were built).
+    int64_t events = 0;
+    for (int64_t i = 0; i < nn * HW * G; ++i) events += cnt[i];
+    const int threads = event::threads_for((events * p.KH * p.KW + nn * HW) * Og, p.threads);
+    event::parallel_items(items, threads, [&](int64_t item) {
       int64_t rest = item;
       const int64_t yb = rest % yblocks;
       rest /= yblocks;
@@ -137,7 +141,7 @@ void spike_conv2d_grad_weight_cpu(const SpikeConv2dParams& p, const void* s,
   const int64_t HW = p.H * p.W, G = p.groups, Cg = p.C / G, Og = p.O / G;
   const int64_t KK = p.KH * p.KW;
   if (p.C == 0 || p.O == 0) return;
-  event::parallel_items(p.C, p.threads, [&](int64_t a) {
+  event::parallel_items(p.C, event::threads_for(p.N * p.C * HW * KK * Og / 8, p.threads), [&](int64_t a) {
     const int64_t b = a + 1;
     std::vector<int32_t> plane(HW + kListSlack);
     std::vector<float> acc(KK * Og);
