@@ -247,3 +247,22 @@ def test_module_bad_arguments():
 def test_public_api_exports():
     assert sparsesnn.functional.spike_linear is SF.spike_linear
     assert callable(sparsesnn.calibrate)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_kernel_and_reference_fallback_agree(backend, density):
+    """Same results through the compiled kernel and the pure-PyTorch fallback (no _C)."""
+    s = spikes((37, 70), density, seed=5).requires_grad_()
+    w = torch.randn(23, 70, requires_grad=True)
+    b = torch.randn(23, requires_grad=True)
+    out = SF.spike_linear(s, w, b)
+    torch.testing.assert_close(out.double(), ref_linear(s.detach(), w.detach(), b.detach()), rtol=1e-5, atol=1e-4)
+    out.sum().backward()
+    g = torch.ones(37, 23, dtype=torch.float64)
+    torch.testing.assert_close(w.grad.double(), g.t() @ s.detach().double(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(s.grad.double(), g @ w.detach().double(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="s"):
+        SF.spike_linear(torch.full((2, 70), 0.5), w)
+    mod = SpikingLinear(70, 23, mode="event")
+    mod(spikes((4, 70), 0.1))
+    assert mod.last_path == "event"
