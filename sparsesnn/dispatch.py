@@ -55,14 +55,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_keys: dict[tuple[str, int], str] = {}
+
+
 def machine_key(device: str = "cpu") -> str:
     """What a calibration is valid for: device, CPU model / GPU name, threads, versions."""
-    info = _ext.info()
-    if device == "cuda":
-        where = f"cuda:{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}"
-    else:
-        where = f"cpu:{_cpu_model()}:{info.get('cpu_isa', '?')}:threads={torch.get_num_threads()}"
-    return f"{where}|torch={torch.__version__}|sparsesnn={info.get('version', 'reference')}"
+    memo = (device, torch.get_num_threads())
+    key = _keys.get(memo)
+    if key is None:  # computed once per (device, threads): the modules look it up every call
+        info = _ext.info()
+        if device == "cuda":
+            where = f"cuda:{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}"
+        else:
+            where = f"cpu:{_cpu_model()}:{info.get('cpu_isa', '?')}:threads={memo[1]}"
+        key = _keys[memo] = f"{where}|torch={torch.__version__}|sparsesnn={info.get('version', 'reference')}"
+    return key
 
 
 def _parse_env(op: str) -> Optional[float]:

@@ -88,7 +88,7 @@ def test_env_and_argument_overrides(isolated, monkeypatch):
 
 def test_module_uses_env_break_even(isolated, monkeypatch):
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
-    mod = sparsesnn.nn.SpikingLinear(64, 8)
+    mod = sparsesnn.nn.SpikingLinear(64, 8, min_macs=0)
     s = (torch.rand(16, 64) < 0.1).float()
     monkeypatch.setenv(dispatch.ENV_BREAK_EVEN, "0.5")
     mod(s)
