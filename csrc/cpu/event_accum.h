@@ -167,6 +167,20 @@ inline void add_rows_short(RowAcc<R>& acc, const float* src, int64_t ld, const i
   if (i < n) acc.add(src + static_cast<int64_t>(idx[i]) * ld);
 }
 
+// dst[i] = src[i] + offset for i < n; returns n. Copies 16 entries per step (it may read up
+// to 15 entries past src[n) and write as many past dst[n), both inside the callers' slack),
+// so a list of up to 16 events costs no data-dependent branch.
+inline int append_offset(int32_t* dst, const int32_t* src, int n, int32_t offset) {
+#if defined(__AVX512F__)
+  const __m512i off = _mm512_set1_epi32(offset);
+  for (int j = 0; j < n; j += 16)
+    _mm512_storeu_si512(dst + j, _mm512_add_epi32(_mm512_loadu_si512(src + j), off));
+#else
+  for (int j = 0; j < n; ++j) dst[j] = src[j] + offset;
+#endif
+  return n;
+}
+
 // Calls f(std::integral_constant<int, R>{}) with R = registers needed for `width` columns.
 template <typename F>
 inline void with_regs(int width, F&& f) {

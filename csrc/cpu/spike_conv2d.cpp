@@ -89,12 +89,17 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
       const int32_t* c_img = cnt + nl * HW * G;
       const int32_t* i_img = idx + nl * HW * G * Cg;
       std::vector<float> buf((y1 - y0) * p.OW * kTile);
+      // The events of all taps of one output pixel, as rows of this group's weight block
+      // (tap * Cg + c): one accumulation loop per pixel instead of one per tap, so the
+      // variable list lengths cost one hard-to-predict loop exit, not one per tap.
+      std::vector<int32_t> flat(p.KH * p.KW * Cg + 16);
+      const float* wg = weight_r + g * p.KH * p.KW * Cg * Og + o0;
       event::with_regs(width, [&](auto r) {
         constexpr int R = decltype(r)::value;
         event::RowAcc<R> acc(width);
         for (int64_t oy = y0; oy < y1; ++oy) {
           for (int64_t ox = 0; ox < p.OW; ++ox) {
-            acc.set(bias ? bias + g * Og + o0 : nullptr);
+            int k = 0;
             for (int64_t ky = 0; ky < p.KH; ++ky) {
               const int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
               if (iy < 0 || iy >= p.H) continue;
@@ -102,12 +107,12 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
                 const int64_t ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
                 if (ix < 0 || ix >= p.W) continue;
                 const int64_t slot = (iy * p.W + ix) * G + g;
-                const int n = c_img[slot];
-                if (n == 0) continue;
-                const float* wrow = weight_r + ((g * p.KH + ky) * p.KW + kx) * Cg * Og + o0;
-                event::add_rows_short(acc, wrow, Og, i_img + slot * Cg, n);
+                k += event::append_offset(flat.data() + k, i_img + slot * Cg, c_img[slot],
+                                          static_cast<int32_t>((ky * p.KW + kx) * Cg));
               }
             }
+            acc.set(bias ? bias + g * Og + o0 : nullptr);
+            event::add_rows(acc, wg, Og, flat.data(), k);
             acc.store(buf.data() + ((oy - y0) * p.OW + ox) * kTile);
           }
         }
