@@ -103,16 +103,19 @@ def _paired_ms(dense: Callable[[], object], event: Callable[[], object], repeats
 
 
 def _crossing(densities: list[float], ratios: list[float]) -> float:
-    """First density where event/dense time reaches 1, interpolated linearly; the last
-    density tried if it never does, the first one's lower neighbour (0) if it always does."""
-    prev_d, prev_r = 0.0, 0.0
-    for d, r in zip(densities, ratios):
-        if r >= 1.0:
-            if r == prev_r:
-                return d
-            return prev_d + (d - prev_d) * (1.0 - prev_r) / (r - prev_r)
-        prev_d, prev_r = d, r
+    """Density where event/dense time reaches 1, interpolated linearly at the last upward
+    crossing (one noisy point at a low density does not end the search); the last density
+    tried if event-driven is faster throughout; toward 0 if it is never faster."""
+    points = [(0.0, 0.0)] + list(zip(densities, ratios))
+    for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
+        if r0 < 1.0 <= r1:
+            return d0 + (d1 - d0) * (1.0 - r0) / (r1 - r0)
     return densities[-1]
+
+
+def _stop(ratios: list[float]) -> bool:
+    """Two densities in a row clearly slower than dense: higher ones only cost time."""
+    return len(ratios) >= 2 and min(ratios[-2:]) > 1.3
 
 
 def _spikes(shape: tuple[int, ...], density: float, device: str, gen: torch.Generator) -> torch.Tensor:
@@ -132,7 +135,7 @@ def _measure_linear(m: int, device: str, densities: list[float], repeats: int, w
         dense, event = _paired_ms(lambda: (torch.nn.functional.linear(s, w), sync()),
                                   lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
         ratios.append(event / dense)
-        if event > 1.3 * dense:
+        if _stop(ratios):
             break  # well past break-even; higher densities only cost time
     return _crossing(densities[: len(ratios)], ratios)
 
@@ -152,7 +155,7 @@ def _measure_conv2d(images: int, device: str, densities: list[float], repeats: i
                                   lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
                                   repeats)
         ratios.append(event / dense)
-        if event > 1.3 * dense:
+        if _stop(ratios):
             break
     return _crossing(densities[: len(ratios)], ratios)
 
