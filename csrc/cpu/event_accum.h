@@ -155,18 +155,6 @@ inline void add_rows(RowAcc<R>& acc, const float* src, int64_t ld, const int32_t
   for (; i < n; ++i) acc.add(src + static_cast<int64_t>(idx[i]) * ld);
 }
 
-// acc += sum_i src[idx[i] * ld] for short lists (a few events per tap): one loop, two events
-// per iteration, so fewer loop branches to mispredict; the rows come from L2 anyway.
-template <int R>
-inline void add_rows_short(RowAcc<R>& acc, const float* src, int64_t ld, const int32_t* idx, int n) {
-  int i = 0;
-  for (; i + 2 <= n; i += 2) {
-    acc.add(src + static_cast<int64_t>(idx[i]) * ld);
-    acc.add(src + static_cast<int64_t>(idx[i + 1]) * ld);
-  }
-  if (i < n) acc.add(src + static_cast<int64_t>(idx[i]) * ld);
-}
-
 // dst[i] = src[i] + offset for i < n; returns n. Copies 16 entries per step (it may read up
 // to 15 entries past src[n) and write as many past dst[n), both inside the callers' slack),
 // so a list of up to 16 events costs no data-dependent branch.

@@ -3,10 +3,11 @@
 // Forward, per chunk of images:
 //  1. every channel plane (contiguous H*W) is scanned once; each active pixel appends its
 //     channel to that pixel's list (per group), giving channels-last event lists;
-//  2. for every output pixel, the lists of the receptive-field taps are walked and each event
-//     adds one contiguous weight row (O/G outputs of weight_r [G, KH, KW, C/G, O/G]) to an
-//     output-channel tile held in registers. A row of output pixels is parked in a small
-//     buffer and written to NCHW as contiguous runs.
+//  2. for every output pixel, the lists of its receptive-field taps are concatenated into one
+//     list of weight rows, and each event adds one contiguous row (O/G outputs of weight_r
+//     [G, KH, KW, C/G, O/G]) to an output-channel tile held in registers. A block of output
+//     rows is parked channels-last in a small buffer and written to NCHW as long runs with
+//     streaming stores.
 // grad_weight: per input channel (parallel), the active pixels of its plane in every image
 // add the grad_out rows (channels-last) of the output pixels they reach to a per-tap
 // accumulator that stays in L1.
@@ -27,6 +28,39 @@ using event::kTile;
 // Bound on the event-list scratch (int32 entries) per chunk of images: 8 MiB, so the lists
 // written in step 1 are still cached when step 2 reads them.
 constexpr int64_t kListBudget = int64_t(2) << 20;
+
+// grad_weight of one (image, input channel): each of the k active pixels adds, for every tap,
+// the grad_out row of the output pixel it reached to that tap's accumulator (acc [KK, Og]).
+// UNIT: stride 1, so the output pixel needs no (slow, runtime-divisor) division.
+template <bool UNIT>
+void scatter_events(const SpikeConv2dParams& p, const int32_t* pix, int k, int64_t n, int64_t g,
+                    int64_t Og, const float* grad_out_cl, float* acc) {
+  for (int i = 0; i < k; ++i) {
+    const int64_t iy = pix[i] / p.W, ix = pix[i] - iy * p.W;
+    for (int64_t ky = 0; ky < p.KH; ++ky) {
+      int64_t oy = iy + p.pad_top - ky * p.dil_h;
+      if (oy < 0) continue;
+      if (!UNIT) {
+        if (oy % p.stride_h != 0) continue;
+        oy /= p.stride_h;
+      }
+      if (oy >= p.OH) continue;
+      for (int64_t kx = 0; kx < p.KW; ++kx) {
+        int64_t ox = ix + p.pad_left - kx * p.dil_w;
+        if (ox < 0) continue;
+        if (!UNIT) {
+          if (ox % p.stride_w != 0) continue;
+          ox /= p.stride_w;
+        }
+        if (ox >= p.OW) continue;
+        const float* grow = grad_out_cl + ((n * p.OH + oy) * p.OW + ox) * p.O + g * Og;
+        float* dst = acc + (ky * p.KW + kx) * Og;
+#pragma omp simd
+        for (int64_t o = 0; o < Og; ++o) dst[o] += grow[o];
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -146,36 +180,32 @@ void spike_conv2d_grad_weight_cpu(const SpikeConv2dParams& p, const void* s,
   const int64_t HW = p.H * p.W, G = p.groups, Cg = p.C / G, Og = p.O / G;
   const int64_t KK = p.KH * p.KW;
   if (p.C == 0 || p.O == 0) return;
-  event::parallel_items(p.C, event::threads_for(p.N * p.C * HW * KK * Og / 8, p.threads), [&](int64_t a) {
-    const int64_t b = a + 1;
+  const int threads = event::threads_for(p.N * p.C * HW * KK * Og / 8, p.threads);
+  const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
+  // Items are blocks of input channels; inside one, images are the outer loop so one image's
+  // grad_out (channels-last) stays in L2 while every channel of the block scatters into it,
+  // instead of being streamed again for each channel.
+  const int64_t cb = std::max<int64_t>(1, std::min<int64_t>(16, p.C / (2 * threads)));
+  const int64_t blocks = (p.C + cb - 1) / cb;
+  event::parallel_items(blocks, threads, [&](int64_t blk) {
+    const int64_t c0 = blk * cb, c1 = std::min(p.C, c0 + cb);
     std::vector<int32_t> plane(HW + kListSlack);
-    std::vector<float> acc(KK * Og);
-    for (int64_t c = a; c < b; ++c) {
-      const int64_t g = c / Cg, cl = c % Cg;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t n = 0; n < p.N && p.OH > 0 && p.OW > 0; ++n) {
+    std::vector<float> acc((c1 - c0) * KK * Og, 0.0f);
+    for (int64_t n = 0; n < p.N && p.OH > 0 && p.OW > 0; ++n) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t g = c / Cg;
+        float* acc_c = acc.data() + (c - c0) * KK * Og;
         const int k = event::list_active(s, p.spike_type, (n * p.C + c) * HW, HW, 0, plane.data());
-        for (int i = 0; i < k; ++i) {
-          const int64_t iy = plane[i] / p.W, ix = plane[i] % p.W;
-          for (int64_t ky = 0; ky < p.KH; ++ky) {
-            const int64_t ty = iy + p.pad_top - ky * p.dil_h;
-            if (ty < 0 || ty % p.stride_h != 0 || ty / p.stride_h >= p.OH) continue;
-            const int64_t oy = ty / p.stride_h;
-            for (int64_t kx = 0; kx < p.KW; ++kx) {
-              const int64_t tx = ix + p.pad_left - kx * p.dil_w;
-              if (tx < 0 || tx % p.stride_w != 0 || tx / p.stride_w >= p.OW) continue;
-              const int64_t ox = tx / p.stride_w;
-              const float* grow = grad_out_cl + ((n * p.OH + oy) * p.OW + ox) * p.O + g * Og;
-              float* dst = acc.data() + (ky * p.KW + kx) * Og;
-#pragma omp simd
-              for (int64_t o = 0; o < Og; ++o) dst[o] += grow[o];
-            }
-          }
-        }
+        if (unit_stride) scatter_events<true>(p, plane.data(), k, n, g, Og, grad_out_cl, acc_c);
+        else scatter_events<false>(p, plane.data(), k, n, g, Og, grad_out_cl, acc_c);
       }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t g = c / Cg, cl = c % Cg;
+      const float* acc_c = acc.data() + (c - c0) * KK * Og;
       for (int64_t o = 0; o < Og; ++o) {
         float* dst = grad_weight + ((g * Og + o) * Cg + cl) * KK;
-        for (int64_t kk = 0; kk < KK; ++kk) dst[kk] = acc[kk * Og + o];
+        for (int64_t kk = 0; kk < KK; ++kk) dst[kk] = acc_c[kk * Og + o];
       }
     }
   });
