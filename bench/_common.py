@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: timing, machine info, copy bandwidth, result files."""
+"""Timing, machine description and result writing shared by the benchmarks."""
 from __future__ import annotations
 
 import json
@@ -6,83 +6,90 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 
+RESULTS = Path(__file__).resolve().parent / "results"
 
-def timeit(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3, min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+
+def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 7, min_time: float = 0.05) -> float:
+    """Median wall time of ``fn()`` in seconds; each sample loops until ``min_time`` passes."""
     for _ in range(warmup):
         fn()
-    times = []
     start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start) < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 10 * repeats:
-            break
-    return statistics.median(times)
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / once))
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
 
 
 def cpu_model() -> str:
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
 
 
-def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
-    """Measured memory copy bandwidth (bytes read + written per second) with torch."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)
-    dst = torch.empty_like(src)
-    t = timeit(lambda: dst.copy_(src), repeats=repeats, warmup=1)
-    return 2 * nbytes / t
-
-
-def machine_info() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
     import sparsesnn
 
     return {
-        "sparsesnn": sparsesnn.info(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sparsesnn": sparsesnn.info(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
-def results_dir() -> str:
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(d, exist_ok=True)
-    return d
+def copy_bandwidth(nbytes: int, device: str = "cpu") -> float:
+    """Bytes/s of a plain tensor copy (read + write counted) of ``nbytes`` per side."""
+    src = torch.ones(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        dst.copy_(src)
+        sync()
+
+    return 2 * nbytes / timeit(run)
 
 
-def write_json(name: str, payload: dict) -> str:
-    path = os.path.join(results_dir(), f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    return path
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
 
 
-def write_text(name: str, ext: str, text: str) -> str:
-    path = os.path.join(results_dir(), f"{name}.{ext}")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def md_table(headers: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for r in rows:
-        out.append("| " + " | ".join(str(c) for c in r) + " |")
-    return "\n".join(out)
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
+    """Write ``bench/results/<name>.json`` and ``.md`` (with the machine description)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    m = payload["machine"]
+    header = (f"# {name}\n\nMeasured {m['date']} on {m['cpu']} ({m['cores']} cores, "
+              f"{m['torch_threads']} torch threads), torch {m['torch']}, "
+              f"sparsesnn backend: {m['sparsesnn'].get('backend')} "
+              f"(ISA {m['sparsesnn'].get('cpu_isa', '-')}).\n\n")
+    (RESULTS / f"{name}.md").write_text(header + markdown + "\n")
+    return RESULTS / f"{name}.md"

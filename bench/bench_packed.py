@@ -37,6 +37,7 @@ from sparsesnn.quant import QuantSpec  # noqa: E402
 
 FORMATS = ["int8", "int4", "int2", "ternary", "binary"]
 POOL = 8  # distinct inputs cycled per configuration
+MIN_TIME = 0.02  # seconds per timing sample (short calls are looped)
 T_STEPS = 16
 
 
@@ -92,13 +93,13 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
 
             def timed(fn):
                 if steps == 1:
-                    return bc.timeit(cycling(fn, pool), repeats=repeats, warmup=2)
+                    return bc.timeit(cycling(fn, pool), repeat=repeats, warmup=2, min_time=MIN_TIME)
                 groups = [pool[i * steps:(i + 1) * steps] for i in range(POOL)]
 
                 def run_group(xs):
                     for x in xs:
                         fn(x)
-                return bc.timeit(cycling(run_group, groups), repeats=repeats, warmup=1) / steps
+                return bc.timeit(cycling(run_group, groups), repeat=repeats, warmup=1, min_time=MIN_TIME) / steps
 
             rec = {"K": K, "N": N, "density": density, "mode": mode, "rows_per_call": M,
                    "per": "timestep" if mode != f"B{M}" or mode.startswith("T") else "call"}
@@ -123,17 +124,17 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
     # Analog input (dense-path packed kernel) and the spike-vs-dense-path crossover.
     analog, cross = [], []
     xa = [torch.randn(8, K, generator=g) for _ in range(POOL)]
-    rec = {"K": K, "N": N, "batch": 8, "torch_dense_s": bc.timeit(cycling(lambda x: F.linear(x, W, b), xa), repeats=repeats)}
+    rec = {"K": K, "N": N, "batch": 8, "torch_dense_s": bc.timeit(cycling(lambda x: F.linear(x, W, b), xa), repeat=repeats, min_time=MIN_TIME)}
     for name in ["fp32 event"] + FORMATS:
-        rec[f"{name}_s"] = bc.timeit(cycling(kernel_fn(layers[name], False), xa), repeats=repeats)
+        rec[f"{name}_s"] = bc.timeit(cycling(kernel_fn(layers[name], False), xa), repeat=repeats, min_time=MIN_TIME)
     analog.append(rec)
     for density in [0.05, 0.2, 0.5, 0.8, 1.0]:
         xs = [(torch.rand(8, K, generator=g) < density).float() for _ in range(POOL)]
         m = layers["int4"]
         cross.append({"K": K, "N": N, "batch": 8, "density": density,
-                      "event_int_s": bc.timeit(cycling(kernel_fn(m, True), xs), repeats=repeats),
-                      "dense_path_s": bc.timeit(cycling(kernel_fn(m, False), xs), repeats=repeats),
-                      "torch_dense_s": bc.timeit(cycling(lambda x: F.linear(x, W, b), xs), repeats=repeats)})
+                      "event_int_s": bc.timeit(cycling(kernel_fn(m, True), xs), repeat=repeats, min_time=MIN_TIME),
+                      "dense_path_s": bc.timeit(cycling(kernel_fn(m, False), xs), repeat=repeats, min_time=MIN_TIME),
+                      "torch_dense_s": bc.timeit(cycling(lambda x: F.linear(x, W, b), xs), repeat=repeats, min_time=MIN_TIME)})
     return {"K": K, "N": N, "fp32_bytes": fp32_bytes, "sizes": sizes, "timings": rows,
             "analog": analog, "crossover": cross}
 
@@ -143,10 +144,8 @@ def fmt_ms(s: float) -> str:
 
 
 def markdown(res: dict) -> str:
-    out = ["# Packed low-bit / pruned weights benchmark", "",
-           f"Machine: {res['machine']['cpu']}, {res['machine']['torch_threads']} torch threads, "
-           f"sparsesnn {res['machine']['sparsesnn'].get('cpu_isa', '?')} build; load average at start "
-           f"{res['machine']['load_average']}. Copy bandwidth measured in this run: "
+    out = ["Packed low-bit / pruned weights. Load average at start "
+           f"{res['load_average']}; copy bandwidth measured in this run: "
            f"{res['copy_bandwidth_GBs']:.1f} GB/s.", "",
            "Times are medians; `stream` = batch 1, one timestep per call (time per step); "
            f"`T{T_STEPS}x1` = {T_STEPS} timesteps of batch 1 in one call (time per step); `B8`/`B32` = one call. "
@@ -156,7 +155,7 @@ def markdown(res: dict) -> str:
     for size in res["sizes"]:
         K, N = size["K"], size["N"]
         out += [f"## K = N = {K} (fp32 weights {size['fp32_bytes'] / 2**20:.1f} MiB)", "", "### Bytes", ""]
-        out.append(bc.md_table(["format", "bytes", "x smaller than fp32"],
+        out.append(bc.markdown_table(["format", "bytes", "x smaller than fp32"],
                                [[n, v["bytes"], f"{v['ratio_vs_fp32']:.2f}"] for n, v in size["sizes"].items()]))
         names = [n for n in size["sizes"] if n != "fp32 event"]
         out += ["", "### Event-driven time (ms) and speedup of each format vs fp32 event / torch dense", ""]
@@ -174,18 +173,18 @@ def markdown(res: dict) -> str:
                 t = r[f"{n}_s"]
                 row.append(f"{fmt_ms(t)} (x{r['fp32 event_s'] / t:.1f} / x{r['torch_dense_s'] / t:.0f})")
             rows.append(row)
-        out.append(bc.md_table(hdr, rows))
+        out.append(bc.markdown_table(hdr, rows))
         out += ["", "### Analog input (dense-path packed kernel), batch 8 (ms)", ""]
         a = size["analog"][0]
-        out.append(bc.md_table(["torch dense", "fp32 (input-major)"] + FORMATS,
+        out.append(bc.markdown_table(["torch dense", "fp32 (input-major)"] + FORMATS,
                                [[fmt_ms(a["torch_dense_s"]), fmt_ms(a["fp32 event_s"])] + [fmt_ms(a[f"{f}_s"]) for f in FORMATS]]))
         out += ["", "### int4, batch 8: event (integer) kernel vs dense-path kernel over density (ms)", ""]
-        out.append(bc.md_table(["density", "event int", "dense path", "torch dense"],
+        out.append(bc.markdown_table(["density", "event int", "dense path", "torch dense"],
                                [[f"{c['density']:.0%}", fmt_ms(c["event_int_s"]), fmt_ms(c["dense_path_s"]),
                                  fmt_ms(c["torch_dense_s"])] for c in size["crossover"]]))
         out.append("")
     out += ["## Targets (int4, K = N = 4096, 5% density)", ""]
-    out.append(bc.md_table(["check", "measured", "target", "met"], res["targets"]))
+    out.append(bc.markdown_table(["check", "measured", "target", "met"], res["targets"]))
     return "\n".join(out) + "\n"
 
 
@@ -233,7 +232,7 @@ def plot(res: dict, path: str) -> None:
             axes[i][j].set_xlabel("spike density (%)")
             axes[i][j].grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Packed event-driven linear, K = N = {size['K']}, {res['machine']['torch_threads']} threads")
+    fig.suptitle(f"Packed event-driven linear, K = N = {size['K']}, {res['threads']} threads")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -251,14 +250,14 @@ def main() -> None:
     else:
         shapes = [(1024, 1024), (4096, 4096), (8192, 8192)]
         densities, batches, repeats = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], [8, 32], 15
-    res = {"machine": bc.machine_info(), "copy_bandwidth_GBs": bc.copy_bandwidth() / 1e9,
+    res = {"load_average": os.getloadavg(), "copy_bandwidth_GBs": bc.copy_bandwidth(256 << 20) / 1e9,
+           "threads": torch.get_num_threads(),
            "quick": args.quick, "pool": POOL, "sizes": []}
     for K, N in shapes:
         res["sizes"].append(run_size(K, N, densities, batches, repeats, prune_keep=0.1))
     res["targets"] = targets(res)
-    print(bc.write_json(args.name, res))
-    print(bc.write_text(args.name, "md", markdown(res)))
-    plot(res, os.path.join(bc.results_dir(), f"{args.name}.png"))
+    print(bc.write_results(args.name, res, markdown(res)))
+    plot(res, str(bc.RESULTS / f"{args.name}.png"))
     for t in res["targets"]:
         print(t)
 
