@@ -180,6 +180,10 @@ void bind_packed(py::module_& m) {
       .def_readwrite("threads", &PackedConv2dParams::threads);
 
   m.def(
+      "is_binary_f32_cpu",
+      [](std::uintptr_t x, int64_t n) { return is_binary_f32_cpu(ptr<const float>(x), n); },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
       "pack_cpu",
       [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out, int threads) {
         pack_cpu(ptr<const int8_t>(codes), N, K, bits, ptr<uint8_t>(out), threads);
