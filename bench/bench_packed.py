@@ -139,6 +139,36 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
             "analog": analog, "crossover": cross}
 
 
+def run_conv(repeats: int, densities) -> list[dict]:
+    """Event-driven packed conv2d (128 -> 128, 3x3, 32x32) vs the fp32 version of the same
+    kernel and torch dense ``F.conv2d`` (oneDNN)."""
+    from sparsesnn.nn import PackedSpikingConv2d
+    from sparsesnn.ops.packed_conv2d import packed_conv2d_op
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+    layers = {"fp32 event": PackedSpikingConv2d.from_float(conv, None)}
+    for f in FORMATS:
+        layers[f] = PackedSpikingConv2d.from_float(conv, QuantSpec(f))
+    W, b = conv.weight.detach(), conv.bias.detach()
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for batch in (1, 8):
+        for density in densities:
+            xs = [(torch.rand(batch, 128, 32, 32, generator=g) < density).float() for _ in range(POOL)]
+            rec = {"batch": batch, "density": density,
+                   "torch_dense_s": bc.timeit(cycling(lambda x: F.conv2d(x, W, b, 1, 1), xs), repeat=repeats, min_time=MIN_TIME)}
+            for name, m in layers.items():
+                fn = (lambda m: lambda x: packed_conv2d_op(x, m.weights, m.scale, m.bias, m.bits, 128, [3, 3], [1, 1],
+                                                           [1, 1], [1, 1], m.group_size, True))(m)
+                rec[f"{name}_s"] = bc.timeit(cycling(fn, xs), repeat=repeats, min_time=MIN_TIME)
+                rec[f"{name}_bytes"] = m.model_bytes()
+            out.append(rec)
+            print(f"conv B={batch} d={density:.2f}: dense {rec['torch_dense_s']*1e3:.3f} ms  fp32ev "
+                  f"{rec['fp32 event_s']*1e3:.3f}  int4 {rec['int4_s']*1e3:.3f}", flush=True)
+    return out
+
+
 def fmt_ms(s: float) -> str:
     return f"{s * 1e3:.3f}"
 
@@ -182,6 +212,19 @@ def markdown(res: dict) -> str:
         out.append(bc.markdown_table(["density", "event int", "dense path", "torch dense"],
                                [[f"{c['density']:.0%}", fmt_ms(c["event_int_s"]), fmt_ms(c["dense_path_s"]),
                                  fmt_ms(c["torch_dense_s"])] for c in size["crossover"]]))
+        out.append("")
+    if res.get("conv"):
+        out += ["## Conv2d 128 -> 128, 3x3, 32x32, binary spikes (ms; speedup vs fp32 event / torch dense)", ""]
+        names = ["fp32 event"] + FORMATS
+        c0 = res["conv"][0]
+        out.append("Bytes: " + ", ".join(f"{n} {c0[f'{n}_bytes']}" for n in names) + "")
+        out.append("")
+        rows = []
+        for c in res["conv"]:
+            rows.append([c["batch"], f"{c['density']:.0%}", fmt_ms(c["torch_dense_s"])] +
+                        [f"{fmt_ms(c[f'{n}_s'])} (x{c['fp32 event_s'] / c[f'{n}_s']:.1f} / x{c['torch_dense_s'] / c[f'{n}_s']:.1f})"
+                         for n in names])
+        out.append(bc.markdown_table(["batch", "density", "torch dense"] + names, rows))
         out.append("")
     out += ["## Targets (int4, K = N = 4096, 5% density)", ""]
     out.append(bc.markdown_table(["check", "measured", "target", "met"], res["targets"]))
@@ -255,6 +298,7 @@ def main() -> None:
            "quick": args.quick, "pool": POOL, "sizes": []}
     for K, N in shapes:
         res["sizes"].append(run_size(K, N, densities, batches, repeats, prune_keep=0.1))
+    res["conv"] = run_conv(repeats, [0.05, 0.2] if args.quick else [0.01, 0.05, 0.2, 0.5])
     res["targets"] = targets(res)
     print(bc.write_results(args.name, res, markdown(res)))
     plot(res, str(bc.RESULTS / f"{args.name}.png"))

@@ -4,7 +4,9 @@
 // Binary input accumulates the unsigned codes in int32 plus a per-position event count (the
 // code offset is removed once at the end); analog input accumulates x * u in fp32.
 // Accumulators per position are de-interleaved ([slot][byte]) so the row add is unit-stride.
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "packed_common.h"
@@ -26,21 +28,33 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
   constexpr unsigned MASK = F32 ? 0u : (1u << (F32 ? 1 : BITS)) - 1u;
   const int64_t O = p.O, KH = p.KH, KW = p.KW, H = p.H, W = p.W, OH = p.OH, OW = p.OW;
   const int64_t CHW = p.C * H * W, HW = H * W, KK = p.C * KH * KW, OP = OH * OW;
-  const int64_t rb = F32 ? O * 4 : packed_row_bytes(O, BITS);
-  const int64_t stride_pos = F32 ? O : P * rb;  // accumulator entries per output position
+  const int64_t rb = F32 ? O * 4 : packed_row_bytes(O, BITS);  // full row stride
   const int64_t glen = group_len(KK, p.group_size), G = (KK + glen - 1) / glen;
   const float mul = F32 ? 1.0f : static_cast<float>(code_mul(BITS));
   const float off = F32 ? 0.0f : static_cast<float>(code_off(BITS));
-  parallel_chunks(p.NB, 1, p.threads, [&](int64_t b0, int64_t b1) {
+  // Fewer images than threads: also split the output channels (at multiples of 8 so every
+  // part starts on a byte boundary of the packed rows).
+  const int64_t parts = p.NB >= p.threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(p.threads, O / 32));
+  parallel_chunks(p.NB * parts, 1, p.threads, [&](int64_t w0, int64_t w1) {
     std::vector<int32_t> act(static_cast<size_t>(CHW));
     using Acc = std::conditional_t<SPIKE && !F32, int32_t, float>;
-    std::vector<Acc> acc(static_cast<size_t>(OP * stride_pos));
+    std::vector<Acc> acc;
     std::vector<float> cnt(static_cast<size_t>(OP));
-    std::vector<float> yf(static_cast<size_t>(OP * O));
-    for (int64_t b = b0; b < b1; ++b) {
+    std::vector<float> yf;
+    for (int64_t wi = w0; wi < w1; ++wi) {
+      const int64_t b = wi / parts, part = wi % parts;
+      const int64_t o0 = (O * part / parts) / 8 * 8;
+      const int64_t o1 = part + 1 == parts ? O : (O * (part + 1) / parts) / 8 * 8;
+      const int64_t Op = o1 - o0;
+      if (Op <= 0) continue;
+      // Part-local row segment: Op codes starting at byte o0 * bits / 8 (or float o0).
+      const int64_t seg0 = F32 ? o0 * 4 : o0 * BITS / 8;
+      const int64_t rbp = F32 ? Op * 4 : packed_row_bytes(Op, BITS);
+      const int64_t stride_pos = F32 ? Op : P * rbp;  // accumulator entries per position
+      acc.resize(static_cast<size_t>(OP * stride_pos));
+      yf.assign(static_cast<size_t>(OP * Op), 0.0f);
       const float* xb = x + b * CHW;
       const int64_t na = list_nonzero(xb, CHW, act.data());
-      std::fill(yf.begin(), yf.end(), 0.0f);
       for (int64_t g = 0; g < G; ++g) {
         std::fill(acc.begin(), acc.end(), Acc(0));
         std::fill(cnt.begin(), cnt.end(), 0.0f);
@@ -64,16 +78,16 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
               const int64_t pos = oy * OW + ox;
               Acc* a = acc.data() + pos * stride_pos;
               if constexpr (F32) {
-                const float* row = reinterpret_cast<const float*>(w + r * rb);
+                const float* row = reinterpret_cast<const float*>(w + r * rb + seg0);
 #pragma omp simd
-                for (int64_t o = 0; o < O; ++o) a[o] += SPIKE ? row[o] : xv * row[o];
+                for (int64_t o = 0; o < Op; ++o) a[o] += SPIKE ? row[o] : xv * row[o];
               } else {
-                const uint8_t* row = w + r * rb;
+                const uint8_t* row = w + r * rb + seg0;
                 cnt[pos] += SPIKE ? 1.0f : xv;
                 for (int s = 0; s < P; ++s) {
-                  Acc* as = a + s * rb;
+                  Acc* as = a + s * rbp;
 #pragma omp simd
-                  for (int64_t j = 0; j < rb; ++j) {
+                  for (int64_t j = 0; j < rbp; ++j) {
                     const unsigned u = (static_cast<unsigned>(row[j]) >> (s * (F32 ? 0 : BITS))) & MASK;
                     if constexpr (SPIKE) as[j] += static_cast<Acc>(u);
                     else as[j] += xv * static_cast<float>(u);
@@ -86,13 +100,13 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
         if (!any) continue;
         for (int64_t pos = 0; pos < OP; ++pos) {
           const Acc* a = acc.data() + pos * stride_pos;
-          float* out = yf.data() + pos * O;
+          float* out = yf.data() + pos * Op;
           if constexpr (F32) {
-            for (int64_t o = 0; o < O; ++o) out[o] += static_cast<float>(a[o]);
+            for (int64_t o = 0; o < Op; ++o) out[o] += static_cast<float>(a[o]);
           } else {
             const float oc = off * cnt[pos];
-            for (int64_t o = 0; o < O; ++o) {
-              const Acc av = a[(o % P) * rb + o / P];
+            for (int64_t o = 0; o < Op; ++o) {
+              const Acc av = a[(o % P) * rbp + o / P];
               float codes;
               // Integer path: mul * acc - off * count is exact in int32 before the scale.
               if constexpr (SPIKE)
@@ -100,15 +114,15 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
                                            code_off(BITS) * static_cast<int32_t>(cnt[pos]));
               else
                 codes = mul * av - oc;
-              out[o] += scale[o * G + g] * codes;
+              out[o] += scale[(o0 + o) * G + g] * codes;
             }
           }
         }
       }
       float* yb = y + b * O * OP;
-      for (int64_t o = 0; o < O; ++o) {
-        const float bo = bias ? bias[o] : 0.0f;
-        for (int64_t pos = 0; pos < OP; ++pos) yb[o * OP + pos] = yf[pos * O + o] + bo;
+      for (int64_t o = 0; o < Op; ++o) {
+        const float bo = bias ? bias[o0 + o] : 0.0f;
+        for (int64_t pos = 0; pos < OP; ++pos) yb[(o0 + o) * OP + pos] = yf[pos * Op + o] + bo;
       }
     }
   });
