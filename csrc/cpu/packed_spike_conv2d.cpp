@@ -20,12 +20,49 @@ namespace {
 using packed_detail::group_len;
 using packed_detail::list_nonzero;
 
+// acc[s * stride_s + j] += slot s of row byte j (times xv for the analog path), j < nbytes.
+template <int BITS, typename Acc>
+inline void add_row(const uint8_t* row, int64_t nbytes, Acc* acc, int64_t stride_s, float xv) {
+  constexpr int P = 8 / BITS;
+  constexpr unsigned MASK = (1u << BITS) - 1u;
+#if defined(SPARSESNN_PACKED_AVX512)
+  const __m512i vm = _mm512_set1_epi32(static_cast<int>(MASK));
+  const __m512 xvv = _mm512_set1_ps(xv);
+  for (int64_t j = 0; j < nbytes; j += 16) {
+    const int64_t left = nbytes - j;
+    const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, row + j));
+#pragma GCC unroll 8
+    for (int s = 0; s < P; ++s) {
+      __m512i u = s == 0 ? v : _mm512_srli_epi32(v, s * BITS);
+      if (s + 1 < P) u = _mm512_and_si512(u, vm);
+      Acc* a = acc + s * stride_s + j;
+      if constexpr (std::is_same_v<Acc, int32_t>) {
+        _mm512_mask_storeu_epi32(a, m, _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, a), u));
+      } else {
+        const __m512 f = _mm512_fmadd_ps(xvv, _mm512_cvtepi32_ps(u), _mm512_maskz_loadu_ps(m, a));
+        _mm512_mask_storeu_ps(a, m, f);
+      }
+    }
+  }
+#else
+  for (int s = 0; s < P; ++s) {
+    Acc* as = acc + s * stride_s;
+#pragma omp simd
+    for (int64_t j = 0; j < nbytes; ++j) {
+      const unsigned u = (static_cast<unsigned>(row[j]) >> (s * BITS)) & MASK;
+      if constexpr (std::is_same_v<Acc, int32_t>) as[j] += static_cast<Acc>(u);
+      else as[j] += xv * static_cast<float>(u);
+    }
+  }
+#endif
+}
+
 template <int BITS, bool SPIKE>
 void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const float* scale,
          const float* bias, float* y) {
   constexpr bool F32 = BITS == 32;
   constexpr int P = F32 ? 1 : 8 / BITS;
-  constexpr unsigned MASK = F32 ? 0u : (1u << (F32 ? 1 : BITS)) - 1u;
   const int64_t O = p.O, KH = p.KH, KW = p.KW, H = p.H, W = p.W, OH = p.OH, OW = p.OW;
   const int64_t CHW = p.C * H * W, HW = H * W, KK = p.C * KH * KW, OP = OH * OW;
   const int64_t rb = F32 ? O * 4 : packed_row_bytes(O, BITS);  // full row stride
@@ -84,15 +121,7 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
               } else {
                 const uint8_t* row = w + r * rb + seg0;
                 cnt[pos] += SPIKE ? 1.0f : xv;
-                for (int s = 0; s < P; ++s) {
-                  Acc* as = a + s * rbp;
-#pragma omp simd
-                  for (int64_t j = 0; j < rbp; ++j) {
-                    const unsigned u = (static_cast<unsigned>(row[j]) >> (s * (F32 ? 0 : BITS))) & MASK;
-                    if constexpr (SPIKE) as[j] += static_cast<Acc>(u);
-                    else as[j] += xv * static_cast<float>(u);
-                  }
-                }
+                add_row<F32 ? 8 : BITS, Acc>(row, rbp, a, rbp, xv);
               }
             }
           }
