@@ -1,8 +1,10 @@
 // Dense-path linear over packed weights, for analog input or very high spike density:
-// fp32 accumulation of x[m, k] * u[k, n] over the nonzero x of a row, per 256-output tile
-// (16 fp32 registers; a 16-byte chunk is zero-extended to 16 int32 lanes, then one shift,
-// mask and convert per code slot), with the code offset and the per-output scale applied
-// once per group: y = scale * (mul * sum x u - off * sum x) + bias.
+// fp32 accumulation of x[m, k] * u[k, n], with the code offset and the per-output scale
+// applied once per group: y = scale * (mul * sum x u - off * sum x) + bias.
+// AVX-512: blocks of weight rows x 64 outputs are decoded to fp32 once and reused by every
+// input row (register block 4 rows x 64 outputs); each thread owns a range of outputs and
+// walks the rows in order (few input rows: one weight row at a time, front to back).
+// Portable build: per 256-output tile, fp32 accumulation over the nonzero x of a row.
 #include <cstring>
 #include <vector>
 
@@ -21,61 +23,11 @@ using packed_detail::work_chunk;
 
 constexpr int kTile = 256;
 
-// accf[(c * P + s) * 16 + l] += x * slot s of byte 16 c + l of the tile, over the run.
-// For BITS == 32 the "bytes" are floats and accf is in natural order.
+// Portable path (no AVX-512): accf[(c * P + s) * 16 + l] += x * slot s of byte 16 c + l of
+// the tile, over the run. For BITS == 32 the "bytes" are floats and accf is in natural order.
 template <int BITS>
 void float_tile(const uint8_t* w, int64_t rb, int64_t byte0, int64_t tile_bytes,
                 const int32_t* act, int64_t nact, const float* xr, float* accf) {
-#if defined(SPARSESNN_PACKED_AVX512)
-  if constexpr (BITS == 32) {
-    __mmask16 masks[16];
-    const int64_t tn = tile_bytes / 4;
-    for (int c = 0; c < 16; ++c) {
-      const int64_t left = tn - 16 * c;
-      masks[c] = left >= 16 ? 0xffff : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u));
-    }
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int c = 0; c < 16; ++c) acc[c] = _mm512_loadu_ps(accf + 16 * c);
-    for (int64_t i = 0; i < nact; ++i) {
-      const float* row = reinterpret_cast<const float*>(w + act[i] * rb + byte0);
-      const __m512 xv = _mm512_set1_ps(xr[act[i]]);
-#pragma GCC unroll 16
-      for (int c = 0; c < 16; ++c)
-        acc[c] = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(masks[c], row + 16 * c), acc[c]);
-    }
-#pragma GCC unroll 16
-    for (int c = 0; c < 16; ++c) _mm512_storeu_ps(accf + 16 * c, acc[c]);
-  } else {
-    constexpr int P = 8 / BITS;
-    constexpr int C = 16 / P;  // 16-byte chunks per tile
-    __mmask16 masks[C];
-    for (int c = 0; c < C; ++c) {
-      const int64_t left = tile_bytes - 16 * c;
-      masks[c] = left >= 16 ? 0xffff : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u));
-    }
-    const __m512i vmask = _mm512_set1_epi32((1 << BITS) - 1);
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) acc[r] = _mm512_loadu_ps(accf + 16 * r);
-    for (int64_t i = 0; i < nact; ++i) {
-      const uint8_t* row = w + act[i] * rb + byte0;
-      const __m512 xv = _mm512_set1_ps(xr[act[i]]);
-#pragma GCC unroll 16
-      for (int c = 0; c < C; ++c) {
-        const __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(masks[c], row + 16 * c));
-#pragma GCC unroll 8
-        for (int s = 0; s < P; ++s) {
-          __m512i u = s == 0 ? v : _mm512_srli_epi32(v, s * BITS);
-          if (s + 1 < P) u = _mm512_and_si512(u, vmask);
-          acc[c * P + s] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(u), acc[c * P + s]);
-        }
-      }
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) _mm512_storeu_ps(accf + 16 * r, acc[r]);
-  }
-#else
   for (int64_t i = 0; i < nact; ++i) {
     const float xv = xr[act[i]];
     if constexpr (BITS == 32) {
@@ -94,7 +46,6 @@ void float_tile(const uint8_t* w, int64_t rb, int64_t byte0, int64_t tile_bytes,
       }
     }
   }
-#endif
 }
 
 #if defined(SPARSESNN_PACKED_AVX512)
@@ -263,8 +214,8 @@ template <int BITS>
 void run(const PackedLinearParams& p, const float* x, const uint8_t* w, const float* scale,
          const float* bias, float* y) {
 #if defined(SPARSESNN_PACKED_AVX512)
-  return run_panels<BITS>(p, x, w, scale, bias, y);
-#endif
+  run_panels<BITS>(p, x, w, scale, bias, y);
+#else
   const int64_t M = p.M, K = p.K, N = p.N;
   const int64_t rb = BITS == 32 ? N * 4 : packed_row_bytes(N, BITS);
   const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
@@ -311,6 +262,7 @@ void run(const PackedLinearParams& p, const float* x, const uint8_t* w, const fl
       }
     }
   });
+#endif
 }
 
 }  // namespace
