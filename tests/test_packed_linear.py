@@ -185,3 +185,14 @@ def test_errors():
         m(torch.randn(2, 8))  # analog input with input_mode='spike'
     with pytest.raises(ValueError, match="input_mode"):
         PackedSpikingLinear(8, 4, input_mode="fast")
+
+
+def test_torch_compile_traces_op():
+    lin, m = make(64, 48, "int4")
+    x = spikes((5, 64), 0.2)
+
+    def f(x):
+        return packed_linear_op(x, m.weights, m.scale, m.bias, m.bits, 48, 0, True) * 2.0
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(x), f(x))
