@@ -30,17 +30,17 @@ from sparsesnn.nn import SpikingLinear  # noqa: E402
 from sparsesnn.ops.spike_linear import spike_linear_grad_weight_op  # noqa: E402
 
 
-def crossing(densities, ratios):
-    """Density where speedup (dense / event) falls to 1, interpolated; None if never."""
-    prev = None
-    for d, r in zip(densities, ratios):
-        if r < 1.0:
-            if prev is None:
-                return d
-            (d0, r0) = prev
-            return d0 + (d - d0) * (r0 - 1.0) / (r0 - r)
-        prev = (d, r)
-    return None
+def crossing(densities, speedups):
+    """Density where the speedup (dense / event) falls through 1, interpolated at the last such
+    crossing (a single noisy low-density point does not count); None if event-driven is
+    faster at every density tried, the first density if it is never faster."""
+    points = list(zip(densities, speedups))
+    for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
+        if r0 >= 1.0 > r1:
+            return d0 + (d1 - d0) * (r0 - 1.0) / (r0 - r1)
+    if points and points[-1][1] >= 1.0:
+        return None
+    return densities[0] if points else None
 
 
 def run(quick: bool) -> None:

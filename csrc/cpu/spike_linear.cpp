@@ -181,7 +181,7 @@ void spike_count_cpu(const void* s, int spike_type, int64_t n, int threads, int6
   constexpr int64_t kChunk = 1 << 16;
   const int64_t nchunks = (n + kChunk - 1) / kChunk;
   std::vector<int64_t> nz(nchunks, 0), nb(nchunks, 0);
-  parallel_chunks(nchunks, 1, threads, [&](int64_t a, int64_t b) {
+  parallel_chunks(nchunks, 1, event::threads_for(n, threads), [&](int64_t a, int64_t b) {
     for (int64_t c = a; c < b; ++c) {
       const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
       int64_t z = 0, bad = 0;
