@@ -9,6 +9,10 @@
 #include <string>
 
 #include "sparsesnn/lif.h"
+#include "sparsesnn/pack.h"
+#include "sparsesnn/packed_conv2d.h"
+#include "sparsesnn/packed_linear.h"
+#include "sparsesnn/pruned_linear.h"
 
 #if defined(SPARSESNN_OPENMP)
 #include <omp.h>
@@ -130,10 +134,146 @@ void bind_lif(py::module_& m) {
 #endif
 }
 
+// Packed / pruned low-bit weights: pack/unpack and the packed linear / conv kernels.
+void bind_packed(py::module_& m) {
+  py::class_<PackedLinearParams>(m, "PackedLinearParams")
+      .def(py::init<>())
+      .def_readwrite("M", &PackedLinearParams::M)
+      .def_readwrite("K", &PackedLinearParams::K)
+      .def_readwrite("N", &PackedLinearParams::N)
+      .def_readwrite("bits", &PackedLinearParams::bits)
+      .def_readwrite("group_size", &PackedLinearParams::group_size)
+      .def_readwrite("threads", &PackedLinearParams::threads);
+  py::class_<PrunedLinearParams>(m, "PrunedLinearParams")
+      .def(py::init<>())
+      .def_readwrite("M", &PrunedLinearParams::M)
+      .def_readwrite("K", &PrunedLinearParams::K)
+      .def_readwrite("N", &PrunedLinearParams::N)
+      .def_readwrite("bits", &PrunedLinearParams::bits)
+      .def_readwrite("group_size", &PrunedLinearParams::group_size)
+      .def_readwrite("index16", &PrunedLinearParams::index16)
+      .def_readwrite("threads", &PrunedLinearParams::threads);
+  py::class_<PackedConv2dParams>(m, "PackedConv2dParams")
+      .def(py::init<>())
+      .def_readwrite("NB", &PackedConv2dParams::NB)
+      .def_readwrite("C", &PackedConv2dParams::C)
+      .def_readwrite("H", &PackedConv2dParams::H)
+      .def_readwrite("W", &PackedConv2dParams::W)
+      .def_readwrite("O", &PackedConv2dParams::O)
+      .def_readwrite("KH", &PackedConv2dParams::KH)
+      .def_readwrite("KW", &PackedConv2dParams::KW)
+      .def_readwrite("OH", &PackedConv2dParams::OH)
+      .def_readwrite("OW", &PackedConv2dParams::OW)
+      .def_readwrite("sh", &PackedConv2dParams::sh)
+      .def_readwrite("sw", &PackedConv2dParams::sw)
+      .def_readwrite("ph", &PackedConv2dParams::ph)
+      .def_readwrite("pw", &PackedConv2dParams::pw)
+      .def_readwrite("dh", &PackedConv2dParams::dh)
+      .def_readwrite("dw", &PackedConv2dParams::dw)
+      .def_readwrite("bits", &PackedConv2dParams::bits)
+      .def_readwrite("group_size", &PackedConv2dParams::group_size)
+      .def_readwrite("threads", &PackedConv2dParams::threads);
+
+  m.def(
+      "pack_cpu",
+      [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out, int threads) {
+        pack_cpu(ptr<const int8_t>(codes), N, K, bits, ptr<uint8_t>(out), threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "unpack_cpu",
+      [](std::uintptr_t packed, int64_t N, int64_t K, int bits, std::uintptr_t out, int threads) {
+        unpack_cpu(ptr<const uint8_t>(packed), N, K, bits, ptr<int8_t>(out), threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "pack_stream_cpu",
+      [](std::uintptr_t codes, int64_t nnz, int bits, std::uintptr_t out) {
+        pack_stream_cpu(ptr<const int8_t>(codes), nnz, bits, ptr<uint8_t>(out));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "packed_linear_cpu",
+      [](const PackedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
+        if (spike)
+          packed_spike_linear_cpu(p, ptr<const float>(x), ptr<const void>(w),
+                                  ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y));
+        else
+          packed_dense_linear_cpu(p, ptr<const float>(x), ptr<const void>(w),
+                                  ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "pruned_linear_cpu",
+      [](const PrunedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t row_ptr,
+         std::uintptr_t index, std::uintptr_t values, std::uintptr_t scale, std::uintptr_t bias,
+         std::uintptr_t y) {
+        pruned_linear_cpu(p, spike, ptr<const float>(x), ptr<const int32_t>(row_ptr),
+                          ptr<const void>(index), ptr<const void>(values), ptr<const float>(scale),
+                          ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "packed_conv2d_cpu",
+      [](const PackedConv2dParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
+        packed_spike_conv2d_cpu(p, spike, ptr<const float>(x), ptr<const void>(w),
+                                ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#if defined(SPARSESNN_WITH_CUDA)
+  m.def(
+      "pack_cuda",
+      [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out,
+         std::uintptr_t stream) {
+        pack_cuda(ptr<const int8_t>(codes), N, K, bits, ptr<uint8_t>(out), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "unpack_cuda",
+      [](std::uintptr_t packed, int64_t N, int64_t K, int bits, std::uintptr_t out,
+         std::uintptr_t stream) {
+        unpack_cuda(ptr<const uint8_t>(packed), N, K, bits, ptr<int8_t>(out), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "packed_linear_cuda",
+      [](const PackedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t stream) {
+        packed_linear_cuda(p, spike, ptr<const float>(x), ptr<const void>(w),
+                           ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
+                           stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "pruned_linear_cuda",
+      [](const PrunedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t row_ptr,
+         std::uintptr_t index, std::uintptr_t values, std::uintptr_t scale, std::uintptr_t bias,
+         std::uintptr_t y, std::uintptr_t work, std::uintptr_t stream) {
+        pruned_linear_cuda(p, spike, ptr<const float>(x), ptr<const int32_t>(row_ptr),
+                           ptr<const void>(index), ptr<const void>(values),
+                           ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
+                           ptr<float>(work), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "packed_conv2d_cuda",
+      [](const PackedConv2dParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t stream) {
+        packed_conv2d_cuda(p, spike, ptr<const float>(x), ptr<const void>(w),
+                           ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
+                           stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "sparsesnn compiled kernels (torch-free; called through sparsesnn.ops)";
   m.def("build_info", &build_info);
   bind_lif(m);
+  bind_packed(m);
 }

@@ -1,8 +1,8 @@
 """sparsesnn: a C++/CUDA-accelerated engine for compressed spiking neural networks."""
 from __future__ import annotations
 
-from . import functional, nn, reference
+from . import functional, nn, quant, reference
 from ._ext import info
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "reference", "info", "__version__"]
+__all__ = ["functional", "nn", "reference", "quant", "info", "__version__"]

@@ -131,3 +131,134 @@ def lif_backward(
         dh_dd = (hh - vprev) / decay if decay_input else -(vprev - vr)
         gdecay += (gh * dh_dd).sum(dtype=torch.float64)
     return gx, gv, gdecay.float()
+
+
+# ---------------------------------------------------------------------------------------
+# Low-bit packed / pruned weights (layout: csrc/include/sparsesnn/pack.h)
+# ---------------------------------------------------------------------------------------
+
+
+def _code_mul_off(bits: int) -> tuple[int, int]:
+    return (2, 1) if bits == 1 else (1, 2 ** (bits - 1))
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """int8 codes ``[N, K]`` -> uint8 ``[K, ceil(N * bits / 8)]`` (input-major, LSB first)."""
+    N, K = codes.shape
+    mul, off = _code_mul_off(bits)
+    per = 8 // bits
+    rb = (N * bits + 7) // 8
+    u = torch.div(codes.to(torch.int32) + off, mul, rounding_mode="floor").t()
+    u = torch.nn.functional.pad(u, (0, rb * per - N)).reshape(K, rb, per)
+    shifts = torch.arange(per, device=codes.device, dtype=torch.int32) * bits
+    return (u << shifts).sum(-1).to(torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, N: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: uint8 ``[K, row_bytes]`` -> int8 ``[N, K]``."""
+    K, rb = packed.shape
+    mul, off = _code_mul_off(bits)
+    per = 8 // bits
+    shifts = torch.arange(per, device=packed.device, dtype=torch.int32) * bits
+    u = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    u = u.reshape(K, rb * per)[:, :N]
+    return (u * mul - off).t().to(torch.int8).contiguous()
+
+
+def _groups(K: int, group_size: int) -> tuple[int, int]:
+    L = K if group_size <= 0 or group_size >= K else group_size
+    L = max(L, 1)
+    return (K + L - 1) // L, L
+
+
+def _grouped_int_linear(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
+                        bias: Optional[torch.Tensor], group_size: int) -> torch.Tensor:
+    """Sum of codes per group in float64 (exact for binary x), then ``scale`` once per group
+    in fp32 in the kernels' order: ``y = ((0 + s_0 c_0) + s_1 c_1 ...) + bias``."""
+    M, K = x.shape
+    N = codes.shape[0]
+    G, L = _groups(K, group_size)
+    y = torch.zeros(M, N, dtype=torch.float32, device=x.device)
+    xd, cd = x.double(), codes.double()
+    for g in range(G):
+        sl = slice(g * L, min(K, (g + 1) * L))
+        cs = (xd[:, sl] @ cd[:, sl].t()).float()
+        y = y + scale.reshape(N, G)[:, g] * cs
+    return y + bias if bias is not None else y
+
+
+def packed_linear(x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor,
+                  bias: Optional[torch.Tensor], bits: int, out_features: int,
+                  group_size: int) -> torch.Tensor:
+    """``x`` ``[M, K]`` times packed weights (``bits`` 8/4/2/1) or input-major fp32 weights
+    ``[K, N]`` (``bits`` 32), per-output/group ``scale`` ``[N, G]``, plus bias -> ``[M, N]``."""
+    if bits == 32:
+        y = (x.double() @ weights.double())
+        if bias is not None:
+            y = y + bias.double()
+        return y.float()
+    codes = unpack_codes(weights, bits, out_features)
+    return _grouped_int_linear(x, codes, scale, bias, group_size)
+
+
+def pruned_dense_codes(row_ptr: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+                       bits: int, N: int) -> torch.Tensor:
+    """Compressed rows by input (``row_ptr [K+1]``, ``index [nnz]``, ``values``) -> dense
+    ``[N, K]`` (int8 codes for packed values, fp32 for ``bits`` 32)."""
+    K = row_ptr.numel() - 1
+    nnz = index.numel()
+    counts = (row_ptr[1:] - row_ptr[:-1]).long()
+    k = torch.repeat_interleave(torch.arange(K, device=index.device), counts)
+    n = index.to(torch.int64)
+    if bits == 32:
+        out = torch.zeros(N, K, dtype=torch.float32, device=values.device)
+        out[n, k] = values
+        return out
+    vals = unpack_codes(values.reshape(1, -1), bits, nnz).reshape(-1) if nnz else \
+        torch.zeros(0, dtype=torch.int8, device=values.device)
+    out = torch.zeros(N, K, dtype=torch.int8, device=values.device)
+    out[n, k] = vals
+    return out
+
+
+def pruned_linear(x: torch.Tensor, row_ptr: torch.Tensor, index: torch.Tensor,
+                  values: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
+                  bits: int, out_features: int, group_size: int) -> torch.Tensor:
+    """Linear over the pruned compressed-row layout (see ``pruned_linear.h``)."""
+    dense = pruned_dense_codes(row_ptr, index, values, bits, out_features)
+    if bits == 32:
+        return packed_linear(x, dense.t(), scale, bias, 32, out_features, group_size)
+    return _grouped_int_linear(x, dense, scale, bias, group_size)
+
+
+def packed_conv2d(x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor,
+                  bias: Optional[torch.Tensor], bits: int, out_channels: int,
+                  kernel_size: tuple[int, int], stride: tuple[int, int],
+                  padding: tuple[int, int], dilation: tuple[int, int],
+                  group_size: int) -> torch.Tensor:
+    """conv2d of ``x`` ``[NB, C, H, W]`` with packed rows ``(c, ky, kx)`` of O codes."""
+    O = out_channels
+    KH, KW = kernel_size
+    C = x.shape[1]
+    KK = C * KH * KW
+    conv = torch.nn.functional.conv2d
+    if bits == 32:
+        w = weights.t().reshape(O, C, KH, KW).double()
+        y = conv(x.double(), w, None, stride, padding, dilation)
+        if bias is not None:
+            y = y + bias.double().view(1, -1, 1, 1)
+        return y.float()
+    codes = unpack_codes(weights, bits, O).double()  # [O, KK]
+    G, L = _groups(KK, group_size)
+    s = scale.reshape(O, G)
+    y = None
+    for g in range(G):
+        cg = torch.zeros_like(codes)
+        sl = slice(g * L, min(KK, (g + 1) * L))
+        cg[:, sl] = codes[:, sl]
+        cs = conv(x.double(), cg.reshape(O, C, KH, KW), None, stride, padding, dilation).float()
+        term = s[:, g].view(1, O, 1, 1) * cs
+        y = term if y is None else y + term
+    if y is None:
+        raise ValueError("packed_conv2d: empty kernel")
+    return y + bias.view(1, -1, 1, 1) if bias is not None else y

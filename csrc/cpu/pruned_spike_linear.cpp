@@ -1,0 +1,110 @@
+// Event-driven linear over the pruned compressed-row layout (see pruned_linear.h): each active
+// input walks only its surviving synapses and scatters into per-row accumulators (int32 codes
+// for binary spikes, fp32 otherwise); scale applied once per output and group.
+#include <cstring>
+#include <vector>
+
+#include "packed_common.h"
+#include "parallel.h"
+#include "sparsesnn/pack.h"
+#include "sparsesnn/pruned_linear.h"
+
+namespace sparsesnn {
+namespace {
+
+using packed_detail::for_group_runs;
+using packed_detail::group_len;
+using packed_detail::list_nonzero;
+
+template <int BITS>
+inline int32_t code_at(const uint8_t* vals, int64_t j) {
+  constexpr int P = 8 / BITS;
+  constexpr unsigned M = (1u << BITS) - 1u;
+  const unsigned u = (vals[j / P] >> ((j % P) * BITS)) & M;
+  return static_cast<int32_t>(u) * (BITS == 1 ? 2 : 1) - (BITS == 1 ? 1 : (1 << (BITS - 1)));
+}
+
+template <int BITS, bool SPIKE, typename Idx>
+void run(const PrunedLinearParams& p, const float* x, const int32_t* rp, const Idx* idx,
+         const void* values, const float* scale, const float* bias, float* y) {
+  const int64_t M = p.M, K = p.K, N = p.N;
+  const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
+  parallel_chunks(M, 1, p.threads, [&](int64_t m0, int64_t m1) {
+    std::vector<int32_t> act(static_cast<size_t>(K));
+    std::vector<int32_t> iacc(static_cast<size_t>(N));
+    std::vector<float> facc(static_cast<size_t>(N));
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* xr = x + m * K;
+      float* out = y + m * N;
+      const int64_t na = list_nonzero(xr, K, act.data());
+      if constexpr (BITS == 32) {
+        // fp32 values: one accumulation over all inputs, no scale.
+        const float* v = static_cast<const float*>(values);
+        std::fill(facc.begin(), facc.end(), 0.0f);
+        for (int64_t i = 0; i < na; ++i) {
+          const int32_t k = act[i];
+          const float xv = xr[k];
+          for (int32_t j = rp[k]; j < rp[k + 1]; ++j) {
+            if constexpr (SPIKE) facc[idx[j]] += v[j];
+            else facc[idx[j]] += xv * v[j];
+          }
+        }
+        for (int64_t n = 0; n < N; ++n) out[n] = facc[n] + (bias ? bias[n] : 0.0f);
+      } else {
+        const auto* v = static_cast<const uint8_t*>(values);
+        std::vector<float> yf(static_cast<size_t>(N), 0.0f);
+        for_group_runs(act.data(), na, glen, [&](int64_t b, int64_t e, int64_t g) {
+          if constexpr (SPIKE) {
+            std::fill(iacc.begin(), iacc.end(), 0);
+            for (int64_t i = b; i < e; ++i) {
+              const int32_t k = act[i];
+              for (int32_t j = rp[k]; j < rp[k + 1]; ++j) iacc[idx[j]] += code_at<BITS>(v, j);
+            }
+            for (int64_t n = 0; n < N; ++n) yf[n] += scale[n * G + g] * static_cast<float>(iacc[n]);
+          } else {
+            std::fill(facc.begin(), facc.end(), 0.0f);
+            for (int64_t i = b; i < e; ++i) {
+              const int32_t k = act[i];
+              const float xv = xr[k];
+              for (int32_t j = rp[k]; j < rp[k + 1]; ++j)
+                facc[idx[j]] += xv * static_cast<float>(code_at<BITS>(v, j));
+            }
+            for (int64_t n = 0; n < N; ++n) yf[n] += scale[n * G + g] * facc[n];
+          }
+        });
+        for (int64_t n = 0; n < N; ++n) out[n] = yf[n] + (bias ? bias[n] : 0.0f);
+      }
+    }
+  });
+}
+
+template <bool SPIKE, typename Idx>
+void dispatch_bits(const PrunedLinearParams& p, const float* x, const int32_t* rp, const Idx* idx,
+                   const void* values, const float* scale, const float* bias, float* y) {
+  switch (p.bits) {
+    case 8: run<8, SPIKE>(p, x, rp, idx, values, scale, bias, y); break;
+    case 4: run<4, SPIKE>(p, x, rp, idx, values, scale, bias, y); break;
+    case 2: run<2, SPIKE>(p, x, rp, idx, values, scale, bias, y); break;
+    case 1: run<1, SPIKE>(p, x, rp, idx, values, scale, bias, y); break;
+    default: run<32, SPIKE>(p, x, rp, idx, values, scale, bias, y); break;
+  }
+}
+
+}  // namespace
+
+void pruned_linear_cpu(const PrunedLinearParams& p, bool spike, const float* x,
+                       const int32_t* row_ptr, const void* index, const void* values,
+                       const float* scale, const float* bias, float* y) {
+  if (p.M == 0 || p.N == 0) return;
+  if (p.index16) {
+    const auto* idx = static_cast<const uint16_t*>(index);
+    if (spike) dispatch_bits<true>(p, x, row_ptr, idx, values, scale, bias, y);
+    else dispatch_bits<false>(p, x, row_ptr, idx, values, scale, bias, y);
+  } else {
+    const auto* idx = static_cast<const int32_t*>(index);
+    if (spike) dispatch_bits<true>(p, x, row_ptr, idx, values, scale, bias, y);
+    else dispatch_bits<false>(p, x, row_ptr, idx, values, scale, bias, y);
+  }
+}
+
+}  // namespace sparsesnn

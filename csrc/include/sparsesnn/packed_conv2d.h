@@ -1,0 +1,35 @@
+// Event-driven 2-D convolution over packed low-bit (or fp32) weights.
+//
+// Weights are input-major rows r = (c * KH + ky) * KW + kx, each holding the O output-channel
+// codes (pack.h layout, bits 8/4/2/1) or O floats (bits == 32); i.e. the pack of the
+// conv weight reshaped to [O, C*KH*KW]. scale is [O, G] over groups of group_size rows.
+// Each nonzero input pixel (c, y, x) scatters its rows into the output positions it reaches
+// (channels-last accumulators inside the kernel). Binary input: integer accumulation, scale
+// once per output at the end; analog input (spike == false): fp32 accumulation of x * code.
+#pragma once
+#include <cstdint>
+
+namespace sparsesnn {
+
+struct PackedConv2dParams {
+  int64_t NB = 0, C = 0, H = 0, W = 0;  // input [NB, C, H, W]
+  int64_t O = 0, KH = 1, KW = 1;        // output channels and kernel size
+  int64_t OH = 0, OW = 0;               // output size
+  int sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  int bits = 4;                         // 8/4/2/1 or 32
+  int64_t group_size = 0;               // rows per scale group; 0: one group
+  int threads = 1;
+};
+
+// x [NB, C, H, W] fp32, y [NB, O, OH, OW] fp32.
+void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const float* x,
+                             const void* weights, const float* scale, const float* bias,
+                             float* y);
+
+#if defined(SPARSESNN_WITH_CUDA)
+void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
+                        const void* weights, const float* scale, const float* bias, float* y,
+                        void* stream);
+#endif
+
+}  // namespace sparsesnn

@@ -1,0 +1,90 @@
+"""``sparsesnn::packed_linear``: linear layer over packed low-bit (or fp32 input-major)
+weights. ``spike=True`` runs the integer event-driven kernel (x must be binary), ``False`` the
+dense-path kernel (fp32 accumulation; analog input or high density).
+
+Arguments arrive validated and contiguous from ``sparsesnn.nn.PackedSpikingLinear`` /
+``sparsesnn.functional.packed_linear``. Gradient flows to ``x`` only (weights are frozen
+integer buffers); the backward is the ``sparsesnn::packed_linear_backward`` op.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _ext, reference
+
+
+def _params(M: int, K: int, N: int, bits: int, group_size: int):
+    p = _ext._C.PackedLinearParams()
+    p.M, p.K, p.N, p.bits, p.group_size, p.threads = M, K, N, bits, group_size, _ext.num_threads()
+    return p
+
+
+def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_features: int,
+                       in_features: int, group_size: int) -> Tensor:
+    """The fp32 ``[N, K]`` weight the packed buffers represent."""
+    from .pack import unpack_op
+
+    if bits == 32:
+        return weights.t()
+    codes = unpack_op(weights, bits, out_features).float()
+    G, L = reference._groups(in_features, group_size)
+    s = scale.reshape(out_features, G).repeat_interleave(L, dim=1)[:, :in_features]
+    return codes * s
+
+
+@torch.library.custom_op("sparsesnn::packed_linear", mutates_args=(), device_types=("cpu", "cuda"))
+def packed_linear_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+                     out_features: int, group_size: int, spike: bool) -> Tensor:
+    """``x [M, K]`` fp32 -> ``[M, N]`` fp32."""
+    M, K = x.shape
+    N = out_features
+    if not _ext.use_kernel(x):
+        return reference.packed_linear(x, weights, scale, bias, bits, N, group_size)
+    y = torch.empty(M, N, dtype=torch.float32, device=x.device)
+    if M and N:
+        p = _params(M, K, N, bits, group_size)
+        b = bias.data_ptr() if bias is not None else 0
+        if x.is_cuda:
+            _ext._C.packed_linear_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
+                                       y.data_ptr(), _ext.cuda_stream(x.device))
+        else:
+            _ext._C.packed_linear_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
+                                      y.data_ptr())
+    return y
+
+
+@packed_linear_op.register_fake
+def _(x, weights, scale, bias, bits, out_features, group_size, spike):
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.custom_op("sparsesnn::packed_linear_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def packed_linear_backward_op(grad_y: Tensor, weights: Tensor, scale: Tensor, bits: int,
+                              in_features: int, group_size: int) -> Tensor:
+    """``grad_x [M, K] = grad_y [M, N] @ W_hat [N, K]`` (dense: the previous layer's surrogate
+    needs every entry)."""
+    w = dequantized_weight(weights, scale, bits, grad_y.shape[1], in_features, group_size)
+    return grad_y.float() @ w
+
+
+@packed_linear_backward_op.register_fake
+def _(grad_y, weights, scale, bits, in_features, group_size):
+    return grad_y.new_empty((grad_y.shape[0], in_features), dtype=torch.float32)
+
+
+def _setup(ctx, inputs, output):
+    x, weights, scale, bias, bits, out_features, group_size, spike = inputs
+    ctx.save_for_backward(weights, scale)
+    ctx.args = (bits, x.shape[1], group_size)
+
+
+def _backward(ctx, grad_y):
+    weights, scale = ctx.saved_tensors
+    gx = packed_linear_backward_op(grad_y.contiguous(), weights, scale, *ctx.args)
+    return gx, None, None, None, None, None, None, None
+
+
+packed_linear_op.register_autograd(_backward, setup_context=_setup)
