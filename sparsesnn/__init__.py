@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import functional, nn, quant, reference
-from ._ext import info
+from ._ext import info, tune_allocator
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "reference", "quant", "info", "__version__"]
+__all__ = ["functional", "nn", "reference", "quant", "info", "tune_allocator", "__version__"]

@@ -67,6 +67,7 @@ def info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "allocator_tuned": _allocator_tuned,
     }
     if _C is None:
         out["reason"] = _load_error
@@ -75,3 +76,30 @@ def info() -> dict[str, Any]:
     out.update(_C.build_info())
     out["backend"] = "compiled kernels"
     return out
+
+
+_allocator_tuned = False
+
+
+def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
+    """Keep large CPU tensors on glibc's heap instead of fresh ``mmap`` pages.
+
+    By default glibc serves every allocation above ~32 MiB with a new ``mmap``, so each large
+    output tensor page-faults on first touch; for memory-bound ops like the fused neuron this
+    costs more than the kernel itself. Raising the mmap and trim thresholds lets freed blocks
+    be reused (what jemalloc/tcmalloc setups do for PyTorch). Process-wide, so it is opt-in:
+    the CLI and the benchmarks call it, for every library they time alike. Returns whether
+    it was applied (False off glibc).
+    """
+    global _allocator_tuned
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)))
+        ok = bool(libc.mallopt(m_trim_threshold, 2 * int(mmap_threshold))) and ok
+    except (OSError, AttributeError):
+        ok = False
+    _allocator_tuned = _allocator_tuned or ok
+    return ok

@@ -113,7 +113,10 @@ def plif(
     C.check_tensor("w", w)
     if w.numel() != 1:
         raise ValueError(f"w: expected a single-element tensor, got shape {tuple(w.shape)}")
-    if not w.is_floating_point() or not bool(torch.isfinite(w).all()):
+    if not w.is_floating_point():
+        raise ValueError(f"w: expected a floating-point tensor, got dtype {w.dtype}")
+    # Value checks read the tensor, which torch.compile cannot trace; eager mode checks.
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(w).all()):
         raise ValueError(f"w: expected a finite floating-point value, got {w.detach().flatten()[0].item()}")
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)

@@ -5,6 +5,7 @@ to the compiled kernel (CPU or CUDA) or the reference, and wire autograd.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -37,8 +38,7 @@ def _forward(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
     if not _ext.use_kernel(x):
         s, v_last, h = reference.lif_forward(x, v0, decay, v_threshold, v_reset, decay_input, leak)
         return s, v_last, (h if save_h else h.new_empty(0))
-    T = x.shape[0]
-    N = x.numel() // T if T else 0
+    T, N = x.shape[0], math.prod(x.shape[1:])
     spikes = torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
     h = torch.empty(x.shape if save_h else (0,), dtype=torch.float32, device=x.device)
@@ -70,17 +70,20 @@ def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, v_threshold: float,
 
 @torch.library.custom_op("sparsesnn::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], h: Tensor,
-                    v0: Optional[Tensor], decay: float, v_threshold: float,
+                    v0: Optional[Tensor], decay: Tensor, v_threshold: float,
                     v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
                     surrogate: int, alpha: float, want_decay: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Reverse recurrence: ``(grad_x [T, *], grad_v0 [*] fp32, grad_decay 0-dim fp32)``."""
+    """Reverse recurrence: ``(grad_x [T, *], grad_v0 [*] fp32, grad_decay 0-dim fp32)``.
+
+    ``decay`` is a 0-dim tensor so PLIF's backward needs no host read while tracing.
+    """
+    decay = float(decay)
     if not _ext.use_kernel(h):
         gx, gv0, gd = reference.lif_backward(grad_spikes, grad_v_last, h, v0, decay, v_threshold,
                                              v_reset, decay_input, leak, detach_reset,
                                              _SURROGATE_NAMES[surrogate], alpha)
         return gx.to(grad_spikes.dtype), gv0, gd
-    T = h.shape[0]
-    N = h.numel() // T if T else 0
+    T, N = h.shape[0], math.prod(h.shape[1:])
     grad_spikes = grad_spikes.contiguous()
     grad_v_last = grad_v_last.contiguous() if grad_v_last is not None else None
     gx = torch.empty_like(grad_spikes)
@@ -126,14 +129,16 @@ def _setup_lif(ctx, inputs, output):
     if not save_h:
         raise RuntimeError("sparsesnn::lif was called with save_h=False but a gradient is required")
     ctx.save_for_backward(output[2], v0)
-    ctx.args = (decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
+    ctx.decay = decay
+    ctx.args = (v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
     ctx.v0_dtype = None if v0 is None else v0.dtype
 
 
 def _backward_lif(ctx, grad_s, grad_v, grad_h):
     h, v0 = ctx.saved_tensors
     grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
-    gx, gv0, _ = lif_backward_op(grad_s, grad_v, h, v0, *ctx.args, False)
+    decay = torch.tensor(ctx.decay, dtype=torch.float32, device=h.device)
+    gx, gv0, _ = lif_backward_op(grad_s, grad_v, h, v0, decay, *ctx.args, False)
     return (gx, None if v0 is None else gv0.to(ctx.v0_dtype)) + (None,) * 9
 
 
@@ -152,7 +157,7 @@ def _setup_plif(ctx, inputs, output):
 def _backward_plif(ctx, grad_s, grad_v, grad_h):
     h, v0, decay = ctx.saved_tensors
     grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
-    gx, gv0, gd = lif_backward_op(grad_s, grad_v, h, v0, float(decay), *ctx.args, True)
+    gx, gv0, gd = lif_backward_op(grad_s, grad_v, h, v0, decay.detach(), *ctx.args, True)
     gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
     return (gx, gv0, gd.to(decay.dtype).reshape(decay.shape)) + (None,) * 7
 
