@@ -91,7 +91,12 @@ void bind_lif(py::module_& m) {
       .def_readwrite("detach_reset", &LifParams::detach_reset)
       .def_readwrite("surrogate", &LifParams::surrogate)
       .def_readwrite("alpha", &LifParams::alpha)
-      .def_readwrite("threads", &LifParams::threads);
+      .def_readwrite("threads", &LifParams::threads)
+      .def_readwrite("state_step", &LifParams::state_step)
+      .def_readwrite("state_min", &LifParams::state_min)
+      .def_readwrite("state_max", &LifParams::state_max)
+      .def_readwrite("state_rounding", &LifParams::state_rounding)
+      .def_readwrite("seed", &LifParams::seed);
 
   m.def(
       "lif_forward_cpu",

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from . import ops as _ops  # noqa: F401  (registers the custom ops)
+from .fixed_point import FixedPoint
 from .ops import _checks as C
 from .ops.lif import lif_op, plif_op
 from .surrogate import resolve as _resolve_surrogate
@@ -42,6 +43,14 @@ def _neuron_inputs(x: Tensor, v0: Optional[Tensor], v_threshold: float, v_reset:
     return x.contiguous(), v0
 
 
+def _quant_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
+    if state_quant is None:
+        return (0, 0, 0, 0)
+    if not isinstance(state_quant, FixedPoint):
+        raise ValueError(f"state_quant: expected a sparsesnn.FixedPoint or None, got {type(state_quant).__name__}")
+    return (state_quant.bits, state_quant.frac_bits, state_quant.mode, state_quant.seed)
+
+
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -57,6 +66,7 @@ def lif(
     detach_reset: bool = False,
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
+    state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF neuron over all timesteps (SpikingJelly ``LIFNode`` semantics).
 
@@ -67,6 +77,9 @@ def lif(
         tau: membrane time constant, ``> 1``; ``decay = 1 / tau``.
         v_reset: reset potential (hard reset) or ``None`` (soft reset: subtract threshold).
         surrogate: ``sigmoid`` | ``atan`` | ``piecewise_quadratic`` | ``superspike`` | ``triangle``.
+        state_quant: fixed-point membrane state (tinySNN): H is rounded onto this grid every
+            step before firing (gradients pass straight through the rounding). Parameters are
+            used as given; the modules put them on the grid too.
     Returns:
         ``(spikes [T, *] in x.dtype, v_last [*] fp32)``.
     """
@@ -74,7 +87,7 @@ def lif(
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
     s, v, _ = lif_op(x, v0, 1.0 / tau, float(v_threshold), v_reset, bool(decay_input), True,
-                     bool(detach_reset), kind, alpha, _needs_grad(x, v0))
+                     bool(detach_reset), kind, alpha, _needs_grad(x, v0), *_quant_args(state_quant))
     return s, v
 
 
@@ -87,12 +100,13 @@ def if_neuron(
     detach_reset: bool = False,
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
+    state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire (no leak): ``H = V + X``; otherwise as :func:`lif`."""
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
     s, v, _ = lif_op(x, v0, 1.0, float(v_threshold), v_reset, True, False, bool(detach_reset),
-                     kind, alpha, _needs_grad(x, v0))
+                     kind, alpha, _needs_grad(x, v0), *_quant_args(state_quant))
     return s, v
 
 
@@ -107,6 +121,7 @@ def plif(
     detach_reset: bool = False,
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
+    state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Parametric LIF: learnable ``decay = sigmoid(w)`` (``w`` a scalar tensor), gradient
     reduced over time and neurons. ``w = -log(tau - 1)`` starts it at time constant ``tau``."""
@@ -122,7 +137,8 @@ def plif(
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
     decay = torch.sigmoid(w.reshape(()).to(device=x.device, dtype=torch.float32))
     s, v, _ = plif_op(x, v0, decay, float(v_threshold), v_reset, bool(decay_input),
-                      bool(detach_reset), kind, alpha, _needs_grad(x, v0, decay))
+                      bool(detach_reset), kind, alpha, _needs_grad(x, v0, decay),
+                      *_quant_args(state_quant))
     return s, v
 
 

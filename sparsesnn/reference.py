@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from . import surrogate as _sg
+from .fixed_point import FixedPoint
 
 # ---------------------------------------------------------------------------------------
 # LIF / IF / PLIF neuron (see DESIGN.md "Neuron semantics")
@@ -65,10 +66,12 @@ def lif_forward(
     v_reset: Optional[float],
     decay_input: bool,
     leak: bool,
+    state_quant: Optional[FixedPoint] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward pass as the kernel does it: ``(spikes, v_last, H)`` with H saved for backward.
 
     Computes in fp32 whatever the input dtype (as the CUDA kernel); spikes in ``x.dtype``.
+    With ``state_quant``, H is rounded onto that fixed-point grid before firing.
     """
     hard = v_reset is not None
     vr = float(v_reset) if hard else 0.0
@@ -78,6 +81,8 @@ def lif_forward(
     s_all = torch.empty_like(xf)
     for t in range(x.shape[0]):
         h = _charge(v, xf[t], decay, vr, decay_input, leak)
+        if state_quant is not None:
+            h = state_quant.quantize(h, index_offset=t * h.numel())
         s = (h >= v_threshold).float()
         h_all[t], s_all[t] = h, s
         v = torch.where(s != 0, torch.full_like(h, vr), h) if hard else h - v_threshold * s

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "parallel.h"
+#include "sparsesnn/fixed_point.h"
 #include "sparsesnn/surrogate.h"
 
 namespace sparsesnn {
@@ -31,7 +32,7 @@ inline float charge(float v, float x, float d, float vr) {
   return v + x;
 }
 
-template <int CHARGE, bool HARD, bool SAVE>
+template <int CHARGE, bool HARD, bool SAVE, bool QUANT>
 void forward_chunk(const LifParams& p, const float* x, const float* v0, float* spikes,
                    float* v_last, float* h_out, int64_t n0, int64_t n1) {
   const int64_t len = n1 - n0, N = p.N;
@@ -44,7 +45,12 @@ void forward_chunk(const LifParams& p, const float* x, const float* v0, float* s
     float* ht = SAVE ? h_out + t * N + n0 : nullptr;
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
-      const float h = charge<CHARGE>(v[i], xt[i], d, vr);
+      float h = charge<CHARGE>(v[i], xt[i], d, vr);
+      if constexpr (QUANT) {
+        const float u = p.state_rounding == kStochastic
+                            ? hash_uniform(p.seed, static_cast<uint64_t>(t * N + n0 + i)) : 0.0f;
+        h = round_to_grid(h, p.state_step, p.state_min, p.state_max, p.state_rounding, u);
+      }
       const float s = h >= vth ? 1.0f : 0.0f;
       st[i] = s;
       if constexpr (SAVE) ht[i] = h;
@@ -114,9 +120,15 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
 template <int CHARGE, bool HARD>
 void forward_dispatch_save(const LifParams& p, const float* x, const float* v0, float* s,
                            float* vl, float* h) {
+  const bool quant = p.state_step > 0.0f;
   parallel_chunks(p.N, kChunk, p.threads, [&](int64_t a, int64_t b) {
-    if (h) forward_chunk<CHARGE, HARD, true>(p, x, v0, s, vl, h, a, b);
-    else forward_chunk<CHARGE, HARD, false>(p, x, v0, s, vl, h, a, b);
+    if (quant) {
+      if (h) forward_chunk<CHARGE, HARD, true, true>(p, x, v0, s, vl, h, a, b);
+      else forward_chunk<CHARGE, HARD, false, true>(p, x, v0, s, vl, h, a, b);
+    } else {
+      if (h) forward_chunk<CHARGE, HARD, true, false>(p, x, v0, s, vl, h, a, b);
+      else forward_chunk<CHARGE, HARD, false, false>(p, x, v0, s, vl, h, a, b);
+    }
   });
 }
 
