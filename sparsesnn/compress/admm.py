@@ -75,13 +75,18 @@ class ADMM:
         rho: penalty weight (> 0); ``rho_growth`` multiplies it at every ``update()`` up to ``rho_max``.
         update_every: run ``update()`` every this many ``step()`` calls; None = once per epoch
             (``epoch_end()``).
+        proximal: if set (in (0, 1]), the penalty is applied decoupled from the optimizer:
+            ``step()`` moves ``W <- W - proximal * (W - Z + U)`` (a gradient step on the penalty
+            with step ``proximal / rho``) and ``penalty()`` returns 0. Use it with adaptive
+            optimizers (Adam), whose per-weight normalization otherwise makes the pull toward Z
+            too weak to converge in few steps (as decoupled weight decay in AdamW).
     """
 
     def __init__(self, model: nn.Module, targets: Mapping[str, Any] | None = None, *,
                  sparsity: float | None = None, bits: int | str | None = None,
                  exclude: Iterable[str] = (), per_channel: bool = True, rho: float = 1e-3,
                  rho_growth: float = 1.0, rho_max: float = 1.0,
-                 update_every: int | None = None) -> None:
+                 update_every: int | None = None, proximal: float | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         self.model = model
@@ -89,6 +94,11 @@ class ADMM:
         self.rho_growth = check_greater("rho_growth", rho_growth, 0.0)
         self.rho_max = check_greater("rho_max", rho_max, 0.0)
         self.update_every = None if update_every is None else check_positive_int("update_every", update_every)
+        if proximal is not None:
+            proximal = check_greater("proximal", proximal, 0.0)
+            if proximal > 1.0:
+                raise ValueError(f"proximal: expected a step in (0, 1], got {proximal}")
+        self.proximal = proximal
         if sparsity is not None:
             P.check_sparsity("sparsity", sparsity)
         if bits is not None:
@@ -143,7 +153,7 @@ class ADMM:
         """``rho/2 * sum_l ||W_l - Z_l + U_l||^2`` (differentiable in W); 0 after ``finalize()``."""
         first = next(iter(self.layers.values())).weight
         total = first.new_zeros(())
-        if self.phase != "admm":
+        if self.phase != "admm" or self.proximal is not None:
             return total
         for name, layer in self.layers.items():
             total = total + (layer.weight - self.Z[name] + self.U[name]).pow(2).sum()
@@ -180,6 +190,10 @@ class ADMM:
         """
         self.steps += 1
         if self.phase == "admm":
+            if self.proximal is not None:
+                with torch.no_grad():
+                    for name, layer in self.layers.items():
+                        layer.weight.sub_(self.proximal * (layer.weight - self.Z[name] + self.U[name]))
             if self.update_every is not None and self.steps % self.update_every == 0:
                 self.update()
             return

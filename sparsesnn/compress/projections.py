@@ -52,7 +52,11 @@ def make_spec(bits: int | str, per_channel: bool = True) -> Any:
 
 
 def spec_bits(spec: Any) -> int | str:
-    return spec["bits"] if isinstance(spec, dict) else spec.bits
+    """The format of a spec: 8/4/2 (ints) or 'ternary'/'binary'."""
+    b = spec["bits"] if isinstance(spec, dict) else spec.bits
+    if isinstance(b, str) and b.startswith("int"):
+        return int(b[3:])
+    return b
 
 
 def spec_per_channel(spec: Any) -> bool:
