@@ -34,14 +34,14 @@ from torch import nn
 
 from ..ops._checks import check_finite, check_greater, check_positive_int
 from .state import CompressionState, compressible_layers, set_state
-from .train import fit
+from ._finetune import finetune
 
 __all__ = ["check_budget", "MinimaxPruner", "minimax_prune"]
 
 
 def check_budget(budget: object, name: str = "budget") -> float:
     """A kept-resource fraction must be a number in (0, 1]."""
-    if isinstance(budget, bool):
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise ValueError(f"{name}: expected a fraction in (0, 1], got {budget!r}")
     b = check_finite(name, budget)
     if not 0.0 < b <= 1.0:
@@ -209,11 +209,11 @@ def minimax_prune(model: nn.Module, train_loader: Iterable, budget: float, *, ep
     finetune_epochs = check_positive_int("finetune_epochs", finetune_epochs, minimum=0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if epochs:
-        fit(model, train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
+        finetune(model, train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
             progress=progress)
     pruner.finalize()
     if finetune_epochs:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        fit(model, train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
+        finetune(model, train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
             desc="minimax fine-tune", progress=progress)
     return pruner

@@ -32,7 +32,8 @@ from torch import nn
 
 from ..ops._checks import check_finite, check_positive_int
 from .activity import neuron_types
-from .train import fit, reset_states
+from ._finetune import finetune
+from .train import reset_states
 
 __all__ = ["check_variance", "explained_components", "select_neurons", "prunable_layers",
            "collect_membrane", "spatial_prune", "pca_prune", "PCAResult"]
@@ -40,7 +41,7 @@ __all__ = ["check_variance", "explained_components", "select_neurons", "prunable
 
 def check_variance(variance: object) -> float:
     """The explained-variance threshold must be a number in (0, 1]."""
-    if isinstance(variance, bool):
+    if isinstance(variance, bool) or not isinstance(variance, (int, float)):
         raise ValueError(f"variance: expected a number in (0, 1], got {variance!r}")
     v = check_finite("variance", variance)
     if not 0.0 < v <= 1.0:
@@ -261,6 +262,6 @@ def pca_prune(model: nn.Module, calib_loader: Iterable, train_loader: Iterable |
     res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples)
     if epochs > 0 and train_loader is not None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        res.history = fit(model, train_loader, opt, epochs=epochs, val_loader=val_loader,
+        res.history = finetune(model, train_loader, opt, epochs=epochs, val_loader=val_loader,
                           desc="pca fine-tune", progress=progress)
     return res

@@ -28,12 +28,10 @@ fake-quantized, so the result deploys with ``sparsesnn.deploy.deploy``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -43,7 +41,7 @@ from .admm import ADMM
 from .minimax import check_budget
 from .state import compressible_layers
 from .temporal import get_timesteps, set_timesteps
-from .train import fit
+from ._finetune import finetune
 
 __all__ = ["SEARCH_BITS", "MixedWeight", "JointSearch", "SearchConfig", "apply_config",
            "config_bits", "lite_search"]
@@ -331,7 +329,7 @@ def apply_config(model: nn.Module, config: SearchConfig, train_loader: Iterable 
     admm.finalize()
     if train_loader is not None and epochs > 0:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        fit(model, train_loader, opt, epochs=epochs, hooks=[admm], desc="search fine-tune",
+        finetune(model, train_loader, opt, epochs=epochs, hooks=[admm], desc="search fine-tune",
             progress=progress)
     return admm
 
@@ -350,7 +348,7 @@ def lite_search(model: nn.Module, train_loader: Iterable, *, epochs: int = 2,
                             {"params": js.arch_parameters(), "lr": arch_lr}])
     try:
         if epochs:
-            fit(js.model, train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
+            finetune(js.model, train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
                 progress=progress)
         cfg = js.decode()
     finally:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..ops._checks import check_finite, check_positive_int
-from .train import evaluate, fit
+from ._finetune import finetune
+from .train import evaluate
 
 __all__ = ["get_timesteps", "set_timesteps", "make_schedule", "temporal_prune", "TemporalResult"]
 
@@ -112,7 +113,7 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
         set_timesteps(model, T)
         if epochs_per_step > 0:
             opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-            fit(model, train_loader, opt, epochs=epochs_per_step, hooks=hooks,
+            finetune(model, train_loader, opt, epochs=epochs_per_step, hooks=hooks,
                 desc=f"temporal T={T}", progress=progress)
         acc = evaluate(model, val_loader)["acc"]
         ok = base - acc <= tol

@@ -36,7 +36,8 @@ from ..quant import QuantSpec, dequantize, quantize
 from ..quant.spec import STORAGE_BITS
 from .activity import neuron_layers
 from .state import CompressionState, compressible_layers, set_state
-from .train import evaluate, fit
+from ._finetune import finetune
+from .train import evaluate
 
 __all__ = ["ROUNDINGS", "WEIGHT_PRECISIONS", "MODES", "check_rounding", "QuantConfig",
            "state_format", "quantize_weights", "quantize_neurons", "InTrainingQuantizer",
@@ -212,7 +213,7 @@ def apply_config(model: nn.Module, config: QuantConfig, train_loader: Iterable |
     epochs = check_positive_int("epochs", epochs)
     q = InTrainingQuantizer(m, config.weight_bits, config.rounding, config.seed)
     opt = torch.optim.Adam(m.parameters(), lr=lr)
-    fit(m, train_loader, opt, epochs=epochs, hooks=[q], desc=f"qat {config.label()}", progress=progress)
+    finetune(m, train_loader, opt, epochs=epochs, hooks=[q], desc=f"qat {config.label()}", progress=progress)
     q.finalize()
     return m
 
