@@ -255,7 +255,7 @@ class JointSearch:
             self.lam_bits = max(0.0, self.lam_bits + self.dual_lr * (self.last_cost["bits"] - self.budget) * 10.0)
         if self.last_cost:
             self.history.append({**self.last_cost, "lam_bits": self.lam_bits,
-                                 "E_T": float(self.model.expected_T())})
+                                 "E_T": float(self.model.expected_T().detach())})
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
