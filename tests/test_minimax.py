@@ -88,3 +88,20 @@ def test_bad_other_arguments():
         MinimaxPruner(m, 0.5, rho=0)
     with pytest.raises(ValueError, match="model"):
         MinimaxPruner("not a model", 0.5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_scale_free_dynamics(digits, normalize):
+    # p's gradient compares the cut magnitude relative to the RMS of all weights: scaling the
+    # weights (or not normalizing per layer) must not let s run away and wipe the model
+    model, tr, te = digits
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(0.01)
+    pr = MinimaxPruner(m, 0.3, normalize=normalize)
+    for _ in range(100):
+        pr.compress_step()
+    assert 0.5 < pr.p < 0.95
+    pr.finalize()
+    assert 0.1 <= pr.kept_fraction() <= 0.3

@@ -19,8 +19,8 @@ interleaved with the task optimizer's fine-tuning steps) does
 
 So the dual variable rises while the model is over budget and pushes ``s`` up; the shrunken
 weights fade before they are cut. :meth:`MinimaxPruner.finalize` applies the hard global mask
-with exactly ``min(round((1-p) n), floor(budget n))`` kept weights -- the result is always within
-budget -- and masked fine-tuning follows (``step()`` keeps pruned weights at zero).
+with exactly ``floor(budget n)`` kept weights while the constraint is active (``y > 0``), else
+``round((1-p) n)`` -- the result is always within budget -- and masked fine-tuning follows (``step()`` keeps pruned weights at zero).
 The layers carry a :class:`~sparsesnn.compress.state.CompressionState` mask, so
 ``sparsesnn.deploy.deploy`` uses the pruned (compressed-row) layout.
 """
@@ -111,8 +111,15 @@ class MinimaxPruner:
         return nz / self.n
 
     def target_kept(self) -> int:
-        """Kept-weight count the hard mask will have: within budget by construction."""
-        return max(1, min(int(round((1.0 - self.p) * self.n)), math.floor(self.budget * self.n + 1e-9)))
+        """Kept-weight count the hard mask will have: within budget by construction.
+
+        While the dual variable is positive the budget constraint is active (complementary
+        slackness), so the mask keeps exactly ``floor(budget n)`` weights; with ``y = 0`` the
+        learned ``s`` is below budget on its own and is used as is.
+        """
+        cap = math.floor(self.budget * self.n + 1e-9)
+        learned = int(round((1.0 - self.p) * self.n))
+        return max(1, cap if self.y > 0 else min(learned, cap))
 
     # ------------------------------------------------------------------ search phase
     @torch.no_grad()
@@ -131,8 +138,10 @@ class MinimaxPruner:
                 m.weight.mul_(torch.where(small, 1.0 / (1.0 + self.prox_lr * self.rho), 1.0))
         else:
             cut = float(flat.min()) if flat.numel() else 0.0
-        # marginal cost of one more pruned weight (normalized magnitude^2 at the cut) vs price y
-        grad_p = 0.5 * self.rho * cut * cut - self.y
+        # marginal cost of one more pruned weight (magnitude^2 at the cut, relative to the mean
+        # square of all scores so rho and y are scale-free) against the price y of a kept one
+        ms = float(flat.pow(2).mean()) if flat.numel() else 1.0
+        grad_p = 0.5 * self.rho * cut * cut / max(ms, 1e-30) - self.y
         self.p = min(max(self.p - self.lr_s * grad_p, 0.0), 1.0 - 1.0 / self.n)
         violation = (1.0 - self.p) - self.budget
         self.y = max(0.0, self.y + self.lr_y * violation)
