@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--T", type=int, default=4, help="timesteps")
     d.add_argument("--bits", default="4", help="weight format: 8, 4, 2, ternary, binary")
     d.add_argument("--sparsity", type=float, default=None, help="one sparsity for every layer")
-    d.add_argument("--activity", type=float, default=0.2, help="activity regularization weight")
+    d.add_argument("--activity", type=float, default=0.3, help="activity regularization weight")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     d.add_argument("--quick", action="store_true", help="tiny model and 1 epoch (smoke test)")

@@ -101,7 +101,7 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 5))
 
 
-def _batches(n=8):
+def _batches(n=4):
     g = torch.Generator().manual_seed(1)
     return [(torch.randn(32, 20, generator=g), torch.randint(0, 5, (32,), generator=g)) for _ in range(n)]
 
@@ -109,13 +109,14 @@ def _batches(n=8):
 @pytest.mark.parametrize("mode", ["penalty", "proximal"])
 def test_admm_reduces_residual(mode):
     model = _mlp()
-    kw = {"proximal": 0.1} if mode == "proximal" else {"rho": 0.5}
-    admm = ADMM(model, sparsity=0.8, bits=4, update_every=8, **kw)
+    kw = {"proximal": 0.1} if mode == "proximal" else {"rho": 2.0}
+    admm = ADMM(model, sparsity=0.8, bits=4, update_every=4, **kw)
     opt = (torch.optim.Adam(model.parameters(), 1e-3) if mode == "proximal"
            else torch.optim.SGD(model.parameters(), 0.1))
     start = admm.residual()
+    data = _batches(4)
     for _ in range(6):
-        for x, y in _batches():
+        for x, y in data:
             loss = nn.functional.cross_entropy(model(x), y) + admm.penalty()
             opt.zero_grad()
             loss.backward()
