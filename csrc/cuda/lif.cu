@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "dtype.cuh"
+#include "sparsesnn/fixed_point.h"
 #include "sparsesnn/lif.h"
 #include "sparsesnn/surrogate.h"
 
@@ -33,7 +34,11 @@ __global__ void forward_kernel(LifParams p, int mode, const T* __restrict__ x,
   float v = v0 ? v0[n] : vr;
   for (int64_t t = 0; t < p.T; ++t) {
     const int64_t i = t * p.N + n;
-    const float h = charge(mode, v, to_float(x[i]), d, vr);
+    float h = charge(mode, v, to_float(x[i]), d, vr);
+    if (p.state_step > 0.0f) {
+      const float u = p.state_rounding == kStochastic ? hash_uniform(p.seed, static_cast<uint64_t>(i)) : 0.0f;
+      h = round_to_grid(h, p.state_step, p.state_min, p.state_max, p.state_rounding, u);
+    }
     const float s = h >= vth ? 1.0f : 0.0f;
     spikes[i] = from_float<T>(s);
     if (h_out) h_out[i] = h;

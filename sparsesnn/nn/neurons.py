@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from ..fixed_point import FixedPoint
 from ..ops import _checks as C
 from ..surrogate import resolve as _resolve_surrogate
 
@@ -31,7 +32,20 @@ class BaseNeuron(nn.Module):
         self.v_reset = None if v_reset is None else float(v_reset)
         self.detach_reset = bool(detach_reset)
         self.step_mode = step_mode
+        self.state_quant: Optional[FixedPoint] = None
         self.v: Optional[Tensor] = None
+
+    def quantize_state(self, fmt: Optional[FixedPoint]) -> "BaseNeuron":
+        """Run with a fixed-point membrane state ``fmt`` (None: back to fp32). Threshold, reset
+        and decay are put on the same grid, so the whole neuron computes in fixed point."""
+        if fmt is not None and not isinstance(fmt, FixedPoint):
+            raise ValueError(f"fmt: expected a sparsesnn.FixedPoint or None, got {type(fmt).__name__}")
+        if fmt is not None:
+            self.v_threshold = fmt.quantize_value(self.v_threshold)
+            if self.v_reset is not None:
+                self.v_reset = fmt.quantize_value(self.v_reset)
+        self.state_quant = fmt
+        return self
 
     def reset(self) -> None:
         """Forget the membrane potential (next call starts from ``v_reset`` / 0)."""
@@ -72,7 +86,14 @@ class LIF(BaseNeuron):
     def _run(self, x: Tensor, v0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         return F.lif(x, v0, tau=self.tau, v_threshold=self.v_threshold, v_reset=self.v_reset,
                      decay_input=self.decay_input, detach_reset=self.detach_reset,
-                     surrogate=self.surrogate, alpha=self.alpha)
+                     surrogate=self.surrogate, alpha=self.alpha, state_quant=self.state_quant)
+
+    def quantize_state(self, fmt: Optional[FixedPoint]) -> "LIF":
+        super().quantize_state(fmt)
+        if fmt is not None:  # decay = 1/tau on the grid too (kept > 0 so tau stays finite)
+            decay = max(fmt.quantize_value(1.0 / self.tau), fmt.step)
+            self.tau = 1.0 / decay if decay < 1.0 else self.tau
+        return self
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, decay_input={self.decay_input}, " + super().extra_repr()
@@ -88,7 +109,8 @@ class IF(BaseNeuron):
 
     def _run(self, x: Tensor, v0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         return F.if_neuron(x, v0, v_threshold=self.v_threshold, v_reset=self.v_reset,
-                           detach_reset=self.detach_reset, surrogate=self.surrogate, alpha=self.alpha)
+                           detach_reset=self.detach_reset, surrogate=self.surrogate,
+                           alpha=self.alpha, state_quant=self.state_quant)
 
 
 class PLIF(BaseNeuron):
@@ -110,7 +132,7 @@ class PLIF(BaseNeuron):
     def _run(self, x: Tensor, v0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         return F.plif(x, self.w, v0, v_threshold=self.v_threshold, v_reset=self.v_reset,
                       decay_input=self.decay_input, detach_reset=self.detach_reset,
-                      surrogate=self.surrogate, alpha=self.alpha)
+                      surrogate=self.surrogate, alpha=self.alpha, state_quant=self.state_quant)
 
 
 def reset_net(model: nn.Module) -> None:

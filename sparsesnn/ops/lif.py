@@ -12,10 +12,17 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from ..fixed_point import ROUNDINGS, FixedPoint
 from ..surrogate import SURROGATES
 
 _SURROGATE_NAMES = {kind: name for name, (kind, _) in SURROGATES.items()}
 _CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_ROUNDING_NAMES = {v: k for k, v in ROUNDINGS.items()}
+
+
+def _state_quant(bits: int, frac_bits: int, rounding: int, seed: int) -> Optional[FixedPoint]:
+    """The fixed-point state format the op was asked for (``bits == 0``: plain fp32 state)."""
+    return FixedPoint(bits, frac_bits, _ROUNDING_NAMES[rounding], seed) if bits else None
 
 
 def _params(T: int, N: int, decay: float, v_threshold: float, v_reset: Optional[float],
@@ -34,15 +41,20 @@ def _ptr(t: Optional[Tensor]) -> int:
 
 
 def _forward(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
-             v_reset: Optional[float], decay_input: bool, leak: bool, save_h: bool):
+             v_reset: Optional[float], decay_input: bool, leak: bool, save_h: bool,
+             quant: Optional[FixedPoint]):
     if not _ext.use_kernel(x):
-        s, v_last, h = reference.lif_forward(x, v0, decay, v_threshold, v_reset, decay_input, leak)
+        s, v_last, h = reference.lif_forward(x, v0, decay, v_threshold, v_reset, decay_input, leak,
+                                             quant)
         return s, v_last, (h if save_h else h.new_empty(0))
     T, N = x.shape[0], math.prod(x.shape[1:])
     spikes = torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
     h = torch.empty(x.shape if save_h else (0,), dtype=torch.float32, device=x.device)
     p = _params(T, N, decay, v_threshold, v_reset, decay_input, leak, False, 0, 1.0)
+    if quant is not None:
+        p.state_step, p.state_min, p.state_max = quant.step, quant.min, quant.max
+        p.state_rounding, p.seed = quant.mode, quant.seed
     if x.is_cuda:
         _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
                                  v_last.data_ptr(), _ptr(h) if save_h else 0, _ext.cuda_stream(x.device))
@@ -55,17 +67,25 @@ def _forward(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
 @torch.library.custom_op("sparsesnn::lif", mutates_args=(), device_types=("cpu", "cuda"))
 def lif_op(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
            v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
-           surrogate: int, alpha: float, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused multi-step LIF/IF. x ``[T, *]`` -> spikes ``[T, *]``, v_last ``[*]`` (fp32), H."""
-    return _forward(x, v0, decay, v_threshold, v_reset, decay_input, leak, save_h)
+           surrogate: int, alpha: float, save_h: bool, state_bits: int = 0,
+           state_frac_bits: int = 0, state_rounding: int = 0, seed: int = 0,
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused multi-step LIF/IF. x ``[T, *]`` -> spikes ``[T, *]``, v_last ``[*]`` (fp32), H.
+
+    ``state_bits > 0`` puts H on that fixed-point grid each step (see ``fixed_point.py``).
+    """
+    return _forward(x, v0, decay, v_threshold, v_reset, decay_input, leak, save_h,
+                    _state_quant(state_bits, state_frac_bits, state_rounding, seed))
 
 
 @torch.library.custom_op("sparsesnn::plif", mutates_args=(), device_types=("cpu", "cuda"))
 def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, v_threshold: float,
             v_reset: Optional[float], decay_input: bool, detach_reset: bool, surrogate: int,
-            alpha: float, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+            alpha: float, save_h: bool, state_bits: int = 0, state_frac_bits: int = 0,
+            state_rounding: int = 0, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """PLIF: as ``lif`` with a learnable 0-dim ``decay`` tensor (``sigmoid(w)``)."""
-    return _forward(x, v0, float(decay), v_threshold, v_reset, decay_input, True, save_h)
+    return _forward(x, v0, float(decay), v_threshold, v_reset, decay_input, True, save_h,
+                    _state_quant(state_bits, state_frac_bits, state_rounding, seed))
 
 
 @torch.library.custom_op("sparsesnn::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -108,12 +128,14 @@ def _fake_forward(x: Tensor, save_h: bool):
 
 
 @lif_op.register_fake
-def _(x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h):
+def _(x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h,
+      state_bits=0, state_frac_bits=0, state_rounding=0, seed=0):
     return _fake_forward(x, save_h)
 
 
 @plif_op.register_fake
-def _(x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h):
+def _(x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h,
+      state_bits=0, state_frac_bits=0, state_rounding=0, seed=0):
     return _fake_forward(x, save_h)
 
 
@@ -125,7 +147,7 @@ def _(grad_spikes, grad_v_last, h, v0, decay, v_threshold, v_reset, decay_input,
 
 # ---- autograd ------------------------------------------------------------------------------
 def _setup_lif(ctx, inputs, output):
-    x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h = inputs
+    x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h = inputs[:11]
     if not save_h:
         raise RuntimeError("sparsesnn::lif was called with save_h=False but a gradient is required")
     ctx.save_for_backward(output[2], v0)
@@ -139,14 +161,14 @@ def _backward_lif(ctx, grad_s, grad_v, grad_h):
     grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
     decay = torch.tensor(ctx.decay, dtype=torch.float32, device=h.device)
     gx, gv0, _ = lif_backward_op(grad_s, grad_v, h, v0, decay, *ctx.args, False)
-    return (gx, None if v0 is None else gv0.to(ctx.v0_dtype)) + (None,) * 9
+    return (gx, None if v0 is None else gv0.to(ctx.v0_dtype)) + (None,) * 13
 
 
 lif_op.register_autograd(_backward_lif, setup_context=_setup_lif)
 
 
 def _setup_plif(ctx, inputs, output):
-    x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h = inputs
+    x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h = inputs[:10]
     if not save_h:
         raise RuntimeError("sparsesnn::plif was called with save_h=False but a gradient is required")
     ctx.save_for_backward(output[2], v0, decay)
@@ -159,7 +181,7 @@ def _backward_plif(ctx, grad_s, grad_v, grad_h):
     grad_s = grad_s if grad_s is not None else torch.zeros_like(h)
     gx, gv0, gd = lif_backward_op(grad_s, grad_v, h, v0, decay.detach(), *ctx.args, True)
     gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
-    return (gx, gv0, gd.to(decay.dtype).reshape(decay.shape)) + (None,) * 7
+    return (gx, gv0, gd.to(decay.dtype).reshape(decay.shape)) + (None,) * 11
 
 
 plif_op.register_autograd(_backward_plif, setup_context=_setup_plif)

@@ -6,6 +6,8 @@
 //   leak, !decay_input:   H = V - (V - Vr) * d + X
 //   no leak (IF):         H = V + X
 //   S = H >= Vth;  hard: V = S ? Vr : H;  soft: V = H - Vth * S   (soft uses Vr = 0)
+// With a fixed-point state (state_step > 0) H is quantized before firing; the backward pass
+// treats that rounding as identity (straight-through).
 #pragma once
 #include <cstdint>
 #include "sparsesnn/common.h"
@@ -25,6 +27,13 @@ struct LifParams {
   int surrogate = kSigmoid;
   float alpha = 4.0f;
   int threads = 1;         // CPU threads to use (caller passes torch.get_num_threads())
+  // Fixed-point membrane state (tinySNN-style): when state_step > 0, H is put on the grid
+  // state_step * k, k integer, clamped to [state_min, state_max], right after charging.
+  float state_step = 0.0f;
+  float state_min = 0.0f;
+  float state_max = 0.0f;
+  int state_rounding = 0;  // 0 nearest (half away from zero), 1 truncate (toward zero), 2 stochastic
+  uint32_t seed = 0;       // stochastic rounding: u = hash(seed, t * N + n) in [0, 1)
 };
 
 // Forward. v0 may be null (then V starts at Vr for hard reset, 0 for soft).
