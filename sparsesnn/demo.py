@@ -34,7 +34,7 @@ class DemoConfig:
     T: int = 4
     epochs: int = 8            # dense training
     admm_epochs: int = 8       # ADMM phase (penalty + per-epoch Z/U updates)
-    retrain_epochs: int = 6    # masked, fake-quantized retraining after the hard projection
+    retrain_epochs: int = 7    # masked, fake-quantized retraining after the hard projection
     batch_size: int = 64
     lr: float = 1e-3
     sparsity: dict[str, float] = field(default_factory=lambda: {"fc1": 0.8, "fc2": 0.95, "fc3": 0.8})
@@ -101,8 +101,10 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                     desc="2/3 ADMM", progress=cfg.progress)
     admm.finalize()
     opt = torch.optim.Adam(comp.parameters(), cfg.lr / 2)
+    # cosine decay: the fixed-scale 4-bit grid needs small final steps to settle
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.retrain_epochs, 1))
     hist_re = fit(comp, train, opt, epochs=cfg.retrain_epochs, hooks=[admm, act], activity=act,
-                  desc="3/3 retrain", progress=cfg.progress)
+                  scheduler=sched, desc="3/3 retrain", progress=cfg.progress)
     comp_eval = evaluate(comp, test, activity=act)
     act.remove()
     admm.remove()

@@ -111,3 +111,22 @@ def test_plain_conv_and_linear_deploy():
 def test_bad_model():
     with pytest.raises(ValueError, match="model"):
         deploy("not a model")  # type: ignore[arg-type]
+
+
+def test_spiking_linear_model_deploys():
+    from sparsesnn.nn import SpikingLinear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(SpikingLinear(24, 32), LIF(), SpikingLinear(32, 6))
+    with torch.no_grad():
+        model[0].weight.mul_(4)
+    ADMM(model, sparsity=0.8, bits="ternary").finalize()
+    d = deploy(model)
+    assert isinstance(d[0], PackedSpikingLinear) and isinstance(d[2], PackedSpikingLinear)
+    s = (torch.rand(4, 3, 24, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    with torch.no_grad():
+        model[1].reset()
+        ya = model(s)
+        d[1].reset()
+        yb = d(s)
+    assert torch.allclose(ya, yb, atol=1e-4)
