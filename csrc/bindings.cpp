@@ -4,11 +4,15 @@
 // all checking of shapes, dtypes and devices happens in Python before a pointer is taken.
 // Every kernel call releases the GIL.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "sparsesnn/lif.h"
+#include "sparsesnn/spike_conv2d.h"
+#include "sparsesnn/spike_linear.h"
 #include "sparsesnn/pack.h"
 #include "sparsesnn/packed_conv2d.h"
 #include "sparsesnn/packed_linear.h"
@@ -139,6 +143,109 @@ void bind_lif(py::module_& m) {
 #endif
 }
 
+// Event-driven spike x weight layers (spike_linear, spike_conv2d).
+void bind_spike_ops(py::module_& m) {
+  py::class_<SpikeLinearParams>(m, "SpikeLinearParams")
+      .def(py::init<>())
+      .def_readwrite("M", &SpikeLinearParams::M)
+      .def_readwrite("K", &SpikeLinearParams::K)
+      .def_readwrite("N", &SpikeLinearParams::N)
+      .def_readwrite("spike_type", &SpikeLinearParams::spike_type)
+      .def_readwrite("threads", &SpikeLinearParams::threads);
+  py::class_<SpikeConv2dParams>(m, "SpikeConv2dParams")
+      .def(py::init<>())
+      .def_readwrite("N", &SpikeConv2dParams::N)
+      .def_readwrite("C", &SpikeConv2dParams::C)
+      .def_readwrite("H", &SpikeConv2dParams::H)
+      .def_readwrite("W", &SpikeConv2dParams::W)
+      .def_readwrite("O", &SpikeConv2dParams::O)
+      .def_readwrite("KH", &SpikeConv2dParams::KH)
+      .def_readwrite("KW", &SpikeConv2dParams::KW)
+      .def_readwrite("OH", &SpikeConv2dParams::OH)
+      .def_readwrite("OW", &SpikeConv2dParams::OW)
+      .def_readwrite("stride_h", &SpikeConv2dParams::stride_h)
+      .def_readwrite("stride_w", &SpikeConv2dParams::stride_w)
+      .def_readwrite("pad_top", &SpikeConv2dParams::pad_top)
+      .def_readwrite("pad_left", &SpikeConv2dParams::pad_left)
+      .def_readwrite("dil_h", &SpikeConv2dParams::dil_h)
+      .def_readwrite("dil_w", &SpikeConv2dParams::dil_w)
+      .def_readwrite("groups", &SpikeConv2dParams::groups)
+      .def_readwrite("spike_type", &SpikeConv2dParams::spike_type)
+      .def_readwrite("threads", &SpikeConv2dParams::threads);
+
+  m.def(
+      "spike_count_cpu",
+      [](std::uintptr_t s, int spike_type, int64_t n, int threads) {
+        int64_t nonzero = 0, nonbinary = 0;
+        spike_count_cpu(ptr<const void>(s), spike_type, n, threads, &nonzero, &nonbinary);
+        return std::make_pair(nonzero, nonbinary);  // cast to a tuple after the GIL is back
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_linear_forward_cpu",
+      [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t wt, std::uintptr_t bias,
+         std::uintptr_t out) {
+        spike_linear_forward_cpu(p, ptr<const void>(s), ptr<const float>(wt),
+                                 ptr<const float>(bias), ptr<float>(out));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_linear_grad_weight_cpu",
+      [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t gout, std::uintptr_t gw) {
+        spike_linear_grad_weight_cpu(p, ptr<const void>(s), ptr<const float>(gout), ptr<float>(gw));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_conv2d_forward_cpu",
+      [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t wr, std::uintptr_t bias,
+         std::uintptr_t out) {
+        spike_conv2d_forward_cpu(p, ptr<const void>(s), ptr<const float>(wr),
+                                 ptr<const float>(bias), ptr<float>(out));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_conv2d_grad_weight_cpu",
+      [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t gout_cl, std::uintptr_t gw) {
+        spike_conv2d_grad_weight_cpu(p, ptr<const void>(s), ptr<const float>(gout_cl),
+                                     ptr<float>(gw));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#if defined(SPARSESNN_WITH_CUDA)
+  m.def(
+      "spike_linear_forward_cuda",
+      [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t wt, std::uintptr_t bias,
+         std::uintptr_t out, std::uintptr_t stream) {
+        spike_linear_forward_cuda(p, ptr<const void>(s), ptr<const float>(wt),
+                                  ptr<const float>(bias), ptr<float>(out), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_linear_grad_weight_cuda",
+      [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t gout, std::uintptr_t gw,
+         std::uintptr_t stream) {
+        spike_linear_grad_weight_cuda(p, ptr<const void>(s), ptr<const float>(gout),
+                                      ptr<float>(gw), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_conv2d_forward_cuda",
+      [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t wr, std::uintptr_t bias,
+         std::uintptr_t out, std::uintptr_t stream) {
+        spike_conv2d_forward_cuda(p, ptr<const void>(s), ptr<const float>(wr),
+                                  ptr<const float>(bias), ptr<float>(out), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "spike_conv2d_grad_weight_cuda",
+      [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t gout_cl, std::uintptr_t gw,
+         std::uintptr_t stream) {
+        spike_conv2d_grad_weight_cuda(p, ptr<const void>(s), ptr<const float>(gout_cl),
+                                      ptr<float>(gw), stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#endif
+}
+
 // Packed / pruned low-bit weights: pack/unpack and the packed linear / conv kernels.
 void bind_packed(py::module_& m) {
   py::class_<PackedLinearParams>(m, "PackedLinearParams")
@@ -179,6 +286,10 @@ void bind_packed(py::module_& m) {
       .def_readwrite("group_size", &PackedConv2dParams::group_size)
       .def_readwrite("threads", &PackedConv2dParams::threads);
 
+  m.def(
+      "is_binary_f32_cpu",
+      [](std::uintptr_t x, int64_t n) { return is_binary_f32_cpu(ptr<const float>(x), n); },
+      py::call_guard<py::gil_scoped_release>());
   m.def(
       "pack_cpu",
       [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out, int threads) {
@@ -280,5 +391,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "sparsesnn compiled kernels (torch-free; called through sparsesnn.ops)";
   m.def("build_info", &build_info);
   bind_lif(m);
+  bind_spike_ops(m);
   bind_packed(m);
 }

@@ -1,9 +1,11 @@
 """sparsesnn: a C++/CUDA-accelerated engine for compressed spiking neural networks."""
 from __future__ import annotations
 
-from . import functional, nn, quant, reference
+from . import dispatch, functional, nn, quant, reference
 from ._ext import info, tune_allocator
+from .dispatch import calibrate
 from .fixed_point import FixedPoint
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "reference", "quant", "FixedPoint", "info", "tune_allocator", "__version__"]
+__all__ = ["functional", "nn", "reference", "quant", "dispatch", "FixedPoint", "info",
+           "tune_allocator", "calibrate", "__version__"]

@@ -34,13 +34,14 @@ class DemoConfig:
     T: int = 4
     epochs: int = 8            # dense training
     admm_epochs: int = 8       # ADMM phase (penalty + per-epoch Z/U updates)
-    retrain_epochs: int = 6    # masked, fake-quantized retraining after the hard projection
+    retrain_epochs: int = 7    # masked, fake-quantized retraining after the hard projection
     batch_size: int = 64
     lr: float = 1e-3
     sparsity: dict[str, float] = field(default_factory=lambda: {"fc1": 0.8, "fc2": 0.95, "fc3": 0.8})
     bits: int | str = 4
     rho: float = 0.05
-    activity: float = 0.2
+    proximal: float = 0.03     # decoupled ADMM pull toward Z per step (works with Adam)
+    activity: float = 0.3
     seed: int = 0
     latency_runs: int = 300
     threads: int | None = None
@@ -50,7 +51,11 @@ class DemoConfig:
 
 def _load(cfg: DemoConfig) -> Split:
     if cfg.data == "digits":
-        return load_digits(seed=cfg.seed)
+        split = load_digits(seed=cfg.seed)
+        if cfg.quick:  # smoke test: a few batches are enough to exercise every stage
+            split = Split(split.x_train[:256], split.y_train[:256], split.x_test[:128],
+                          split.y_test[:128], split.name)
+        return split
     if cfg.data == "mnist":
         if not cfg.path:
             raise ValueError("path: --data mnist needs --path DIR with the four MNIST IDX files")
@@ -89,15 +94,17 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     # 2. compress: ADMM (prune + quantize) jointly with activity regularization
     comp = copy.deepcopy(dense)
     targets = {name: {"sparsity": s, "bits": cfg.bits} for name, s in cfg.sparsity.items()}
-    admm = ADMM(comp, targets, rho=cfg.rho)
+    admm = ADMM(comp, targets, rho=cfg.rho, proximal=cfg.proximal)
     act = ActivityRegularizer(comp, cfg.activity)
     opt = torch.optim.Adam(comp.parameters(), cfg.lr)
     hist_admm = fit(comp, train, opt, epochs=cfg.admm_epochs, hooks=[admm, act], activity=act,
                     desc="2/3 ADMM", progress=cfg.progress)
     admm.finalize()
     opt = torch.optim.Adam(comp.parameters(), cfg.lr / 2)
+    # cosine decay: the fixed-scale 4-bit grid needs small final steps to settle
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.retrain_epochs, 1))
     hist_re = fit(comp, train, opt, epochs=cfg.retrain_epochs, hooks=[admm, act], activity=act,
-                  desc="3/3 retrain", progress=cfg.progress)
+                  scheduler=sched, desc="3/3 retrain", progress=cfg.progress)
     comp_eval = evaluate(comp, test, activity=act)
     act.remove()
     admm.remove()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .compress.state import compressible_layers, get_state
+from .compress.train import reset_states
 from .quant import as_spec
 from .nn import PackedSpikingConv2d, PackedSpikingLinear
 
@@ -61,6 +62,7 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
         setattr(parent, child, new)
+    reset_states(out)
     out.eval()
     for p in out.parameters():
         p.requires_grad_(False)
@@ -79,6 +81,7 @@ def layer_formats(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 def save(model: nn.Module, path: str) -> None:
     """Save a deployed model (architecture + packed buffers) to ``path``."""
+    reset_states(model)  # do not pickle the membrane state of the last batch
     torch.save({"format": "sparsesnn.deployed/1", "model": model}, path)
 
 

@@ -11,9 +11,12 @@ from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
 from .ops.lif import lif_op, plif_op
+from .ops.spike_conv2d import rearrange_weight as _rearrange_conv_weight
+from .ops.spike_conv2d import spike_conv2d_op
+from .ops.spike_linear import spike_linear_op, spike_stats
 from .surrogate import resolve as _resolve_surrogate
 
-__all__ = ["lif", "plif", "if_neuron"]
+__all__ = ["lif", "plif", "if_neuron", "spike_linear", "spike_conv2d"]
 
 _NEURON_DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 
@@ -145,3 +148,152 @@ def plif(
 def tau_to_w(tau: float) -> float:
     """PLIF parameter ``w`` with ``sigmoid(w) = 1 / tau``."""
     return -math.log(C.check_greater("tau", tau, 1.0) - 1.0)
+
+
+# ---- event-driven spike x weight layers ------------------------------------------------------
+_SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8, torch.bool)
+
+
+def _spike_input(s: Tensor, check_binary: bool) -> Tensor:
+    """Validates a spike tensor; returns it as fp32/uint8/bool (what the kernels read)."""
+    C.check_tensor("s", s)
+    C.check_dtype("s", s, _SPIKE_DTYPES)
+    if s.is_floating_point() and s.dtype != torch.float32:
+        s = s.float()  # differentiable: the gradient flows back in s's own dtype
+    if check_binary:
+        _, bad = spike_stats(s.contiguous())
+        if bad:
+            C.check_binary("s", s)  # raises, naming a bad value
+    return s
+
+
+def _layer_weight(weight: Tensor, s: Tensor, dim: int, what: str) -> None:
+    C.check_tensor("weight", weight)
+    C.check_dim("weight", weight, dim, what)
+    C.check_same_device("weight", weight, "s", s)
+    C.check_dtype("weight", weight, (torch.float32,))
+
+
+def _layer_bias(bias: Optional[Tensor], weight: Tensor, n_out: int) -> None:
+    if bias is None:
+        return
+    C.check_tensor("bias", bias)
+    C.check_same_device("bias", bias, "weight", weight)
+    C.check_dtype("bias", bias, (torch.float32,))
+    C.check_shape("bias", bias, (n_out,))
+
+
+def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
+                 weight_t: Optional[Tensor] = None, check_binary: bool = True) -> Tensor:
+    """Event-driven ``linear`` of binary spikes: each active input adds its weight row.
+
+    Args:
+        s: spikes ``[..., K]``: float (0/1), bool or uint8. Non-binary values raise
+            ``ValueError`` (route analog input to ``torch.nn.functional.linear``).
+        weight: ``[N, K]`` fp32 (the ``nn.Linear`` layout; receives ``grad_weight``).
+        bias: ``[N]`` fp32 or ``None``.
+        weight_t: optional cached input-major copy ``weight.t().contiguous()`` ``[K, N]``;
+            built per call when omitted (:class:`sparsesnn.nn.SpikingLinear` caches it).
+        check_binary: verify that ``s`` is binary (one pass; skip only if known).
+    Returns:
+        ``[..., N]`` fp32, equal to ``F.linear(s.float(), weight, bias)`` up to fp32 rounding.
+    """
+    C.check_tensor("s", s)
+    C.check_min_dim("s", s, 1, "([..., K])")
+    _layer_weight(weight, s, 2, "([N, K])")
+    K, N = weight.shape[1], weight.shape[0]
+    if s.shape[-1] != K:
+        raise ValueError(f"s: expected last dim {K} (weight.shape[1]), got shape {tuple(s.shape)}")
+    _layer_bias(bias, weight, N)
+    if weight_t is None:
+        weight_t = weight.detach().t().contiguous()
+    else:
+        C.check_tensor("weight_t", weight_t)
+        C.check_shape("weight_t", weight_t, (K, N))
+        C.check_same_device("weight_t", weight_t, "weight", weight)
+        C.check_dtype("weight_t", weight_t, (torch.float32,))
+        weight_t = weight_t.detach().contiguous()
+    s = _spike_input(s, check_binary)
+    lead = s.shape[:-1]
+    out = spike_linear_op(s.reshape(math.prod(lead), K).contiguous(), weight, weight_t,
+                          None if bias is None else bias.contiguous())
+    return out.reshape(*lead, N)
+
+
+def _pair(name: str, v, minimum: int) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v, v)
+    if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}")
+    if min(v) < minimum:
+        raise ValueError(f"{name}: expected values >= {minimum}, got {tuple(v)}")
+    return int(v[0]), int(v[1])
+
+
+def conv2d_geometry(in_hw, kernel_hw, stride, padding, dilation):
+    """Validated ``(stride, (pad_top, pad_left), (OH, OW), dilation)`` for conv2d arguments as
+    ``torch.nn.functional.conv2d`` takes them (``padding`` int, pair, ``"valid"`` or ``"same"``)."""
+    stride = _pair("stride", stride, 1)
+    dilation = _pair("dilation", dilation, 1)
+    (H, W), (KH, KW) = in_hw, kernel_hw
+    if isinstance(padding, str):
+        C.check_choice("padding", padding, ("valid", "same"))
+        if padding == "valid":
+            pads, out = (0, 0), None
+        else:
+            if stride != (1, 1):
+                raise ValueError(f"padding: 'same' requires stride 1, got stride {stride}")
+            # As torch: total padding d*(k-1), the extra one (odd total) at the bottom/right.
+            pads, out = ((dilation[0] * (KH - 1)) // 2, (dilation[1] * (KW - 1)) // 2), (H, W)
+    else:
+        pads, out = _pair("padding", padding, 0), None
+    if out is None:
+        out = tuple((n + 2 * p - d * (k - 1) - 1) // st + 1
+                    for n, p, d, k, st in zip((H, W), pads, dilation, (KH, KW), stride))
+    if min(out) < 1:
+        raise ValueError(f"s: input {H}x{W} is smaller than the dilated kernel "
+                         f"({KH}x{KW}, dilation {dilation}, padding {pads})")
+    return stride, pads, out, dilation
+
+
+def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
+                 dilation=1, groups: int = 1, *, weight_r: Optional[Tensor] = None,
+                 check_binary: bool = True) -> Tensor:
+    """Event-driven ``conv2d`` of binary spikes: each active input pixel adds its kernel slice.
+
+    Args:
+        s: spikes ``[N, C, H, W]`` (time folded into batch) or ``[C, H, W]``; float (0/1),
+            bool or uint8. Non-binary values raise ``ValueError``.
+        weight: ``[O, C/groups, KH, KW]`` fp32; ``bias`` ``[O]`` fp32 or ``None``.
+        stride, padding, dilation, groups: as ``torch.nn.functional.conv2d`` (padding int,
+            pair, ``"valid"`` or ``"same"``; zero padding).
+        weight_r: optional cached ``ops.spike_conv2d.rearrange_weight(weight, groups)``.
+    Returns:
+        ``[N, O, OH, OW]`` fp32, equal to ``F.conv2d(s.float(), ...)`` up to fp32 rounding.
+    """
+    C.check_tensor("s", s)
+    if s.dim() == 3:
+        return spike_conv2d(s.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
+                            weight_r=weight_r, check_binary=check_binary).squeeze(0)
+    C.check_dim("s", s, 4, "([N, C, H, W])")
+    _layer_weight(weight, s, 4, "([O, C/groups, KH, KW])")
+    groups = C.check_positive_int("groups", groups)
+    O, Cg, KH, KW = weight.shape
+    if O % groups:
+        raise ValueError(f"weight: expected out channels divisible by groups={groups}, got {O}")
+    if s.shape[1] != Cg * groups:
+        raise ValueError(f"s: expected {Cg * groups} channels (weight.shape[1] * groups), "
+                         f"got shape {tuple(s.shape)}")
+    _layer_bias(bias, weight, O)
+    stride, pads, out_hw, dilation = conv2d_geometry(s.shape[-2:], (KH, KW), stride, padding, dilation)
+    if weight_r is None:
+        weight_r = _rearrange_conv_weight(weight, groups)
+    else:
+        C.check_tensor("weight_r", weight_r)
+        C.check_shape("weight_r", weight_r, (groups, KH, KW, Cg, O // groups))
+        C.check_same_device("weight_r", weight_r, "weight", weight)
+        C.check_dtype("weight_r", weight_r, (torch.float32,))
+        weight_r = weight_r.detach().contiguous()
+    s = _spike_input(s, check_binary).contiguous()
+    return spike_conv2d_op(s, weight, weight_r, None if bias is None else bias.contiguous(),
+                           list(stride), list(pads), list(out_hw), list(dilation), groups)

@@ -112,9 +112,11 @@ def measure_latency(fn: Callable[[], Any], *, runs: int = 200, warmup: int = 20,
 @torch.no_grad()
 def report(model: nn.Module, x: torch.Tensor | None = None, *, latency_input: torch.Tensor | None = None,
            latency_runs: int = 200, e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ,
-           reset: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
+           reset: Callable[[nn.Module], None] | None = None,
+           batch_size: int | None = None) -> dict[str, Any]:
     """Metrics of ``model``; activity metrics need a batch ``x`` (``[B, ...]`` as the model takes).
 
+    ``batch_size``: samples in ``x`` (default ``x.shape[0]``; give it for time-major input).
     Returns ``{"layers": [...], "neurons": [...], "total": {...}, "energy_note": str,
     "latency": {...} (only with latency_input)}``; per-sample op counts and energies.
     """
@@ -124,7 +126,7 @@ def report(model: nn.Module, x: torch.Tensor | None = None, *, latency_input: to
     neurons: dict[str, dict[str, Any]] = {}
     batch = 0
     if x is not None:
-        batch = int(x.shape[0])
+        batch = int(x.shape[0]) if batch_size is None else int(batch_size)
         captured: dict[str, dict[str, Any]] = {}
         hooks = []
         for n, m in syn.items():

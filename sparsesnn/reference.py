@@ -139,6 +139,54 @@ def lif_backward(
 
 
 # ---------------------------------------------------------------------------------------
+# Event-driven spike x weight layers (spike_linear, spike_conv2d): dense equivalents
+# ---------------------------------------------------------------------------------------
+
+
+def spike_linear(s: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``s [..., K]`` (binary, any dtype) x ``weight [N, K]`` -> ``[..., N]`` in weight's dtype."""
+    return torch.nn.functional.linear(s.to(weight.dtype), weight, bias)
+
+
+def spike_linear_grad_weight(s: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """``grad_out [M, N]``, ``s [M, K]`` -> ``grad_weight [N, K] = grad_out^T s``."""
+    return grad_out.t() @ s.to(grad_out.dtype)
+
+
+def _conv_pads(in_hw, kernel_hw, stride, padding, out_hw, dilation) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding that makes a stride/dilation conv with no padding
+    produce exactly ``out_hw`` from ``in_hw`` given the top/left padding (negative = crop)."""
+    (H, W), (KH, KW), (sh, sw), (pt, pl), (OH, OW), (dh, dw) = in_hw, kernel_hw, stride, padding, out_hw, dilation
+    lh = (OH - 1) * sh + dh * (KH - 1) + 1
+    lw = (OW - 1) * sw + dw * (KW - 1) + 1
+    return pl, lw - pl - W, pt, lh - pt - H
+
+
+def spike_conv2d(s: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
+                 out_hw, dilation, groups: int) -> torch.Tensor:
+    """``conv2d`` of spikes ``[N, C, H, W]`` with top/left ``padding`` and output size ``out_hw``."""
+    pads = _conv_pads(s.shape[-2:], weight.shape[-2:], stride, padding, out_hw, dilation)
+    x = torch.nn.functional.pad(s.to(weight.dtype), pads)
+    return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), 0, tuple(dilation), groups)
+
+
+def spike_conv2d_grad_weight(s: torch.Tensor, grad_out: torch.Tensor, weight_size, stride, padding,
+                             dilation, groups: int) -> torch.Tensor:
+    """``grad_weight [O, C/G, KH, KW]`` of :func:`spike_conv2d`."""
+    pads = _conv_pads(s.shape[-2:], weight_size[-2:], stride, padding, grad_out.shape[-2:], dilation)
+    x = torch.nn.functional.pad(s.to(grad_out.dtype), pads)
+    return torch.nn.grad.conv2d_weight(x, list(weight_size), grad_out, tuple(stride), 0,
+                                       tuple(dilation), groups)
+
+
+def spike_conv2d_grad_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw, stride, padding,
+                            dilation, groups: int) -> torch.Tensor:
+    """Dense ``grad_input [N, C, H, W]`` of :func:`spike_conv2d` (transposed convolution)."""
+    pads = _conv_pads(in_hw, weight.shape[-2:], stride, padding, grad_out.shape[-2:], dilation)
+    l, r, t, b = pads
+    padded = (grad_out.shape[0], weight.shape[1] * groups, in_hw[0] + t + b, in_hw[1] + l + r)
+    gx = torch.nn.grad.conv2d_input(padded, weight, grad_out, tuple(stride), 0, tuple(dilation), groups)
+    return torch.nn.functional.pad(gx, (-l, -r, -t, -b))
 # Low-bit packed / pruned weights (layout: csrc/include/sparsesnn/pack.h)
 # ---------------------------------------------------------------------------------------
 

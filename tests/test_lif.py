@@ -141,6 +141,8 @@ def test_opcheck():
     torch.library.opcheck(lif_op, (x, v0, 0.5, *common, True, False, 0, 4.0, True))
     torch.library.opcheck(lif_op, (x, None, 0.5, 1.0, None, False, True, True, 1, 2.0, True))
     torch.library.opcheck(lif_op, (x.detach(), None, 1.0, 1.0, 0.0, True, False, False, 2, 1.0, False))
+    # fixed-point state, stochastic rounding
+    torch.library.opcheck(lif_op, (x, v0, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True, 8, 4, 2, 3))
     decay = torch.tensor(0.4, requires_grad=True)
     torch.library.opcheck(plif_op, (x, v0, decay, 1.0, 0.0, True, False, 3, 1.0, True))
     _, _, h = lif_op(x.detach(), v0.detach(), 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True)

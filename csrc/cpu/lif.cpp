@@ -14,7 +14,7 @@
 namespace sparsesnn {
 namespace {
 
-constexpr int64_t kChunk = 512;
+constexpr int64_t kChunk = 512;  // state buffer of 2 KiB per thread stays in L1
 
 enum Charge : int { kDecayInput = 0, kNoDecayInput = 1, kNoLeak = 2 };
 
@@ -61,25 +61,30 @@ void forward_chunk(const LifParams& p, const float* x, const float* v0, float* s
   std::copy(v, v + len, v_last + n0);
 }
 
-// Reverse recurrence. gV carries dL/dV[t] backwards; V[t-1] is rebuilt from H[t-1] when the
-// decay gradient (PLIF) needs it.
-template <int CHARGE, bool HARD, int SG>
+// Reverse recurrence. gV carries dL/dV[t] backwards. For PLIF (DECAY) V[t-1] is rebuilt from
+// H[t-1] (or v0 at t = 0) to get dH/d(decay). Every flag is a template parameter so the inner
+// loop has no branches and vectorizes.
+template <int CHARGE, bool HARD, int SG, bool DETACH, bool DECAY>
 void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, const float* h,
                     const float* v0, float* gx, float* gv0, double* gdecay_out, int64_t n0,
                     int64_t n1) {
   const int64_t len = n1 - n0, N = p.N;
   const float d = p.decay, vth = p.v_threshold, vr = HARD ? p.v_reset : 0.0f, a = p.alpha;
-  const bool detach = p.detach_reset, want_decay = gdecay_out != nullptr;
   const float dh_dv = CHARGE == kNoLeak ? 1.0f : 1.0f - d;
   const float dh_dx = CHARGE == kDecayInput ? d : 1.0f;
   float gv[kChunk];
+  float vinit[kChunk];  // V[-1], for the decay gradient at t = 0
   double gdecay = 0.0;
-  for (int64_t i = 0; i < len; ++i) gv[i] = gv_last ? gv_last[n0 + i] : 0.0f;
+  for (int64_t i = 0; i < len; ++i) {
+    gv[i] = gv_last ? gv_last[n0 + i] : 0.0f;
+    vinit[i] = v0 ? v0[n0 + i] : vr;
+  }
   for (int64_t t = p.T - 1; t >= 0; --t) {
-    const float* ht = h + t * N + n0;
-    const float* hprev = t > 0 ? h + (t - 1) * N + n0 : nullptr;
-    const float* gst = gs + t * N + n0;
-    float* gxt = gx + t * N + n0;
+    const float* __restrict ht = h + t * N + n0;
+    const float* __restrict hprev = t > 0 ? h + (t - 1) * N + n0 : vinit;
+    const bool prev_is_h = t > 0;
+    const float* __restrict gst = gs + t * N + n0;
+    float* __restrict gxt = gx + t * N + n0;
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < len; ++i) {
@@ -87,20 +92,15 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
       const float s = hh >= vth ? 1.0f : 0.0f;
       const float g = surrogate_grad_t<SG>(hh - vth, a);
       float dv_dh;
-      if constexpr (HARD) dv_dh = detach ? 1.0f - s : 1.0f - s + (vr - hh) * g;
-      else dv_dh = detach ? 1.0f : 1.0f - vth * g;
+      if constexpr (HARD) dv_dh = DETACH ? 1.0f - s : 1.0f - s + (vr - hh) * g;
+      else dv_dh = DETACH ? 1.0f : 1.0f - vth * g;
       const float gh = gst[i] * g + gv[i] * dv_dh;
       gxt[i] = gh * dh_dx;
       gv[i] = gh * dh_dv;
-      if (want_decay) {
-        float vprev;
-        if (hprev) {
-          const float hp = hprev[i];
-          const float sp = hp >= vth ? 1.0f : 0.0f;
-          vprev = HARD ? (sp != 0.0f ? vr : hp) : hp - vth * sp;
-        } else {
-          vprev = v0 ? v0[n0 + i] : vr;
-        }
+      if constexpr (DECAY) {
+        const float hp = hprev[i];
+        const float sp = prev_is_h && hp >= vth ? 1.0f : 0.0f;  // V[-1] = v0 never "spiked"
+        const float vprev = HARD ? (sp != 0.0f ? vr : hp) : hp - vth * sp;
         // dH/dd: decay_input -> X - (V - Vr) = (H - V) / d; otherwise -(V - Vr).
         const float dh_dd = CHARGE == kDecayInput ? (hh - vprev) / d : -(vprev - vr);
         acc += gh * dh_dd;
@@ -109,7 +109,7 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
     gdecay += acc;
   }
   if (gv0) std::copy(gv, gv + len, gv0 + n0);
-  if (want_decay) {
+  if (DECAY) {
 #if defined(SPARSESNN_OPENMP)
 #pragma omp atomic
 #endif
@@ -139,20 +139,30 @@ void forward_dispatch_reset(const LifParams& p, const float* x, const float* v0,
   else forward_dispatch_save<CHARGE, false>(p, x, v0, s, vl, h);
 }
 
+template <int CHARGE, bool HARD, int SG>
+void backward_dispatch_flags(const LifParams& p, const float* gs, const float* gvl,
+                             const float* h, const float* v0, float* gx, float* gv0, double* gd) {
+  parallel_chunks(p.N, kChunk, p.threads, [&](int64_t a, int64_t b) {
+    const bool detach = p.detach_reset, decay = gd != nullptr && CHARGE != kNoLeak;
+    if (detach && decay) backward_chunk<CHARGE, HARD, SG, true, true>(p, gs, gvl, h, v0, gx, gv0, gd, a, b);
+    else if (detach) backward_chunk<CHARGE, HARD, SG, true, false>(p, gs, gvl, h, v0, gx, gv0, gd, a, b);
+    else if (decay) backward_chunk<CHARGE, HARD, SG, false, true>(p, gs, gvl, h, v0, gx, gv0, gd, a, b);
+    else backward_chunk<CHARGE, HARD, SG, false, false>(p, gs, gvl, h, v0, gx, gv0, gd, a, b);
+  });
+}
+
 template <int CHARGE, bool HARD>
 void backward_dispatch_sg(const LifParams& p, const float* gs, const float* gvl, const float* h,
                           const float* v0, float* gx, float* gv0, double* gd) {
-  parallel_chunks(p.N, kChunk, p.threads, [&](int64_t a, int64_t b) {
-    switch (p.surrogate) {
-      case kSigmoid: backward_chunk<CHARGE, HARD, kSigmoid>(p, gs, gvl, h, v0, gx, gv0, gd, a, b); break;
-      case kAtan: backward_chunk<CHARGE, HARD, kAtan>(p, gs, gvl, h, v0, gx, gv0, gd, a, b); break;
-      case kPiecewiseQuadratic:
-        backward_chunk<CHARGE, HARD, kPiecewiseQuadratic>(p, gs, gvl, h, v0, gx, gv0, gd, a, b);
-        break;
-      case kSuperSpike: backward_chunk<CHARGE, HARD, kSuperSpike>(p, gs, gvl, h, v0, gx, gv0, gd, a, b); break;
-      default: backward_chunk<CHARGE, HARD, kTriangle>(p, gs, gvl, h, v0, gx, gv0, gd, a, b); break;
-    }
-  });
+  switch (p.surrogate) {
+    case kSigmoid: backward_dispatch_flags<CHARGE, HARD, kSigmoid>(p, gs, gvl, h, v0, gx, gv0, gd); break;
+    case kAtan: backward_dispatch_flags<CHARGE, HARD, kAtan>(p, gs, gvl, h, v0, gx, gv0, gd); break;
+    case kPiecewiseQuadratic:
+      backward_dispatch_flags<CHARGE, HARD, kPiecewiseQuadratic>(p, gs, gvl, h, v0, gx, gv0, gd);
+      break;
+    case kSuperSpike: backward_dispatch_flags<CHARGE, HARD, kSuperSpike>(p, gs, gvl, h, v0, gx, gv0, gd); break;
+    default: backward_dispatch_flags<CHARGE, HARD, kTriangle>(p, gs, gvl, h, v0, gx, gv0, gd); break;
+  }
 }
 
 template <int CHARGE>

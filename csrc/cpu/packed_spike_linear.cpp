@@ -189,6 +189,21 @@ void run_f32(const PackedLinearParams& p, const float* x, const float* wt, const
 
 }  // namespace
 
+bool is_binary_f32_cpu(const float* x, int64_t n) {
+  int64_t i = 0;
+#if defined(SPARSESNN_PACKED_AVX512)
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __mmask16 ok = _mm512_cmp_ps_mask(v, zero, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(v, one, _CMP_EQ_OQ);
+    if (ok != 0xffff) return false;
+  }
+#endif
+  bool ok = true;
+  for (; i < n; ++i) ok &= (x[i] == 0.0f) | (x[i] == 1.0f);
+  return ok;
+}
+
 void packed_spike_linear_cpu(const PackedLinearParams& p, const float* x, const void* weights,
                              const float* scale, const float* bias, float* y) {
   if (p.M == 0 || p.N == 0) return;

@@ -109,19 +109,22 @@ def _quantize_rows_fallback(w2: torch.Tensor, bits: int | str, per_channel: bool
                 scale = (a * keep).sum(dim=1) / cnt
             else:
                 scale = ((a * keep).sum() / keep.sum().clamp(min=1)).expand(n)
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        else:
+            codes = torch.clamp(torch.round(w2 / scale.reshape(n, 1)), -1, 1)
         return codes.to(torch.int8), scale.float().reshape(n).contiguous()
     if bits == "binary":
         codes = torch.where(w2 >= 0, 1, -1)
         if scale is None:
             scale = a.mean(dim=1) if per_channel else a.mean().expand(n)
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         return codes.to(torch.int8), scale.float().reshape(n).contiguous()
     qmax = 2 ** (int(bits) - 1) - 1
     if scale is None:
         scale = a.amax(dim=1) / qmax if per_channel else (a.amax() / qmax).expand(n)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero row: scale 1
     scale = scale.float().reshape(n)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.clamp(torch.round(w2 / safe[:, None]), -qmax, qmax)
-    codes = torch.where(scale[:, None] > 0, codes, torch.zeros_like(codes))
+    codes = torch.clamp(torch.round(w2 / scale[:, None]), -qmax, qmax)
     return codes.to(torch.int8), scale.contiguous()
 
 

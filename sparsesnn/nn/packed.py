@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .. import _ext
 from ..ops import _checks as C
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
@@ -33,8 +34,12 @@ _BUFFERS = ("weights", "scale", "bias", "row_ptr", "index", "values")
 
 
 def _is_binary(x: Tensor) -> bool:
+    """Whether ``x`` holds only 0 and 1 (one fused pass on CPU fp32 contiguous input)."""
     if x.dtype == torch.bool or x.numel() == 0:
         return True
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+            and _ext.use_kernel(x)):
+        return bool(_ext._C.is_binary_f32_cpu(x.data_ptr(), x.numel()))
     return bool(((x == 0) | (x == 1)).all())
 
 
@@ -264,7 +269,7 @@ class PackedSpikingLinear(_PackedBase):
         if s.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool, torch.uint8):
             raise ValueError(f"input: expected a float, bool or uint8 tensor, got dtype {s.dtype}")
         x = s.reshape(-1, self.in_features).to(torch.float32).contiguous()
-        spike = self._spike_mode(x)
+        spike = self._spike_mode(s if s.dtype == torch.bool else x)
         if self.layout == "pruned":
             y = pruned_linear_op(x, self.row_ptr, self.index, self.values, self.scale, self.bias,
                                  self.bits, self.out_features, self.group_size, spike)

@@ -10,6 +10,7 @@ Unused high bits of a row's last byte are zero. ``unpack(pack(c, b), b, c.shape)
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import torch
@@ -67,7 +68,7 @@ def pack(codes: Tensor, bits: Union[int, str, QuantSpec]) -> Tensor:
 
     b = storage_bits(bits)
     _check_codes(codes, b)
-    c2 = codes.reshape(codes.shape[0], -1).contiguous()
+    c2 = codes.reshape(codes.shape[0], math.prod(codes.shape[1:])).contiguous()
     return pack_op(c2, b)
 
 

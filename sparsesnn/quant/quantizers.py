@@ -40,18 +40,18 @@ def _weight2d(w: Tensor, name: str = "w") -> Tensor:
         raise ValueError(f"{name}: expected at least 2 dims [N, K...], got shape {tuple(w.shape)}")
     if not w.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {w.dtype}")
-    w2 = w.detach().reshape(w.shape[0], -1).float()
+    w2 = w.detach().reshape(w.shape[0], math.prod(w.shape[1:])).float()
     if not bool(torch.isfinite(w2).all()):
         raise ValueError(f"{name}: contains NaN or inf values; cannot quantize")
     return w2
 
 
-def _grouped(w2: Tensor, G: int) -> tuple[Tensor, int]:
+def _grouped(w2: Tensor, G: int, group_size: Optional[int]) -> tuple[Tensor, int]:
     """``[N, K]`` -> ``[N, G, L]`` zero-padded, L = inputs per group."""
     N, K = w2.shape
-    L = math.ceil(K / G) if K else 1
     if G == 1:
         return w2.reshape(N, 1, K), max(K, 1)
+    L = int(group_size)
     pad = G * L - K
     return torch.nn.functional.pad(w2, (0, pad)).reshape(N, G, L), L
 
@@ -112,7 +112,7 @@ def quantize(w: Tensor, spec: Union[QuantSpec, int, str], scale: Optional[Tensor
     w2 = _weight2d(w)
     N, K = w2.shape
     G = num_groups(K, spec.group_size)
-    wg, L = _grouped(w2, G)
+    wg, L = _grouped(w2, G, spec.group_size)
     f = spec.format
     if scale is not None:
         s = _check_scale(scale, N, G, w2.device)
@@ -150,7 +150,7 @@ def dequantize(codes: Tensor, scale: Tensor, spec: Union[QuantSpec, int, str, No
     if not isinstance(codes, Tensor) or codes.dim() < 2:
         raise ValueError(f"codes: expected a tensor with at least 2 dims, got {getattr(codes, 'shape', codes)!r}")
     N = codes.shape[0]
-    c2 = codes.reshape(N, -1).float()
+    c2 = codes.reshape(N, math.prod(codes.shape[1:])).float()
     K = c2.shape[1]
     s = scale.detach().float() if isinstance(scale, Tensor) else None
     if s is None:
@@ -164,6 +164,6 @@ def dequantize(codes: Tensor, scale: Tensor, spec: Union[QuantSpec, int, str, No
     G = num_groups(K, gs)
     if s.dim() != 2 or tuple(s.shape) != (N, G):
         raise ValueError(f"scale: expected shape ({N}, {G}) for group_size {gs}, got {tuple(s.shape)}")
-    L = math.ceil(K / G)
+    L = gs if G > 1 else K
     per_input = s.to(c2.device).repeat_interleave(L, dim=1)[:, :K]
     return (c2 * per_input).reshape(codes.shape)

@@ -25,6 +25,9 @@ struct PackedLinearParams {
   int threads = 1;
 };
 
+// True when every x[i] is exactly 0 or 1 (the spike kernels' precondition); one pass.
+bool is_binary_f32_cpu(const float* x, int64_t n);
+
 // x [M, K] fp32; weights as above; scale [N, G] fp32 (ignored for bits 32); bias [N] or null;
 // y [M, N] fp32.
 void packed_spike_linear_cpu(const PackedLinearParams& p, const float* x, const void* weights,

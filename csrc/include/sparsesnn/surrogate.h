@@ -2,6 +2,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include "sparsesnn/common.h"
 
 #if defined(__CUDACC__)
@@ -18,7 +19,7 @@ SSNN_HD float exp_approx(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  x = fminf(fmaxf(x, -87.0f), 88.0f);
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // selects vectorize; fminf may not
   const float n = floorf(x * 1.44269504088896341f + 0.5f);
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -28,9 +29,10 @@ SSNN_HD float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  union { int32_t i; float f; } scale;
-  scale.i = (static_cast<int32_t>(n) + 127) << 23;
-  return p * scale.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
 #endif
 }
 

@@ -1,0 +1,152 @@
+// Building blocks of the event-driven CPU kernels (spike_linear, spike_conv2d):
+//  * list_active:  indices of the non-zero entries of a spike vector (fp32 or uint8/bool),
+//  * RowAcc<R>:    an output tile of R*16 floats held in registers, to which whole weight
+//                  rows (one per active input) are added.
+// The hot loop of every event-driven kernel is "for each active input: acc += row", so the
+// output tile never leaves registers and the only memory traffic is one contiguous weight
+// row segment per event.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace sparsesnn {
+namespace event {
+
+// Floats per output tile: 8 zmm accumulators (128 floats, 512 B of each weight row per event)
+// keeps the per-event work long enough to hide the row fetch while leaving registers free.
+constexpr int kTileRegs = 8;
+constexpr int kTile = kTileRegs * 16;
+// list_active writes up to this many entries past the returned count (vector stores).
+constexpr int kListSlack = 64;
+
+// Indices k (offset by `base`) with v[k] != 0, written to idx; returns the count.
+inline int list_active_f32(const float* v, int64_t n, int32_t base, int32_t* idx) {
+  int count = 0;
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; k + 16 <= n; k += 16) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + k), zero, _CMP_NEQ_UQ);
+    if (m) {
+      // Register-form compress + full store: the memory form is microcoded on some CPUs.
+      const __m512i ids = _mm512_add_epi32(iota, _mm512_set1_epi32(base + static_cast<int32_t>(k)));
+      _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
+      count += __builtin_popcount(m);
+    }
+  }
+#endif
+  for (; k < n; ++k)
+    if (v[k] != 0.0f) idx[count++] = base + static_cast<int32_t>(k);
+  return count;
+}
+
+inline int list_active_u8(const uint8_t* v, int64_t n, int32_t base, int32_t* idx) {
+  int count = 0;
+  int64_t k = 0;
+#if defined(__AVX512BW__)
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; k + 64 <= n; k += 64) {
+    const __m512i bytes = _mm512_loadu_si512(v + k);
+    uint64_t m = _mm512_test_epi8_mask(bytes, bytes);
+    for (int part = 0; m != 0 && part < 4; ++part, m >>= 16) {
+      const __mmask16 mm = static_cast<__mmask16>(m & 0xffffu);
+      if (!mm) continue;
+      const __m512i ids =
+          _mm512_add_epi32(iota, _mm512_set1_epi32(base + static_cast<int32_t>(k + 16 * part)));
+      _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(mm, ids));
+      count += __builtin_popcount(mm);
+    }
+  }
+#endif
+  for (; k < n; ++k)
+    if (v[k] != 0) idx[count++] = base + static_cast<int32_t>(k);
+  return count;
+}
+
+// Spike element types the CPU kernels read (bool is stored as one byte 0/1, like uint8).
+enum SpikeType : int { kSpikeF32 = 0, kSpikeU8 = 1 };
+
+inline int list_active(const void* v, int type, int64_t offset, int64_t n, int32_t base,
+                       int32_t* idx) {
+  if (type == kSpikeF32) return list_active_f32(static_cast<const float*>(v) + offset, n, base, idx);
+  return list_active_u8(static_cast<const uint8_t*>(v) + offset, n, base, idx);
+}
+
+// An output tile of up to R*16 floats accumulated in registers. `width` <= R*16 columns are
+// live; the last register is masked so tails need no scalar loop.
+template <int R>
+struct RowAcc {
+#if defined(__AVX512F__)
+  __m512 a[R];
+  __mmask16 last;
+  explicit RowAcc(int width) {
+    const int rem = width - (R - 1) * 16;
+    last = rem >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << rem) - 1u);
+  }
+  inline void set(const float* init) {
+    if (init) {
+      for (int r = 0; r < R - 1; ++r) a[r] = _mm512_loadu_ps(init + 16 * r);
+      a[R - 1] = _mm512_maskz_loadu_ps(last, init + 16 * (R - 1));
+    } else {
+      for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    }
+  }
+  inline void add(const float* row) {
+    for (int r = 0; r < R - 1; ++r) a[r] = _mm512_add_ps(a[r], _mm512_loadu_ps(row + 16 * r));
+    a[R - 1] = _mm512_add_ps(a[R - 1], _mm512_maskz_loadu_ps(last, row + 16 * (R - 1)));
+  }
+  inline void store(float* out) const {
+    for (int r = 0; r < R - 1; ++r) _mm512_storeu_ps(out + 16 * r, a[r]);
+    _mm512_mask_storeu_ps(out + 16 * (R - 1), last, a[R - 1]);
+  }
+#else
+  float a[R * 16];
+  int width;
+  explicit RowAcc(int w) : width(w) {}
+  inline void set(const float* init) {
+    for (int j = 0; j < width; ++j) a[j] = init ? init[j] : 0.0f;
+  }
+  inline void add(const float* row) {
+#pragma omp simd
+    for (int j = 0; j < width; ++j) a[j] += row[j];
+  }
+  inline void store(float* out) const { std::memcpy(out, a, sizeof(float) * width); }
+#endif
+};
+
+// acc += sum_i src[idx[i] * ld], prefetching a few events ahead (the rows are scattered).
+template <int R>
+inline void add_rows(RowAcc<R>& acc, const float* src, int64_t ld, const int32_t* idx, int n) {
+  constexpr int kAhead = 6;
+  int i = 0;
+  for (; i + kAhead < n; ++i) {
+    const float* next = src + static_cast<int64_t>(idx[i + kAhead]) * ld;
+    for (int r = 0; r < R; r += 4) __builtin_prefetch(next + 16 * r);
+    acc.add(src + static_cast<int64_t>(idx[i]) * ld);
+  }
+  for (; i < n; ++i) acc.add(src + static_cast<int64_t>(idx[i]) * ld);
+}
+
+// Calls f(std::integral_constant<int, R>{}) with R = registers needed for `width` columns.
+template <typename F>
+inline void with_regs(int width, F&& f) {
+  switch ((width + 15) / 16) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+}  // namespace event
+}  // namespace sparsesnn

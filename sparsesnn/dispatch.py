@@ -1,0 +1,250 @@
+"""Dense vs event-driven dispatch by measured spike density.
+
+The event-driven kernels win below some spike density and lose above it; where exactly
+depends on the machine (cores, caches, BLAS) and on the number of rows ``M`` (batch x time
+for linear layers, batch x pixels for convolutions). :func:`calibrate` measures that
+break-even density on this machine for a few ``M`` and caches it in a JSON file
+(``~/.cache/sparsesnn/calibration.json``, or ``$SPARSESNN_CALIBRATION_FILE``); the modules
+look it up per call and interpolate in ``log M``.
+
+Overrides, strongest first: the module's ``break_even`` argument, the environment variable
+``SPARSESNN_BREAK_EVEN`` (``"0.2"`` for every op, or ``"linear=0.3,conv2d=0.15"``), the cache
+file. Without any of them the first lookup runs :func:`calibrate` once (a few seconds).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from . import _ext
+
+ENV_BREAK_EVEN = "SPARSESNN_BREAK_EVEN"
+ENV_CACHE_FILE = "SPARSESNN_CALIBRATION_FILE"
+OPS = ("linear", "conv2d")
+_FORMAT = 1
+
+_lock = threading.Lock()
+_memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
+
+
+def cache_path() -> Path:
+    """Where calibrations are stored (one entry per machine key)."""
+    env = os.environ.get(ENV_CACHE_FILE)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparsesnn" / "calibration.json"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(device: str = "cpu") -> str:
+    """What a calibration is valid for: device, CPU model / GPU name, threads, versions."""
+    info = _ext.info()
+    if device == "cuda":
+        where = f"cuda:{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}"
+    else:
+        where = f"cpu:{_cpu_model()}:{info.get('cpu_isa', '?')}:threads={torch.get_num_threads()}"
+    return f"{where}|torch={torch.__version__}|sparsesnn={info.get('version', 'reference')}"
+
+
+def _parse_env(op: str) -> Optional[float]:
+    raw = os.environ.get(ENV_BREAK_EVEN, "").strip()
+    if not raw:
+        return None
+    try:
+        if "=" not in raw:
+            return float(raw)
+        for part in raw.split(","):
+            name, _, value = part.partition("=")
+            if name.strip() == op:
+                return float(value)
+    except ValueError:
+        raise ValueError(f"{ENV_BREAK_EVEN}: expected a number or 'linear=x,conv2d=y', got {raw!r}") from None
+    return None
+
+
+def _best_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` runs after a warm-up: on a shared machine the minimum is the
+    steadiest estimate of what each path costs when it has the cores."""
+    fn()  # warm-up (allocations, caches, lazy init)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def _crossing(densities: list[float], ratios: list[float]) -> float:
+    """First density where event/dense time reaches 1, interpolated linearly; the last
+    density tried if it never does, the first one's lower neighbour (0) if it always does."""
+    prev_d, prev_r = 0.0, 0.0
+    for d, r in zip(densities, ratios):
+        if r >= 1.0:
+            if r == prev_r:
+                return d
+            return prev_d + (d - prev_d) * (1.0 - prev_r) / (r - prev_r)
+        prev_d, prev_r = d, r
+    return densities[-1]
+
+
+def _spikes(shape: tuple[int, ...], density: float, device: str, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen, device="cpu") < density).float().to(device)
+
+
+def _measure_linear(m: int, device: str, densities: list[float], repeats: int, width: int) -> float:
+    from .functional import spike_linear
+
+    gen = torch.Generator().manual_seed(m)
+    w = torch.randn(width, width, generator=gen).to(device)
+    wt = w.t().contiguous()
+    ratios = []
+    for d in densities:
+        s = _spikes((m, width), d, device, gen)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        dense = _best_ms(lambda: (torch.nn.functional.linear(s, w), sync()), repeats)
+        event = _best_ms(lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
+        ratios.append(event / dense)
+        if event > 1.3 * dense:
+            break  # well past break-even; higher densities only cost time
+    return _crossing(densities[: len(ratios)], ratios)
+
+
+def _measure_conv2d(images: int, device: str, densities: list[float], repeats: int, width: int) -> float:
+    from .functional import spike_conv2d
+    from .ops.spike_conv2d import rearrange_weight
+
+    gen = torch.Generator().manual_seed(images)
+    w = (torch.randn(width, width, 3, 3, generator=gen) * 0.1).to(device)
+    wr = rearrange_weight(w, 1)
+    ratios = []
+    for d in densities:
+        s = _spikes((images, width, 16, 16), d, device, gen)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        dense = _best_ms(lambda: (torch.nn.functional.conv2d(s, w, None, 1, 1), sync()), repeats)
+        event = _best_ms(lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
+                           repeats)
+        ratios.append(event / dense)
+        if event > 1.3 * dense:
+            break
+    return _crossing(densities[: len(ratios)], ratios)
+
+
+def calibrate(ops: tuple[str, ...] = OPS, *, device: str = "cpu", quick: bool = False,
+              save: bool = True, path: Optional[os.PathLike] = None) -> dict[str, dict]:
+    """Measure the break-even spike density of the event-driven kernels on this machine.
+
+    For each op and a few row counts ``M`` it times dense (``torch.nn.functional``) against
+    event-driven on random spikes of increasing density and records where they cross.
+    Results go to the cache file (see :func:`cache_path`) unless ``save=False``.
+
+    Args:
+        ops: subset of ``("linear", "conv2d")``.
+        device: ``"cpu"`` or ``"cuda"``.
+        quick: fewer sizes and repeats (well under a second; for tests and smoke runs).
+    Returns:
+        ``{op: {"m": [M, ...], "break_even": [density, ...]}}`` (``m`` for conv2d counts
+        ``batch * H * W``).
+    """
+    for op in ops:
+        if op not in OPS:
+            raise ValueError(f"ops: expected a subset of {OPS}, got {op!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    densities = [0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0]
+    repeats = 3 if quick else 5
+    result: dict[str, dict] = {}
+    with torch.no_grad():
+        if "linear" in ops:
+            ms = [64] if quick else [8, 128, 1024]
+            width = 256 if quick else 1024
+            result["linear"] = {"m": ms, "break_even": [_measure_linear(m, device, densities, repeats, width)
+                                                         for m in ms]}
+        if "conv2d" in ops:
+            images = [2] if quick else [1, 8, 32]
+            width = 16 if quick else 64
+            result["conv2d"] = {"m": [n * 256 for n in images],
+                                "break_even": [_measure_conv2d(n, device, densities, repeats, width)
+                                               for n in images]}
+    key = machine_key(device)
+    with _lock:
+        _memory.setdefault(key, {}).update(result)
+        if save:
+            _store(Path(path) if path else cache_path(), key, _memory[key])
+    return result
+
+
+def _store(path: Path, key: str, entry: dict) -> None:
+    data = _load_file(path)
+    data.setdefault("machines", {})[key] = dict(entry, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    data["format"] = _FORMAT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)  # atomic: concurrent processes never see half a file
+
+
+def _load_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and data.get("format") == _FORMAT else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _interpolate(entry: dict, m: int) -> float:
+    ms, bes = entry["m"], entry["break_even"]
+    if m <= ms[0]:
+        return float(bes[0])
+    for (m0, b0), (m1, b1) in zip(zip(ms, bes), zip(ms[1:], bes[1:])):
+        if m <= m1:
+            t = (math.log(m) - math.log(m0)) / (math.log(m1) - math.log(m0))
+            return float(b0 + t * (b1 - b0))
+    return float(bes[-1])
+
+
+def break_even(op: str, m: int = 256, device: str = "cpu", override: Optional[float] = None) -> float:
+    """Spike density below which the event-driven kernel of ``op`` is faster than dense, for
+    ``m`` rows on ``device``: the override, else ``$SPARSESNN_BREAK_EVEN``, else the cached
+    calibration (measured now, once, if there is none)."""
+    if op not in OPS:
+        raise ValueError(f"op: expected one of {OPS}, got {op!r}")
+    if override is not None:
+        return float(override)
+    env = _parse_env(op)
+    if env is not None:
+        return env
+    key = machine_key(device)
+    with _lock:
+        entry = _memory.get(key, {}).get(op)
+        if entry is None:
+            cached = _load_file(cache_path()).get("machines", {}).get(key, {})
+            if op in cached:
+                _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
+                entry = cached[op]
+    if entry is None:
+        entry = calibrate((op,), device=device)[op]
+    return _interpolate(entry, max(1, int(m)))
+
+
+def use_event(op: str, density: float, m: int, device: str, override: Optional[float] = None) -> bool:
+    """True when the event-driven kernel should serve a call at this measured density."""
+    return density < break_even(op, m, device, override)

@@ -1,0 +1,95 @@
+"""``SpikingConv2d``: drop-in ``nn.Conv2d`` that runs event-driven when the input is sparse.
+
+Takes ``[N, C, H, W]`` or multi-step ``[T, B, C, H, W]`` (time folded into the batch), measures
+the spike density per call and picks the event-driven kernel below the calibrated break-even
+density, the dense ``nn.Conv2d`` path otherwise.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import _ext, dispatch
+from .. import functional as F
+from ..ops import _checks as C
+from ..ops.spike_conv2d import rearrange_weight
+from ..ops.spike_linear import SPIKE_TYPES, spike_stats
+from .linear import MODES
+
+
+class SpikingConv2d(nn.Conv2d):
+    """``nn.Conv2d`` for spikes with dense / event-driven dispatch by measured density.
+
+    Args: as ``nn.Conv2d``, plus ``break_even`` (density threshold overriding the
+    calibration) and ``mode`` (``"auto"`` | ``"event"`` | ``"dense"``). The event-driven path
+    needs ``padding_mode="zeros"``; other padding modes always run dense.
+    Input: ``[N, C, H, W]``, ``[C, H, W]`` or ``[T, B, C, H, W]``; output matches.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, break_even: Optional[float] = None, mode: str = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, padding_mode, device, dtype)
+        C.check_choice("mode", mode, MODES)
+        if break_even is not None:
+            C.check_finite("break_even", break_even)
+        self.mode = mode
+        self.break_even = break_even
+        self.last_path: Optional[str] = None
+        self._wr: Optional[Tensor] = None
+        self._wr_key: Optional[tuple] = None
+
+    @classmethod
+    def from_conv(cls, layer: nn.Conv2d, **kwargs) -> "SpikingConv2d":
+        """A SpikingConv2d sharing ``layer``'s parameters."""
+        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                  layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode,
+                  device=layer.weight.device, dtype=layer.weight.dtype, **kwargs)
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def weight_r(self) -> Tensor:
+        """Channels-last copy ``[G, KH, KW, C/G, O/G]`` of the weight, rebuilt only when the
+        weight changed."""
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device, tuple(w.shape))
+        if self._wr is None or self._wr_key != key:
+            self._wr = rearrange_weight(w, self.groups)
+            self._wr_key = key
+        return self._wr
+
+    def _event_ok(self, x: Tensor) -> bool:
+        if self.mode == "dense" or self.padding_mode != "zeros" or x.numel() == 0:
+            return False
+        if self.weight.dtype != torch.float32 or x.dtype not in SPIKE_TYPES or x.device != self.weight.device:
+            return False
+        return x.device.type == "cpu" or _ext.use_kernel(x)
+
+    def _forward4(self, x: Tensor) -> Tensor:
+        if self._event_ok(x):
+            xc = x.contiguous()
+            nonzero, nonbinary = spike_stats(xc)
+            if not nonbinary:
+                m = xc.shape[0] * xc.shape[-1] * xc.shape[-2]
+                if self.mode == "event" or dispatch.use_event("conv2d", nonzero / xc.numel(), m,
+                                                              x.device.type, self.break_even):
+                    self.last_path = "event"
+                    return F.spike_conv2d(xc, self.weight, self.bias, self.stride, self.padding,
+                                          self.dilation, self.groups, weight_r=self.weight_r(),
+                                          check_binary=False)
+        self.last_path = "dense"
+        if not x.is_floating_point():
+            x = x.to(self.weight.dtype)
+        return super().forward(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:
+            T, B = x.shape[:2]
+            y = self._forward4(x.flatten(0, 1))
+            return y.reshape(T, B, *y.shape[1:])
+        if x.dim() == 3:
+            return self._forward4(x.unsqueeze(0)).squeeze(0)
+        return self._forward4(x)

@@ -1,0 +1,89 @@
+"""``SpikingLinear``: drop-in ``nn.Linear`` that runs event-driven when the input is sparse.
+
+Per call it measures the spike density (one pass, which also detects analog input) and picks
+the event-driven kernel below the machine's calibrated break-even density, the dense
+``nn.Linear`` path otherwise, so it is never much slower than ``nn.Linear``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import _ext, dispatch
+from .. import functional as F
+from ..ops import _checks as C
+from ..ops.spike_linear import SPIKE_TYPES, spike_stats
+
+MODES = ("auto", "event", "dense")
+
+
+class SpikingLinear(nn.Linear):
+    """``nn.Linear`` for spikes ``[..., in_features]`` (e.g. ``[T, B, K]``: time is folded
+    into the batch) with dense / event-driven dispatch by measured density.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as ``nn.Linear``.
+        break_even: density threshold overriding the calibration (see ``sparsesnn.dispatch``).
+        mode: ``"auto"`` (dispatch by density), ``"event"`` (event-driven whenever the input
+            is binary) or ``"dense"``.
+    Attributes:
+        last_path: ``"event"`` or ``"dense"``: which path served the last call.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
+                 *, break_even: Optional[float] = None, mode: str = "auto") -> None:
+        super().__init__(in_features, out_features, bias, device, dtype)
+        C.check_choice("mode", mode, MODES)
+        if break_even is not None:
+            C.check_finite("break_even", break_even)
+        self.mode = mode
+        self.break_even = break_even
+        self.last_path: Optional[str] = None
+        self._wt: Optional[Tensor] = None
+        self._wt_key: Optional[tuple] = None
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, **kwargs) -> "SpikingLinear":
+        """A SpikingLinear sharing ``layer``'s parameters."""
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None,
+                  device=layer.weight.device, dtype=layer.weight.dtype, **kwargs)
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def weight_t(self) -> Tensor:
+        """Input-major copy ``[K, N]`` of the weight, rebuilt only when the weight changed
+        (in-place updates bump ``weight._version``; ``.to()`` changes the storage)."""
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device, tuple(w.shape))
+        if self._wt is None or self._wt_key != key:
+            self._wt = w.detach().t().contiguous()
+            self._wt_key = key
+        return self._wt
+
+    def _event_ok(self, x: Tensor) -> bool:
+        if self.mode == "dense" or x.numel() == 0 or self.weight.dtype != torch.float32:
+            return False
+        if x.dtype not in SPIKE_TYPES or x.device != self.weight.device:
+            return False
+        return x.device.type == "cpu" or _ext.use_kernel(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._event_ok(x):
+            xc = x.contiguous()
+            nonzero, nonbinary = spike_stats(xc)
+            if not nonbinary:
+                m = xc.numel() // max(1, self.in_features)
+                if self.mode == "event" or dispatch.use_event("linear", nonzero / xc.numel(), m,
+                                                              x.device.type, self.break_even):
+                    self.last_path = "event"
+                    return F.spike_linear(xc, self.weight, self.bias, weight_t=self.weight_t(),
+                                          check_binary=False)
+        self.last_path = "dense"
+        if not x.is_floating_point():
+            x = x.to(self.weight.dtype)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mode={self.mode}, break_even={self.break_even}"

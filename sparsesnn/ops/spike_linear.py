@@ -1,0 +1,114 @@
+"""``sparsesnn::spike_linear`` (event-driven spike x weight) and its event-driven grad_weight.
+
+Arguments arrive validated and contiguous from ``sparsesnn.functional`` / the modules; here we
+route to the compiled kernel (CPU or CUDA) or the reference, and wire autograd:
+``grad_weight`` is event-driven (only active inputs contribute), ``grad_s`` is the dense
+product ``grad_out @ weight`` (the previous layer's surrogate gradient needs every entry).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _ext, reference
+
+# Spike element types the kernels read directly (bool is one byte 0/1, like uint8).
+SPIKE_TYPES = {torch.float32: 0, torch.uint8: 1, torch.bool: 1}
+
+
+def spike_stats(s: Tensor) -> tuple[int, int]:
+    """``(non-zero count, count of values other than 0 and 1)`` of a spike tensor, one pass.
+
+    The modules use it both to measure the density for dispatch and to detect analog input.
+    """
+    if s.numel() == 0:
+        return 0, 0
+    if _ext.available() and s.device.type == "cpu" and s.dtype in SPIKE_TYPES and s.is_contiguous():
+        nz, bad = _ext._C.spike_count_cpu(s.data_ptr(), SPIKE_TYPES[s.dtype], s.numel(), _ext.num_threads())
+        return int(nz), int(bad)
+    nz = int(torch.count_nonzero(s))
+    if s.dtype == torch.bool:
+        return nz, 0
+    return nz, int(torch.count_nonzero((s != 0) & (s != 1)))
+
+
+def _params(M: int, K: int, N: int, s: Tensor):
+    p = _ext._C.SpikeLinearParams()
+    p.M, p.K, p.N = M, K, N
+    p.spike_type, p.threads = SPIKE_TYPES[s.dtype], _ext.num_threads()
+    return p
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+@torch.library.custom_op("sparsesnn::spike_linear", mutates_args=(), device_types=("cpu", "cuda"))
+def spike_linear_op(s: Tensor, weight: Tensor, weight_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``s [M, K]`` binary (fp32/uint8/bool, contiguous), ``weight [N, K]`` fp32 and its
+    input-major copy ``weight_t [K, N]`` (contiguous; what the kernel reads), ``bias [N]`` ->
+    ``[M, N]`` fp32. ``weight`` carries the gradient; ``weight_t`` is a cache (no gradient)."""
+    if not _ext.use_kernel(s):
+        return reference.spike_linear(s, weight, bias)
+    M, K = s.shape
+    N = weight_t.shape[1]
+    out = torch.empty((M, N), dtype=torch.float32, device=s.device)
+    p = _params(M, K, N, s)
+    if s.is_cuda:
+        _ext._C.spike_linear_forward_cuda(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias),
+                                          out.data_ptr(), _ext.cuda_stream(s.device))
+    else:
+        _ext._C.spike_linear_forward_cpu(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias), out.data_ptr())
+    return out
+
+
+@torch.library.custom_op("sparsesnn::spike_linear_grad_weight", mutates_args=(),
+                         device_types=("cpu", "cuda"))
+def spike_linear_grad_weight_op(s: Tensor, grad_out: Tensor) -> Tensor:
+    """Event-driven ``grad_weight [N, K] = grad_out^T s``: each active ``s[m, k]`` adds row
+    ``grad_out[m]`` to column ``k``. ``s [M, K]`` and ``grad_out [M, N]`` fp32 contiguous."""
+    if not _ext.use_kernel(s):
+        return reference.spike_linear_grad_weight(s, grad_out)
+    M, K = s.shape
+    N = grad_out.shape[1]
+    gw = torch.empty((N, K), dtype=torch.float32, device=s.device)
+    p = _params(M, K, N, s)
+    if s.is_cuda:
+        _ext._C.spike_linear_grad_weight_cuda(p, s.data_ptr(), grad_out.data_ptr(), gw.data_ptr(),
+                                              _ext.cuda_stream(s.device))
+    else:
+        _ext._C.spike_linear_grad_weight_cpu(p, s.data_ptr(), grad_out.data_ptr(), gw.data_ptr())
+    return gw
+
+
+@spike_linear_op.register_fake
+def _(s, weight, weight_t, bias):
+    return s.new_empty((s.shape[0], weight_t.shape[1]), dtype=torch.float32)
+
+
+@spike_linear_grad_weight_op.register_fake
+def _(s, grad_out):
+    return grad_out.new_empty((grad_out.shape[1], s.shape[1]), dtype=torch.float32)
+
+
+def _setup(ctx, inputs, output):
+    s, weight, weight_t, bias = inputs
+    ctx.save_for_backward(s, weight)
+
+
+def _backward(ctx, grad):
+    s, weight = ctx.saved_tensors
+    grad = grad.contiguous().float()
+    gs = gw = gb = None
+    if ctx.needs_input_grad[0]:
+        gs = (grad @ weight.to(grad.dtype)).to(s.dtype)
+    if ctx.needs_input_grad[1]:
+        gw = spike_linear_grad_weight_op(s, grad).to(weight.dtype)
+    if ctx.needs_input_grad[3]:
+        gb = grad.sum(0)
+    return gs, gw, None, gb
+
+
+spike_linear_op.register_autograd(_backward, setup_context=_setup)
