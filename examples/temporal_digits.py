@@ -1,7 +1,7 @@
 """Temporal pruning on digits: fine-tune while reducing T (8 -> 6 -> 4 -> 3 -> 2 -> 1) until
-the accuracy drops more than 1 point, then deploy the model at the reduced T.
+the accuracy drops more than 2 points, then deploy the model at the reduced T.
 
-    python examples/temporal_digits.py [--T 8] [--tolerance 0.01]
+    python examples/temporal_digits.py [--T 8] [--tolerance 0.02]
 """
 import argparse
 import copy
@@ -13,7 +13,7 @@ from sparsesnn.deploy import deploy
 
 p = argparse.ArgumentParser()
 p.add_argument("--T", type=int, default=8)
-p.add_argument("--tolerance", type=float, default=0.01)
+p.add_argument("--tolerance", type=float, default=0.02)
 p.add_argument("--epochs-per-step", type=int, default=2)
 a = p.parse_args()
 
