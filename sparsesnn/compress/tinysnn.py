@@ -232,8 +232,6 @@ def memory_bytes(model: nn.Module, config: QuantConfig) -> dict[str, float]:
             sbytes += 4.0 * n_out
         if getattr(layer, "bias", None) is not None:
             bbytes += 4.0 * n_out
-    # neuron count: outputs of the synaptic layers that feed a neuron, measured by a probe is
-    # costly; the neurons of an MLP/CNN are the synaptic outputs except the readout layer
     state_bits = 32 if config.state_bits is None else config.state_bits
     n_neurons = _neuron_count(model)
     state = n_neurons * state_bits / 8.0
@@ -247,12 +245,12 @@ def _neuron_count(model: nn.Module) -> int:
     """Membrane values per sample: from the last recorded state of each neuron, else the
     width of the synaptic layer right before it (MLP)."""
     total = 0
-    seq = list(model.named_modules())
     last_width = 0
-    for _, m in seq:
+    neurons = {id(m) for m in neuron_layers(model).values()}
+    for m in model.modules():
         if isinstance(m, nn.Linear):
             last_width = m.out_features
-        if m in neuron_layers(model).values():
+        if id(m) in neurons:
             v = getattr(m, "v", None)
             total += int(v[0].numel()) if isinstance(v, torch.Tensor) and v.dim() > 0 else last_width
     return total
