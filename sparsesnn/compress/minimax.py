@@ -175,7 +175,7 @@ class MinimaxPruner:
         keep = self.target_kept()
         flat = torch.cat(self._scores())
         idx = torch.topk(flat, keep, largest=True, sorted=False).indices
-        gmask = torch.zeros(self.n, dtype=torch.bool)
+        gmask = torch.zeros(self.n, dtype=torch.bool, device=flat.device)
         gmask[idx] = True
         off = 0
         for name, m in self.layers.items():

@@ -176,10 +176,11 @@ def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
     fc: nn.Linear = model.get_submodule(fc_name)  # type: ignore[assignment]
     nxt: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
     N = fc.out_features
-    drop = torch.ones(N, dtype=torch.bool)
+    dev, dt = fc.weight.device, fc.weight.dtype
+    keep = keep.to(dev)
+    drop = torch.ones(N, dtype=torch.bool, device=dev)
     drop[keep] = False
     drop_idx = drop.nonzero().flatten()
-    dev, dt = fc.weight.device, fc.weight.dtype
     new_fc = nn.Linear(fc.in_features, keep.numel(), bias=fc.bias is not None, device=dev, dtype=dt)
     new_fc.weight.copy_(fc.weight[keep])
     if fc.bias is not None:
@@ -189,13 +190,13 @@ def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
     b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
     if spikes is not None and drop_idx.numel() > 0:
         # S_drop ~= [S_keep, 1] @ A: fold the dropped neurons' fan-out into the kept ones
-        s = spikes.double()
-        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype)], 1)
+        s = spikes.to(dev).double()
+        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
         sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
         w_new += w2[:, drop_idx] @ sol[:-1].T
         const = w2[:, drop_idx] @ sol[-1]
         if b_new is None:
-            b_new = torch.zeros(w2.shape[0], dtype=torch.float64)
+            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
         b_new += const
     new_next = nn.Linear(keep.numel(), nxt.out_features, bias=b_new is not None, device=dev, dtype=dt)
     new_next.weight.copy_(w_new.to(dt))
@@ -239,7 +240,7 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
         u, s = collect_membrane(model, calib_loader, neuron, max_samples)
         N = u.shape[1]
         k = max(min(explained_components(u, variance), N), min(min_width, N))
-        keep = select_neurons(u, k) if k < N else torch.arange(N)
+        keep = select_neurons(u, k) if k < N else torch.arange(N)  # CPU indices, moved in _rebuild
         res.widths_before[fc_name] = N
         res.widths_after[fc_name] = int(k)
         res.kept[fc_name] = keep

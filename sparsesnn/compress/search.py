@@ -112,7 +112,7 @@ class _TimeMix(nn.Module):
 
     def expected_T(self) -> torch.Tensor:
         p = torch.softmax(self.beta, 0)
-        return (p * torch.tensor(self.T_candidates, dtype=p.dtype)).sum()
+        return (p * torch.tensor(self.T_candidates, dtype=p.dtype, device=p.device)).sum()
 
 
 @dataclass
