@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sparsesnn.compress import evaluate, fit, reset_states
+from sparsesnn.compress import fit, reset_states
 from sparsesnn.compress.minimax import MinimaxPruner, check_budget, minimax_prune
 from sparsesnn.compress.state import get_state
 from sparsesnn.models import SpikingMLP
