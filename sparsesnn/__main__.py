@@ -1,0 +1,6 @@
+"""``python -m sparsesnn demo|info``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

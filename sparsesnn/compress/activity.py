@@ -1,0 +1,117 @@
+"""Activity regularization: a penalty on spike counts that lowers firing rates.
+
+Forward hooks on the spiking neuron layers record their output spikes ``[T, B, ...]``;
+``penalty()`` returns ``sum_l weight_l * mean(spikes_l)`` (the firing rate, differentiable through
+the surrogate gradient), optionally only above a target rate. Used alone or with ADMM
+(Deng et al. 2021 add it to the ADMM loss to cut the number of accumulates).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..ops._checks import check_finite
+
+
+def neuron_types() -> tuple[type, ...]:
+    """Our spiking neuron classes that are present in this build."""
+    from .. import nn as snn
+
+    return tuple(getattr(snn, n) for n in ("LIF", "PLIF", "IF") if hasattr(snn, n))
+
+
+def neuron_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``{name: neuron module}`` for every LIF/PLIF/IF in ``model``."""
+    types = neuron_types()
+    if not types:
+        return {}
+    return {n: m for n, m in model.named_modules() if isinstance(m, types)}
+
+
+class ActivityRegularizer:
+    """Penalize spike counts of chosen neuron layers.
+
+    Args:
+        model: the network.
+        weight: default penalty weight per layer (>= 0).
+        layers: names of the layers to watch (default: every LIF/PLIF/IF); unknown names raise
+            ValueError naming ``layers``. A mapping ``{name: weight}`` gives per-layer weights.
+        target_rate: penalize only the excess ``relu(rate - target_rate)`` (default 0).
+    """
+
+    def __init__(self, model: nn.Module, weight: float = 1e-2, *,
+                 layers: Iterable[str] | Mapping[str, float] | None = None,
+                 target_rate: float = 0.0) -> None:
+        self.weight = check_finite("weight", weight)
+        if self.weight < 0:
+            raise ValueError(f"weight: expected a number >= 0, got {weight}")
+        self.target_rate = check_finite("target_rate", target_rate)
+        if not 0.0 <= self.target_rate <= 1.0:
+            raise ValueError(f"target_rate: expected a rate in [0, 1], got {target_rate}")
+        modules = dict(model.named_modules())
+        if layers is None:
+            chosen = {n: self.weight for n in neuron_layers(model)}
+            if not chosen:
+                raise ValueError("layers: model has no LIF/PLIF/IF layer; name the spiking layers")
+        else:
+            items = layers.items() if isinstance(layers, Mapping) else ((n, self.weight) for n in layers)
+            chosen = {n: check_finite(f"layers[{n!r}]", w) for n, w in items}
+            bad = [n for n in chosen if n not in modules]
+            if bad:
+                raise ValueError(f"layers: unknown layer names {bad}")
+        self.layer_weights = chosen
+        self.enabled = True
+        self._captured: dict[str, list[torch.Tensor]] = {n: [] for n in chosen}
+        self._spikes: dict[str, float] = {n: 0.0 for n in chosen}  # running sums for rates
+        self._counts: dict[str, int] = {n: 0 for n in chosen}
+        self._hooks = [modules[n].register_forward_hook(self._make_hook(n)) for n in chosen]
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            s = output[0] if isinstance(output, tuple) else output
+            if not isinstance(s, torch.Tensor):
+                return
+            with torch.no_grad():
+                self._spikes[name] += float(s.detach().sum())
+                self._counts[name] += s.numel()
+            if self.enabled and s.requires_grad:
+                self._captured[name].append(s)
+        return hook
+
+    def penalty(self) -> torch.Tensor:
+        """Weighted firing-rate penalty of the forwards since the last call; clears the record."""
+        total: torch.Tensor | None = None
+        for name, w in self.layer_weights.items():
+            caps = self._captured[name]
+            if not caps or w == 0:
+                caps.clear()
+                continue
+            rate = torch.stack([c.float().mean() for c in caps]).mean()
+            if self.target_rate > 0:
+                rate = torch.relu(rate - self.target_rate)
+            term = w * rate
+            total = term if total is None else total + term
+            caps.clear()
+        return total if total is not None else torch.zeros(())
+
+    def spike_rates(self, reset: bool = True) -> dict[str, float]:
+        """Mean firing rate per watched layer since the last reset."""
+        out = {n: (self._spikes[n] / self._counts[n] if self._counts[n] else 0.0) for n in self._spikes}
+        if reset:
+            self.reset_stats()
+        return out
+
+    def reset_stats(self) -> None:
+        for n in self._spikes:
+            self._spikes[n] = 0.0
+            self._counts[n] = 0
+
+    def step(self) -> None:
+        """Nothing to update per step (hook-compatible with ADMM)."""
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()

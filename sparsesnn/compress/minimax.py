@@ -1,0 +1,228 @@
+"""Resource-constrained minimax pruning (Chen et al., ACM MM 2023, arXiv 2308.04672).
+
+The budget is on the kept fraction of the weights: ``R(p) = 1 - p <= budget`` where ``p`` is
+the (global, learnable, continuous) fraction of pruned weights -- ``s = p * n`` weights. The
+problem is the minimax of the Lagrangian
+
+    min_{W, p} max_{y >= 0}  L(W) + rho/2 * ||W_{(p)}||^2 / n + y * (1 - p - budget)
+
+where ``W_{(p)}`` are the ``round(p n)`` smallest weights (globally, by magnitude normalized per
+layer), i.e. the ones the current ``s`` marks for pruning. One compression step (``step()``,
+interleaved with the task optimizer's fine-tuning steps) does
+
+    proximal step on W:   the smallest s weights are shrunk, w <- w / (1 + eta * rho)
+                          (the prox of the quadratic penalty), others untouched;
+    gradient step on p:   p <- clip(p - lr_s * (rho/2 * w_(s)^2 - y), 0, p_max)
+                          (w_(s) = the magnitude at the cut: the marginal cost of one more
+                          pruned weight, against the price y of one more kept weight);
+    dual ascent on y:     y <- max(0, y + lr_y * (1 - p - budget)).
+
+So the dual variable rises while the model is over budget and pushes ``s`` up; the shrunken
+weights fade before they are cut. :meth:`MinimaxPruner.finalize` applies the hard global mask
+with exactly ``floor(budget n)`` kept weights while the constraint is active (``y > 0``), else
+``round((1-p) n)`` -- the result is always within budget -- and masked fine-tuning follows (``step()`` keeps pruned weights at zero).
+The layers carry a :class:`~sparsesnn.compress.state.CompressionState` mask, so
+``sparsesnn.deploy.deploy`` uses the pruned (compressed-row) layout.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from ..ops._checks import check_finite, check_greater, check_positive_int
+from .state import CompressionState, compressible_layers, set_state
+from ._finetune import finetune
+
+__all__ = ["check_budget", "MinimaxPruner", "minimax_prune"]
+
+
+def check_budget(budget: object, name: str = "budget") -> float:
+    """A kept-resource fraction must be a number in (0, 1]."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ValueError(f"{name}: expected a fraction in (0, 1], got {budget!r}")
+    b = check_finite(name, budget)
+    if not 0.0 < b <= 1.0:
+        raise ValueError(f"{name}: expected a fraction in (0, 1], got {budget!r}")
+    return b
+
+
+class MinimaxPruner:
+    """Budgeted global pruning by the minimax (primal-dual) scheme above.
+
+    Args:
+        model: the network; its compressible layers (``nn.Linear``/``nn.Conv2d``...) are pruned.
+        budget: largest kept fraction of their weights, in (0, 1].
+        exclude: layer names left dense (not counted in the budget).
+        rho: weight of the shrinking penalty (> 0).
+        prox_lr: step size ``eta`` of the proximal shrink (> 0).
+        lr_s, lr_y: step sizes of the pruned fraction ``p`` and of the dual variable ``y``.
+        update_every: run a compression step every this many ``step()`` calls.
+        normalize: compare magnitudes across layers after dividing by each layer's RMS (so a
+            layer with small weights is not wiped out).
+    """
+
+    def __init__(self, model: nn.Module, budget: float, *, exclude: Iterable[str] = (),
+                 rho: float = 1.0, prox_lr: float = 0.05, lr_s: float = 0.05,
+                 lr_y: float = 0.2, update_every: int = 1, normalize: bool = True) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+        self.budget = check_budget(budget)
+        self.rho = check_greater("rho", rho, 0.0)
+        self.prox_lr = check_greater("prox_lr", prox_lr, 0.0)
+        self.lr_s = check_greater("lr_s", lr_s, 0.0)
+        self.lr_y = check_greater("lr_y", lr_y, 0.0)
+        self.update_every = check_positive_int("update_every", update_every)
+        self.normalize = bool(normalize)
+        available = compressible_layers(model)
+        exclude = list(exclude)
+        bad = [n for n in exclude if n not in available]
+        if bad:
+            raise ValueError(f"exclude: unknown layer names {bad}; compressible layers are {list(available)}")
+        self.layers = {n: m for n, m in available.items() if n not in exclude}
+        if not self.layers:
+            raise ValueError("exclude: no layer left to prune")
+        self.model = model
+        self.n = sum(m.weight.numel() for m in self.layers.values())
+        self.p = 0.0  # pruned fraction (s = p * n)
+        self.y = 0.0  # dual variable of the budget constraint
+        self.phase = "search"
+        self.steps = 0
+        self.history: list[dict[str, float]] = []
+        self._masks: dict[str, torch.Tensor] = {}
+        self._hooks: list[Any] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _scores(self) -> list[torch.Tensor]:
+        out = []
+        for m in self.layers.values():
+            a = m.weight.detach().abs().flatten()
+            if self.normalize:
+                rms = a.pow(2).mean().sqrt()
+                a = a / rms if float(rms) > 0 else a
+            out.append(a)
+        return out
+
+    def kept_fraction(self) -> float:
+        """Current fraction of non-zero weights in the pruned layers."""
+        nz = sum(int((m.weight != 0).sum()) for m in self.layers.values())
+        return nz / self.n
+
+    def target_kept(self) -> int:
+        """Kept-weight count the hard mask will have: within budget by construction.
+
+        While the dual variable is positive the budget constraint is active (complementary
+        slackness), so the mask keeps exactly ``floor(budget n)`` weights; with ``y = 0`` the
+        learned ``s`` is below budget on its own and is used as is.
+        """
+        cap = math.floor(self.budget * self.n + 1e-9)
+        learned = int(round((1.0 - self.p) * self.n))
+        return max(1, cap if self.y > 0 else min(learned, cap))
+
+    # ------------------------------------------------------------------ search phase
+    @torch.no_grad()
+    def compress_step(self) -> dict[str, float]:
+        """One proximal step on W, one gradient step on ``p``, one dual ascent step on ``y``."""
+        scores = self._scores()
+        flat = torch.cat(scores)
+        s = int(round(self.p * self.n))
+        cut = 0.0
+        if s > 0:
+            # threshold = s-th smallest score: shrink everything at or below it
+            thr = torch.kthvalue(flat, min(s, self.n)).values
+            cut = float(thr)
+            for m, sc in zip(self.layers.values(), scores):
+                small = (sc <= thr).view_as(m.weight)
+                m.weight.mul_(torch.where(small, 1.0 / (1.0 + self.prox_lr * self.rho), 1.0))
+        else:
+            cut = float(flat.min()) if flat.numel() else 0.0
+        # marginal cost of one more pruned weight (magnitude^2 at the cut, relative to the mean
+        # square of all scores so rho and y are scale-free) against the price y of a kept one
+        ms = float(flat.pow(2).mean()) if flat.numel() else 1.0
+        grad_p = 0.5 * self.rho * cut * cut / max(ms, 1e-30) - self.y
+        self.p = min(max(self.p - self.lr_s * grad_p, 0.0), 1.0 - 1.0 / self.n)
+        violation = (1.0 - self.p) - self.budget
+        self.y = max(0.0, self.y + self.lr_y * violation)
+        rec = {"step": self.steps, "p": self.p, "y": self.y, "violation": violation}
+        self.history.append(rec)
+        return rec
+
+    def step(self) -> None:
+        """Call after every ``optimizer.step()``: compression step (search) or re-masking."""
+        self.steps += 1
+        if self.phase == "search":
+            if self.steps % self.update_every == 0:
+                self.compress_step()
+        else:
+            self._apply_masks()
+
+    def penalty(self) -> torch.Tensor:
+        """The task loss needs no extra term: the penalty acts through the proximal step."""
+        return next(iter(self.layers.values())).weight.new_zeros(())
+
+    # ------------------------------------------------------------------ finalize
+    @torch.no_grad()
+    def finalize(self) -> dict[str, CompressionState]:
+        """Hard global mask keeping exactly :meth:`target_kept` weights (<= budget * n).
+
+        Attaches the mask as compression state (for ``deploy``), masks gradients, and switches
+        ``step()`` to keeping pruned weights at zero during fine-tuning.
+        """
+        if self.phase == "finetune":
+            return self.states()
+        keep = self.target_kept()
+        flat = torch.cat(self._scores())
+        idx = torch.topk(flat, keep, largest=True, sorted=False).indices
+        gmask = torch.zeros(self.n, dtype=torch.bool, device=flat.device)
+        gmask[idx] = True
+        off = 0
+        for name, m in self.layers.items():
+            k = m.weight.numel()
+            mask = gmask[off:off + k].view_as(m.weight).to(m.weight.device)
+            off += k
+            m.weight.mul_(mask)
+            self._masks[name] = mask
+            set_state(m, CompressionState(mask=mask, spec=None, scale=None,
+                                          sparsity=1.0 - float(mask.float().mean())))
+            mf = mask.to(m.weight.dtype)
+            self._hooks.append(m.weight.register_hook(lambda g, mf=mf: g * mf))
+        self.phase = "finetune"
+        return self.states()
+
+    @torch.no_grad()
+    def _apply_masks(self) -> None:
+        # Adam's momentum can move masked weights even with zero gradients: re-zero them
+        for name, m in self.layers.items():
+            m.weight.mul_(self._masks[name])
+
+    def states(self) -> dict[str, CompressionState]:
+        return {n: getattr(m, "sparsesnn_compression") for n, m in self.layers.items()
+                if hasattr(m, "sparsesnn_compression")}
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def minimax_prune(model: nn.Module, train_loader: Iterable, budget: float, *, epochs: int = 3,
+                  finetune_epochs: int = 2, lr: float = 1e-3, val_loader: Iterable | None = None,
+                  progress: bool = True, **kwargs: Any) -> MinimaxPruner:
+    """Search (fine-tuning interleaved with compression steps) for ``epochs``, then the hard
+    budgeted mask and masked fine-tuning for ``finetune_epochs``. Returns the pruner (its
+    ``history`` has p, y and the violation per step). ``kwargs`` go to :class:`MinimaxPruner`."""
+    pruner = MinimaxPruner(model, budget, **kwargs)
+    epochs = check_positive_int("epochs", epochs, minimum=0)
+    finetune_epochs = check_positive_int("finetune_epochs", finetune_epochs, minimum=0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if epochs:
+        finetune(model, train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
+            progress=progress)
+    pruner.finalize()
+    if finetune_epochs:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        finetune(model, train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
+            desc="minimax fine-tune", progress=progress)
+    return pruner

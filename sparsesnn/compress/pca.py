@@ -1,0 +1,268 @@
+"""Spatial structured pruning by PCA of the average accumulated membrane potential
+(Chowdhury, Garg, Roy 2021, "Spatio-Temporal Pruning and Quantization for Low-latency SNNs").
+
+For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
+
+1. Run a calibration set and record, per sample, the average accumulated membrane potential of
+   each neuron: the input current the membrane integrates, averaged over the T steps,
+   ``u[b, n] = mean_t (W x[t] + bias)[b, n]`` -> matrix ``U [samples, N]``.
+2. PCA of ``U``: the width ``k`` is the number of principal components whose cumulative
+   explained variance reaches ``variance`` (default 0.999) -- :func:`explained_components`.
+3. Rebuild at width ``k`` with *real* smaller tensors: keep the ``k`` neurons that span the
+   principal subspace best (column-pivoted QR of the centred ``U``: the most linearly independent
+   neurons first), so ``fc`` becomes ``[k, K]`` and ``fc_next`` ``[N2, k]``.
+4. Compensate the next layer's inputs: the spikes of the dropped neurons are regressed (least
+   squares over the calibration set, all time steps) on the spikes of the kept ones plus a
+   constant, and their outgoing weights are folded into the kept columns and the bias. Dropped
+   neurons that duplicate kept ones or never change (dead / always-on) are removed exactly.
+5. Fine-tune (:func:`pca_prune`) to recover the rest.
+
+Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains of
+``nn.Linear`` / neuron (LIF, IF, PLIF) layers. Apply PCA before other compression (the rebuilt
+layers carry no compression state).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..ops._checks import check_finite, check_positive_int
+from .activity import neuron_types
+from ._finetune import finetune
+from .train import reset_states
+
+__all__ = ["check_variance", "explained_components", "select_neurons", "prunable_layers",
+           "collect_membrane", "spatial_prune", "pca_prune", "PCAResult"]
+
+
+def check_variance(variance: object) -> float:
+    """The explained-variance threshold must be a number in (0, 1]."""
+    if isinstance(variance, bool) or not isinstance(variance, (int, float)):
+        raise ValueError(f"variance: expected a number in (0, 1], got {variance!r}")
+    v = check_finite("variance", variance)
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"variance: expected a number in (0, 1], got {variance!r}")
+    return v
+
+
+def explained_components(acts: torch.Tensor, variance: float = 0.999, rtol: float = 1e-6) -> int:
+    """Number of principal components of ``acts`` ``[samples, N]`` explaining ``variance``.
+
+    Eigenvalues of the covariance below ``rtol * largest`` count as zero (numerical noise), so
+    ``variance=1.0`` returns the numerical rank of the centred data. At least 1.
+    """
+    variance = check_variance(variance)
+    if not isinstance(acts, torch.Tensor) or acts.dim() != 2:
+        raise ValueError(f"acts: expected a 2-D tensor [samples, N], got {getattr(acts, 'shape', acts)!r}")
+    if acts.shape[1] == 0:
+        raise ValueError("acts: expected at least one neuron (N >= 1)")
+    x = acts.detach().double()
+    x = x - x.mean(0, keepdim=True)
+    # singular values of the centred data = sqrt of the covariance eigenvalues * (n-1)
+    ev = torch.linalg.svdvals(x).pow(2) if x.shape[0] > 0 else x.new_zeros(1)
+    if ev.numel() == 0 or float(ev[0]) <= 0.0:
+        return 1
+    ev = torch.where(ev >= rtol * ev[0], ev, torch.zeros_like(ev))
+    ratio = torch.cumsum(ev, 0) / ev.sum()
+    # first k with ratio >= variance (small slack so variance=1.0 is reached at the rank)
+    k = int((ratio < variance - 1e-12).sum()) + 1
+    return max(1, min(k, acts.shape[1]))
+
+
+def select_neurons(acts: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (sorted) of ``k`` neurons spanning the principal subspace of ``acts`` best:
+    the first ``k`` pivots of a column-pivoted QR of the centred ``acts`` ``[samples, N]``."""
+    from scipy.linalg import qr  # scipy comes with scikit-learn (the demo extra)
+
+    x = acts.detach().double()
+    x = (x - x.mean(0, keepdim=True)).cpu().numpy()
+    _, _, piv = qr(x, mode="economic", pivoting=True)
+    keep = torch.as_tensor(piv[:k].copy(), dtype=torch.long)
+    return keep.sort().values
+
+
+def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Forward-ordered ``(name, module)`` of a supported feed-forward model."""
+    order = getattr(model, "_order", None)
+    if isinstance(order, (list, tuple)):
+        return [(n, getattr(model, n)) for n in order]
+    if isinstance(model, nn.Sequential):
+        return list(model.named_children())
+    raise ValueError(f"model: expected a SpikingMLP or an nn.Sequential of Linear/neuron layers, "
+                     f"got {type(model).__name__}")
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, str, str]]:
+    """``(fc, neuron, fc_next)`` name triples whose width PCA can prune, in forward order."""
+    seq = _sequence(model)
+    ntypes = neuron_types()
+    out = []
+    for i in range(len(seq) - 2):
+        (a, ma), (b, mb), (c, mc) = seq[i], seq[i + 1], seq[i + 2]
+        if type(ma) is nn.Linear and isinstance(mb, ntypes) and type(mc) is nn.Linear:
+            out.append((a, b, c))
+    return out
+
+
+@torch.no_grad()
+def collect_membrane(model: nn.Module, loader: Iterable, neuron: nn.Module,
+                     max_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``loader`` through ``model`` and record at ``neuron``:
+
+    Returns ``(U [samples, N], S [samples * T, N])``: the time-averaged input current (the
+    average accumulated membrane potential) per sample, and the output spikes of every step.
+    """
+    us: list[torch.Tensor] = []
+    ss: list[torch.Tensor] = []
+
+    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+        x = inputs[0]
+        s = output[0] if isinstance(output, tuple) else output
+        us.append(x.detach().float().mean(0).reshape(x.shape[1], -1))
+        ss.append(s.detach().float().reshape(-1, s.shape[-1]))
+
+    h = neuron.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            x = x[: max_samples - seen]
+            reset_states(model)
+            model(x)
+            seen += x.shape[0]
+            if seen >= max_samples:
+                break
+    finally:
+        h.remove()
+        model.train(was_training)
+    if not us:
+        raise ValueError("loader: produced no calibration batch")
+    return torch.cat(us), torch.cat(ss)
+
+
+@dataclass
+class PCAResult:
+    """What :func:`spatial_prune` did: per layer ``N -> k`` and the kept neuron indices."""
+
+    widths_before: dict[str, int] = field(default_factory=dict)
+    widths_after: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # fine-tuning epochs
+
+    @property
+    def parameters_before(self) -> int:
+        return sum(self.widths_before.values())
+
+    def summary(self) -> str:
+        return ", ".join(f"{n}: {self.widths_before[n]} -> {self.widths_after[n]}"
+                         for n in self.widths_before)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+@torch.no_grad()
+def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
+             spikes: torch.Tensor | None) -> None:
+    fc: nn.Linear = model.get_submodule(fc_name)  # type: ignore[assignment]
+    nxt: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
+    N = fc.out_features
+    dev, dt = fc.weight.device, fc.weight.dtype
+    keep = keep.to(dev)
+    drop = torch.ones(N, dtype=torch.bool, device=dev)
+    drop[keep] = False
+    drop_idx = drop.nonzero().flatten()
+    new_fc = nn.Linear(fc.in_features, keep.numel(), bias=fc.bias is not None, device=dev, dtype=dt)
+    new_fc.weight.copy_(fc.weight[keep])
+    if fc.bias is not None:
+        new_fc.bias.copy_(fc.bias[keep])
+    w2 = nxt.weight.detach().double()
+    w_new = w2[:, keep].clone()
+    b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
+    if spikes is not None and drop_idx.numel() > 0:
+        # S_drop ~= [S_keep, 1] @ A: fold the dropped neurons' fan-out into the kept ones
+        s = spikes.to(dev).double()
+        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
+        sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
+        w_new += w2[:, drop_idx] @ sol[:-1].T
+        const = w2[:, drop_idx] @ sol[-1]
+        if b_new is None:
+            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
+        b_new += const
+    new_next = nn.Linear(keep.numel(), nxt.out_features, bias=b_new is not None, device=dev, dtype=dt)
+    new_next.weight.copy_(w_new.to(dt))
+    if b_new is not None:
+        new_next.bias.copy_(b_new.to(dt))
+    _set_module(model, fc_name, new_fc)
+    _set_module(model, next_name, new_next)
+
+
+def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.999, *,
+                  layers: Sequence[str] | None = None, max_samples: int = 512,
+                  compensate: bool = True, min_width: int = 1) -> PCAResult:
+    """PCA width reduction of the hidden layers of ``model`` (in place, no fine-tuning).
+
+    Args:
+        model: a SpikingMLP or ``nn.Sequential`` (see module docstring).
+        calib_loader: batches ``(x, y)`` or ``x``; up to ``max_samples`` samples are used.
+        variance: explained-variance threshold in (0, 1] (else ValueError naming ``variance``).
+        layers: names of the ``fc`` layers to prune (default: every prunable hidden layer;
+            unknown names raise ValueError naming ``layers``).
+        compensate: fold the dropped neurons into the next layer by least squares.
+        min_width: never go below this many neurons.
+    Returns:
+        a :class:`PCAResult` with the widths before/after and the kept neuron indices.
+    """
+    variance = check_variance(variance)
+    max_samples = check_positive_int("max_samples", max_samples)
+    min_width = check_positive_int("min_width", min_width)
+    triples = prunable_layers(model)
+    if layers is not None:
+        names = [t[0] for t in triples]
+        bad = [n for n in layers if n not in names]
+        if bad:
+            raise ValueError(f"layers: {bad} are not prunable hidden layers; prunable: {names}")
+        triples = [t for t in triples if t[0] in set(layers)]
+    if not triples:
+        raise ValueError("model: no hidden Linear -> neuron -> Linear block to prune")
+    res = PCAResult()
+    for fc_name, neuron_name, next_name in triples:  # in order: later layers see the rebuilt ones
+        neuron = model.get_submodule(neuron_name)
+        u, s = collect_membrane(model, calib_loader, neuron, max_samples)
+        N = u.shape[1]
+        k = max(min(explained_components(u, variance), N), min(min_width, N))
+        keep = select_neurons(u, k) if k < N else torch.arange(N)  # CPU indices, moved in _rebuild
+        res.widths_before[fc_name] = N
+        res.widths_after[fc_name] = int(k)
+        res.kept[fc_name] = keep
+        if k < N:
+            _rebuild(model, fc_name, next_name, keep, s if compensate else None)
+    reset_states(model)
+    return res
+
+
+def pca_prune(model: nn.Module, calib_loader: Iterable, train_loader: Iterable | None = None, *,
+              variance: float = 0.999, epochs: int = 2, lr: float = 1e-3,
+              val_loader: Iterable | None = None, layers: Sequence[str] | None = None,
+              max_samples: int = 512, progress: bool = True) -> PCAResult:
+    """:func:`spatial_prune` then fine-tune with Adam for ``epochs`` (0: no fine-tuning)."""
+    variance = check_variance(variance)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs: expected an integer >= 0, got {epochs!r}")
+    if check_finite("lr", lr) <= 0 or math.isnan(lr):
+        raise ValueError(f"lr: expected a number > 0, got {lr!r}")
+    res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples)
+    if epochs > 0 and train_loader is not None:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        res.history = finetune(model, train_loader, opt, epochs=epochs, val_loader=val_loader,
+                          desc="pca fine-tune", progress=progress)
+    return res

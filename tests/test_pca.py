@@ -1,0 +1,137 @@
+"""PCA spatial pruning: component counts, real smaller tensors, function preserved, errors."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sparsesnn.compress import evaluate, fit, reset_states
+from sparsesnn.compress.pca import (collect_membrane, explained_components, pca_prune,
+                                    prunable_layers, select_neurons, spatial_prune)
+from sparsesnn.models import SpikingMLP
+
+
+def _spectrum_data(sigmas, n=300, dim=20, seed=0):
+    """Centred data whose covariance eigenvalues are exactly proportional to sigmas**2."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, len(sigmas), generator=g, dtype=torch.float64)
+    u, _ = torch.linalg.qr(z - z.mean(0))  # orthonormal, centred columns
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    return (u * torch.tensor(sigmas, dtype=torch.float64)) @ q[: len(sigmas)] + 3.0
+
+
+@pytest.mark.parametrize("variance,k", [(0.5, 1), (0.9, 1), (0.95, 2), (0.99, 2), (0.999, 3),
+                                        (0.9999, 4), (1.0, 4)])
+def test_components_constructed_spectrum(variance, k):
+    # eigenvalues 100, 10, 1, 0.1 (+16 zeros): cumulative 0.9001, 0.9901, 0.99910, 1
+    x = _spectrum_data([10.0, math.sqrt(10.0), 1.0, math.sqrt(0.1)])
+    assert explained_components(x, variance) == k
+
+
+@pytest.mark.parametrize("rank", [1, 3, 7])
+def test_components_low_rank_equals_rank(rank):
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn(200, rank, generator=g) @ torch.randn(rank, 40, generator=g)
+    assert explained_components(x, 1.0) == rank
+    assert explained_components(x.float(), 0.999) <= rank
+
+
+def test_select_neurons_skips_duplicates_and_constants():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(100, 3, generator=g)
+    acts = torch.cat([base, base[:, :1], torch.full((100, 1), 2.0), base[:, 1:2]], 1)  # 6 cols
+    keep = select_neurons(acts, 3)
+    assert sorted(acts[:, keep].T.tolist()) == sorted(base.T.tolist())
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.0001, 2, float("nan"), float("inf"), True, "0.9"])
+def test_bad_variance(bad):
+    x = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="variance"):
+        explained_components(x, bad)
+    model = SpikingMLP(4, (6,), 2, T=2)
+    with pytest.raises(ValueError, match="variance"):
+        spatial_prune(model, [(x[:, :4].clamp(0, 1), None)], bad)
+
+
+def _rank_deficient_mlp():
+    torch.manual_seed(0)
+    m = SpikingMLP(8, (7,), 3, T=4)
+    with torch.no_grad():
+        a = torch.randn(3, 8) * 2.0
+        ba = torch.randn(3) * 0.5 + 0.5
+        # rows: a0 a1 a2, duplicates of a0 and a2, a dead neuron, a duplicate of a1
+        m.fc1.weight.copy_(torch.stack([a[0], a[1], a[2], a[0], a[2], torch.zeros(8), a[1]]))
+        m.fc1.bias.copy_(torch.stack([ba[0], ba[1], ba[2], ba[0], ba[2], torch.tensor(-1.0), ba[1]]))
+    return m
+
+
+def test_rebuild_same_function_rank_deficient():
+    m = _rank_deficient_mlp()
+    x = torch.rand(256, 8)
+    ref = copy.deepcopy(m)
+    with torch.no_grad():
+        y0 = ref(x)
+    u, s = collect_membrane(m, [(x, None)], m.lif1)
+    assert u.shape == (256, 7) and s.shape == (256 * 4, 7)
+    assert s.sum() > 0  # the kept neurons do spike: the test is not trivially all-zero
+    res = spatial_prune(m, [(x, None)], variance=1.0)
+    assert res.widths_before == {"fc1": 7} and res.widths_after == {"fc1": 3}
+    # real smaller tensors
+    assert tuple(m.fc1.weight.shape) == (3, 8) and tuple(m.fc1.bias.shape) == (3,)
+    assert tuple(m.fc2.weight.shape) == (3, 3)
+    assert sum(p.numel() for p in m.parameters()) < sum(p.numel() for p in ref.parameters())
+    with torch.no_grad():
+        y1 = m(x)
+    torch.testing.assert_close(y1, y0, atol=1e-4, rtol=1e-4)
+
+
+def test_rebuild_without_compensation_changes_function():
+    m = _rank_deficient_mlp()
+    x = torch.rand(256, 8)
+    with torch.no_grad():
+        y0 = m(x)
+    spatial_prune(m, [(x, None)], variance=1.0, compensate=False)
+    with torch.no_grad():
+        y1 = m(x)
+    assert (y1 - y0).abs().max() > 1e-3  # the fold-in above is what keeps the function
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sparsesnn.data import load_digits, loaders
+
+    torch.manual_seed(0)
+    tr, te = loaders(load_digits(), batch_size=64)
+    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
+    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=4, progress=False)
+    reset_states(m)  # drop the last batch's graph-attached state so the model deep-copies
+    return m, tr, te
+
+
+def test_pca_prune_trained_model_and_deploy(digits):
+    from sparsesnn.deploy import deploy
+
+    model, tr, te = digits
+    m = copy.deepcopy(model)
+    assert [t[0] for t in prunable_layers(m)] == ["fc1", "fc2"]
+    res = pca_prune(m, tr, tr, variance=0.99, epochs=1, progress=False, max_samples=256)
+    for name in ("fc1", "fc2"):
+        assert res.widths_after[name] < res.widths_before[name] == 64
+    assert m.fc1.out_features == res.widths_after["fc1"] == m.fc2.in_features
+    assert m.fc2.out_features == res.widths_after["fc2"] == m.fc3.in_features
+    assert evaluate(m, te)["acc"] > 0.7  # dense: ~0.90; compensated + fine-tuned keeps most
+    d = deploy(m)
+    x = next(iter(te))[0]
+    with torch.no_grad():
+        assert torch.equal(d(x).argmax(-1), m.eval()(x).argmax(-1))
+
+
+def test_unknown_layers_and_unsupported_model():
+    m = SpikingMLP(4, (6,), 2, T=2)
+    x = torch.rand(8, 4)
+    with pytest.raises(ValueError, match="layers"):
+        spatial_prune(m, [(x, None)], layers=["fc9"])
+    with pytest.raises(ValueError, match="model"):
+        spatial_prune(nn.Linear(3, 3), [(x, None)])

@@ -1,0 +1,195 @@
+"""tinySNN quantization: rounding definitions, unbiased stochastic rounding, quantized state in
+the LIF kernel, Pareto front, in-training vs post-training exploration, errors."""
+import copy
+
+import pytest
+import torch
+
+from sparsesnn import FixedPoint
+from sparsesnn.compress import evaluate, fit, reset_states
+from sparsesnn.compress.state import get_state
+from sparsesnn.compress.tinysnn import (InTrainingQuantizer, QuantConfig, apply_config, explore,
+                                        memory_bytes, pareto_front, quantize_neurons,
+                                        quantize_weights, smallest_meeting, state_format)
+from sparsesnn.models import SpikingMLP
+from sparsesnn.quant import round_values
+
+X = torch.tensor([-2.6, -1.5, -1.25, -0.3, 0.0, 0.1, 0.5, 0.74, 1.125, 2.5, 3.3])
+
+
+def test_fixed_point_rounding_definitions():
+    step = 0.25
+    k = X / step
+    trunc = FixedPoint(8, 2, "truncate").quantize(X)
+    near = FixedPoint(8, 2, "nearest").quantize(X)
+    torch.testing.assert_close(trunc, torch.trunc(k) * step)  # toward zero
+    torch.testing.assert_close(near, torch.sign(k) * torch.floor(k.abs() + 0.5) * step)  # half away
+    sto = FixedPoint(8, 2, "stochastic", seed=3).quantize(X)
+    assert bool(((sto == torch.floor(k) * step) | (sto == torch.ceil(k) * step)).all())
+    # saturation at the format's range
+    assert float(FixedPoint(4, 2, "nearest").quantize(torch.tensor([100.0]))) == FixedPoint(4, 2).max
+
+
+def test_weight_rounding_definitions():
+    k = X * 3.7
+    torch.testing.assert_close(round_values(k, "truncate"), torch.trunc(k))
+    torch.testing.assert_close(round_values(k, "nearest"), torch.round(k))
+    s = round_values(k, "stochastic", seed=1)
+    assert bool(((s == torch.floor(k)) | (s == torch.ceil(k))).all())
+
+
+@pytest.mark.parametrize("value", [0.3, -0.3, 0.1, 0.61, -1.9])
+def test_stochastic_rounding_unbiased(value):
+    n = 200_000
+    x = torch.full((n,), value)
+    fp = FixedPoint(8, 2, "stochastic", seed=11).quantize(x)
+    # mean within 5 standard errors of the true value (std of one draw <= step / 2)
+    assert abs(float(fp.mean()) - value) < 5 * 0.125 / n ** 0.5
+    w = round_values(x * 4, "stochastic", seed=5) / 4
+    assert abs(float(w.mean()) - value) < 5 * 0.125 / n ** 0.5
+    # nearest and truncate are biased on the same input (unless value is on the grid)
+    assert abs(float(FixedPoint(8, 2, "truncate").quantize(x).mean()) - value) > 0.01
+
+
+def test_quantized_weights_follow_rounding():
+    torch.manual_seed(0)
+    m = SpikingMLP(8, (16,), 4, T=2)
+    w = m.fc1.weight.detach().clone()
+    mt, mn = copy.deepcopy(m), copy.deepcopy(m)
+    quantize_weights(mt, 4, "truncate")
+    quantize_weights(mn, 4, "nearest")
+    st = get_state(mn.fc1)
+    scale = st.scale.view(-1, 1)
+    assert st.spec.format == "int4"
+    assert bool((mt.fc1.weight.abs() <= w.abs() + 1e-6).all())  # truncation shrinks
+    assert bool(((mn.fc1.weight - w).abs() <= scale / 2 + 1e-6).all())
+    codes = mn.fc1.weight.detach() / scale
+    torch.testing.assert_close(codes, torch.round(codes))
+    assert float(codes.abs().max()) <= 7
+
+
+def test_neuron_state_runs_quantized_in_lif():
+    torch.manual_seed(0)
+    m = SpikingMLP(8, (16,), 4, T=4, init_gain=3.0)
+    fmt = quantize_neurons(m, 8, "nearest", int_bits=3)
+    assert fmt == state_format(8, 3, "nearest") and fmt.frac_bits == 4
+    assert m.lif1.state_quant is not None and m.lif1.state_quant.bits == 8
+    with torch.no_grad():
+        m(torch.rand(5, 8))
+    v = m.lif1.v
+    torch.testing.assert_close(v * 16, torch.round(v * 16))  # on the 1/16 grid
+    assert float(v.abs().max()) <= 8
+
+
+def test_pareto_front_synthetic():
+    recs = [{"memory_bytes": 10, "acc": 0.5, "id": "a"}, {"memory_bytes": 20, "acc": 0.7, "id": "b"},
+            {"memory_bytes": 15, "acc": 0.4, "id": "c"}, {"memory_bytes": 30, "acc": 0.7, "id": "d"},
+            {"memory_bytes": 25, "acc": 0.9, "id": "e"}, {"memory_bytes": 10, "acc": 0.6, "id": "f"},
+            {"memory_bytes": 40, "acc": 0.85, "id": "g"}, {"memory_bytes": 20, "acc": 0.7, "id": "h"}]
+    front = pareto_front(recs)
+    assert [r["id"] for r in front] == ["f", "b", "e"]
+    # brute-force definition: nothing in the front is dominated, everything else is
+    def dominated(r):
+        return any(o["memory_bytes"] <= r["memory_bytes"] and o["acc"] >= r["acc"] and
+                   (o["memory_bytes"] < r["memory_bytes"] or o["acc"] > r["acc"]) for o in recs)
+    assert not any(dominated(r) for r in front)
+    assert all(dominated(r) or r["id"] == "h" for r in recs if r not in front)  # h duplicates b
+    assert smallest_meeting(recs, 0.65)["id"] == "b"
+    assert smallest_meeting(recs, 0.88)["id"] == "e"
+    assert smallest_meeting(recs, 0.95) is None
+    with pytest.raises(ValueError, match="records"):
+        pareto_front([{"acc": 1.0}])
+
+
+def test_memory_accounting():
+    m = SpikingMLP(8, (16,), 4, T=2)
+    fp = memory_bytes(m, QuantConfig(None, None))
+    q = memory_bytes(m, QuantConfig(4, 8))
+    assert fp["weight_bytes"] == 4 * (8 * 16 + 16 * 4)
+    assert q["weight_bytes"] == 16 * 4 + 4 * 8  # ceil(K * 4 / 8) bytes per packed row
+    assert q["state_bytes"] == 16 * 1 and fp["state_bytes"] == 16 * 4
+    assert q["memory_bytes"] < fp["memory_bytes"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sparsesnn.data import load_digits, loaders
+
+    torch.manual_seed(0)
+    tr, te = loaders(load_digits(), batch_size=64)
+    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
+    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=3, progress=False)
+    reset_states(m)
+    return m, tr, te
+
+
+def test_in_training_vs_post_training(digits):
+    from sparsesnn.deploy import deploy
+
+    model, tr, te = digits
+    base = evaluate(model, te)["acc"]
+    ex = explore(model, te, tr, weight_bits=(2,), state_bits=(8,), roundings=("nearest",),
+                 modes=("post", "in"), accuracy_constraint=0.0, epochs=1)
+    assert [r["mode"] for r in ex.records] == ["post", "in"]
+    post, qat = ex.records
+    assert post["memory_bytes"] == qat["memory_bytes"]
+    # 2-bit post-training quantization hurts; one epoch of in-training quantization recovers
+    assert post["acc"] < base and qat["acc"] > post["acc"]
+    assert ex.best is qat and ex.front == [qat]
+    # the chosen model is really quantized (weights on the grid, state in fixed point) and deploys
+    bm = ex.best_model
+    st = get_state(bm.fc2)
+    codes = bm.fc2.weight / st.scale.view(-1, 1)
+    torch.testing.assert_close(codes, torch.round(codes).clamp(-1, 1))
+    assert bm.lif1.state_quant is not None
+    d = deploy(bm)
+    x = next(iter(te))[0]
+    with torch.no_grad():
+        assert torch.equal(d(x).argmax(-1), bm.eval()(x).argmax(-1))
+
+
+def test_in_training_quantizer_keeps_grid(digits):
+    model, tr, _ = digits
+    m = copy.deepcopy(model)
+    q = InTrainingQuantizer(m, 4, "stochastic", seed=1)
+    fit(m, tr, torch.optim.Adam(m.parameters(), 1e-3), epochs=1, hooks=[q], progress=False)
+    reset_states(m)
+    q.finalize()
+    for layer in q.layers.values():
+        st = get_state(layer)
+        c = layer.weight / st.scale.view(-1, 1)
+        torch.testing.assert_close(c, torch.round(c).clamp(-7, 7))
+
+
+def test_explore_constraint_picks_smallest(digits):
+    model, tr, te = digits
+    ex = explore(model, te, tr, weight_bits=(8, 2), state_bits=(16,), roundings=("nearest", "truncate"),
+                 modes=("post",), accuracy_constraint=0.5)
+    ok = [r for r in ex.records if r["acc"] >= 0.5]
+    assert ex.best == min(ok, key=lambda r: (r["memory_bytes"], -r["acc"]))
+    assert evaluate(ex.best_model, te)["acc"] == pytest.approx(ex.best["acc"])
+
+
+@pytest.mark.parametrize("bad", ["round", "floor", None, 1])
+def test_bad_rounding(bad):
+    m = SpikingMLP(4, (5,), 2, T=2)
+    with pytest.raises(ValueError, match="rounding"):
+        QuantConfig(4, 8, bad)
+    with pytest.raises(ValueError, match="rounding"):
+        quantize_weights(m, 4, bad)
+    with pytest.raises(ValueError, match="rounding"):
+        explore(m, [], roundings=(bad,), modes=("post",))
+
+
+def test_bad_precisions_and_modes():
+    m = SpikingMLP(4, (5,), 2, T=2)
+    with pytest.raises(ValueError, match="weight_bits"):
+        QuantConfig(3, 8)
+    with pytest.raises(ValueError, match="state_bits"):
+        QuantConfig(4, 3)
+    with pytest.raises(ValueError, match="mode"):
+        QuantConfig(4, 8, "nearest", "during")
+    with pytest.raises(ValueError, match="accuracy_constraint"):
+        explore(m, [], modes=("post",), accuracy_constraint=1.5)
+    with pytest.raises(ValueError, match="train_loader"):
+        apply_config(m, QuantConfig(4, 8, mode="in"))
