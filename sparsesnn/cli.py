@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", choices=("digits", "mnist"), default="digits")
     d.add_argument("--path", default=None, help="directory with MNIST IDX files (--data mnist)")
     d.add_argument("--out", default="results/demo", help="output directory (JSON, Markdown, PNG)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/7)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8)")
     d.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths (default 2048 2048)")
     d.add_argument("--T", type=int, default=4, help="timesteps")
     d.add_argument("--bits", default="4", help="weight format: 8, 4, 2, ternary, binary")

@@ -34,10 +34,13 @@ class DemoConfig:
     T: int = 4
     epochs: int = 8            # dense training
     admm_epochs: int = 8       # ADMM phase (penalty + per-epoch Z/U updates)
-    retrain_epochs: int = 7    # masked, fake-quantized retraining after the hard projection
+    retrain_epochs: int = 8    # masked, fake-quantized retraining after the hard projection
     batch_size: int = 64
     lr: float = 1e-3
-    sparsity: dict[str, float] = field(default_factory=lambda: {"fc1": 0.8, "fc2": 0.95, "fc3": 0.8})
+    # Only the wide hidden layer is pruned: for the small first/last layers the packed 4-bit
+    # dense layout is already smaller than a pruned one (2-byte index per kept weight) and
+    # they are the most accuracy-sensitive. Overall weight sparsity is still > 90%.
+    sparsity: dict[str, float] = field(default_factory=lambda: {"fc1": 0.0, "fc2": 0.95, "fc3": 0.0})
     bits: int | str = 4
     rho: float = 0.05
     proximal: float = 0.03     # decoupled ADMM pull toward Z per step (works with Adam)
@@ -100,7 +103,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     hist_admm = fit(comp, train, opt, epochs=cfg.admm_epochs, hooks=[admm, act], activity=act,
                     desc="2/3 ADMM", progress=cfg.progress)
     admm.finalize()
-    opt = torch.optim.Adam(comp.parameters(), cfg.lr / 2)
+    opt = torch.optim.Adam(comp.parameters(), cfg.lr)
     # cosine decay: the fixed-scale 4-bit grid needs small final steps to settle
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.retrain_epochs, 1))
     hist_re = fit(comp, train, opt, epochs=cfg.retrain_epochs, hooks=[admm, act], activity=act,

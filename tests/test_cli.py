@@ -42,7 +42,10 @@ def test_demo_quick(tmp_path, capsys):
             "Energy estimate, uJ/sample"} <= metrics
     assert res["deployed_vs_float"]["prediction_agreement"] >= 0.99
     assert res["metrics"]["deployed"]["total"]["bits"] == 4
-    assert res["metrics"]["deployed"]["total"]["sparsity"] >= 0.8
+    layers = {r["name"]: r for r in res["metrics"]["deployed"]["layers"]}
+    assert layers["fc2"]["sparsity"] >= 0.94  # the demo prunes the wide hidden layer to 95%
+    assert res["layer_formats"]["fc2"] == {"format": "int4", "layout": "pruned", "bits": 4,
+                                           "bytes": layers["fc2"]["bytes"]}
     assert res["latency_ms"]["deployed"]["median_ms"] > 0
     assert "estimate" in res["energy_note"]
 
