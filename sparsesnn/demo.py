@@ -261,7 +261,7 @@ def _write(out: str, res: dict[str, Any]) -> None:
           + ("; the ablation row isolates activity regularization" if "ablation_no_activity_reg" in res
              else " (run with --ablate-activity to isolate activity regularization)"),
           f"- Machine: {m['processor']}, {m['threads']} threads, {m['platform']}, torch {m['info'].get('torch')}, "
-          f"1-min load average {m['load_average_1m']:.2f} during the run (latency is noisy on a loaded machine)",
+          f"1-min load average {m['load_average_1m'] or 0:.2f} during the run (latency is noisy on a loaded machine)",
           f"- Run time: {res['seconds']:.0f} s", ""]
     with open(os.path.join(out, "demo.md"), "w") as f:
         f.write("\n".join(md))
