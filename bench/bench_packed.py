@@ -70,9 +70,15 @@ def build_layers(K: int, N: int, prune_keep: float):
     return lin, layers
 
 
-def spike_linear_baseline():
-    fn = getattr(sparsesnn.functional, "spike_linear", None)
-    return fn if callable(fn) else None
+def spike_linear_baseline(W, b):
+    """The float event-driven kernel ``sparsesnn::spike_linear`` (with its cached input-major
+    weight, as ``SpikingLinear`` uses it), when this build has it."""
+    try:
+        from sparsesnn.ops.spike_linear import spike_linear_op
+    except ImportError:
+        return None
+    Wt = W.t().contiguous()
+    return lambda x: spike_linear_op(x, W, Wt, b)
 
 
 def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float):
@@ -82,7 +88,7 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
     fp32_bytes = (W.numel() + b.numel()) * 4
     sizes = {name: {"bytes": m.model_bytes(), "ratio_vs_fp32": fp32_bytes / m.model_bytes()}
              for name, m in layers.items()}
-    peer = spike_linear_baseline()
+    peer = spike_linear_baseline(W, b)
     rows = []
     g = torch.Generator().manual_seed(1)
     for density in densities:
@@ -108,7 +114,7 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
                                           if x.shape[0] > 0 else None)
             if peer is not None:
                 try:
-                    rec["spike_linear_s"] = timed(lambda x: peer(x, W, b))
+                    rec["spike_linear_s"] = timed(peer)
                 except Exception as exc:  # the peer op's signature may differ
                     rec["spike_linear_error"] = repr(exc)
             for name, m in layers.items():
@@ -117,8 +123,9 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
                 for key in [k for k in rec if k.endswith("_s")]:
                     rec[key] /= M  # per timestep
             rows.append(rec)
+            sl = f"  spike_linear {rec['spike_linear_s']*1e3:7.3f}" if "spike_linear_s" in rec else ""
             print(f"K=N={K} d={density:.2f} {mode:>6}: dense {rec['torch_dense_s']*1e3:8.3f} ms  "
-                  f"fp32ev {rec['fp32 event_s']*1e3:7.3f}  int4 {rec['int4_s']*1e3:7.3f}  "
+                  f"fp32ev {rec['fp32 event_s']*1e3:7.3f}{sl}  int4 {rec['int4_s']*1e3:7.3f}  "
                   f"int4/fp32ev x{rec['fp32 event_s']/rec['int4_s']:.2f}  "
                   f"int4/dense x{rec['torch_dense_s']/rec['int4_s']:.1f}", flush=True)
     # Analog input (dense-path packed kernel) and the spike-vs-dense-path crossover.
@@ -137,6 +144,36 @@ def run_size(K: int, N: int, densities, batches, repeats: int, prune_keep: float
                       "torch_dense_s": bc.timeit(cycling(lambda x: F.linear(x, W, b), xs), repeat=repeats, min_time=MIN_TIME)})
     return {"K": K, "N": N, "fp32_bytes": fp32_bytes, "sizes": sizes, "timings": rows,
             "analog": analog, "crossover": cross}
+
+
+def run_conv(repeats: int, densities) -> list[dict]:
+    """Event-driven packed conv2d (128 -> 128, 3x3, 32x32) vs the fp32 version of the same
+    kernel and torch dense ``F.conv2d`` (oneDNN)."""
+    from sparsesnn.nn import PackedSpikingConv2d
+    from sparsesnn.ops.packed_conv2d import packed_conv2d_op
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+    layers = {"fp32 event": PackedSpikingConv2d.from_float(conv, None)}
+    for f in FORMATS:
+        layers[f] = PackedSpikingConv2d.from_float(conv, QuantSpec(f))
+    W, b = conv.weight.detach(), conv.bias.detach()
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for batch in (1, 8):
+        for density in densities:
+            xs = [(torch.rand(batch, 128, 32, 32, generator=g) < density).float() for _ in range(POOL)]
+            rec = {"batch": batch, "density": density,
+                   "torch_dense_s": bc.timeit(cycling(lambda x: F.conv2d(x, W, b, 1, 1), xs), repeat=repeats, min_time=MIN_TIME)}
+            for name, m in layers.items():
+                fn = (lambda m: lambda x: packed_conv2d_op(x, m.weights, m.scale, m.bias, m.bits, 128, [3, 3], [1, 1],
+                                                           [1, 1], [1, 1], m.group_size, True))(m)
+                rec[f"{name}_s"] = bc.timeit(cycling(fn, xs), repeat=repeats, min_time=MIN_TIME)
+                rec[f"{name}_bytes"] = m.model_bytes()
+            out.append(rec)
+            print(f"conv B={batch} d={density:.2f}: dense {rec['torch_dense_s']*1e3:.3f} ms  fp32ev "
+                  f"{rec['fp32 event_s']*1e3:.3f}  int4 {rec['int4_s']*1e3:.3f}", flush=True)
+    return out
 
 
 def fmt_ms(s: float) -> str:
@@ -183,6 +220,19 @@ def markdown(res: dict) -> str:
                                [[f"{c['density']:.0%}", fmt_ms(c["event_int_s"]), fmt_ms(c["dense_path_s"]),
                                  fmt_ms(c["torch_dense_s"])] for c in size["crossover"]]))
         out.append("")
+    if res.get("conv"):
+        out += ["## Conv2d 128 -> 128, 3x3, 32x32, binary spikes (ms; speedup vs fp32 event / torch dense)", ""]
+        names = ["fp32 event"] + FORMATS
+        c0 = res["conv"][0]
+        out.append("Bytes: " + ", ".join(f"{n} {c0[f'{n}_bytes']}" for n in names) + "")
+        out.append("")
+        rows = []
+        for c in res["conv"]:
+            rows.append([c["batch"], f"{c['density']:.0%}", fmt_ms(c["torch_dense_s"])] +
+                        [f"{fmt_ms(c[f'{n}_s'])} (x{c['fp32 event_s'] / c[f'{n}_s']:.1f} / x{c['torch_dense_s'] / c[f'{n}_s']:.1f})"
+                         for n in names])
+        out.append(bc.markdown_table(["batch", "density", "torch dense"] + names, rows))
+        out.append("")
     out += ["## Targets (int4, K = N = 4096, 5% density)", ""]
     out.append(bc.markdown_table(["check", "measured", "target", "met"], res["targets"]))
     return "\n".join(out) + "\n"
@@ -202,6 +252,9 @@ def targets(res: dict) -> list[list]:
             s_dn = r["torch_dense_s"] / r["int4_s"]
             rows.append([f"int4 vs fp32 event, {r['mode']}", f"x{s_ev:.2f}", ">= 2", s_ev >= 2])
             rows.append([f"int4 vs torch dense, {r['mode']}", f"x{s_dn:.1f}", ">= 8", s_dn >= 8])
+            if "spike_linear_s" in r:
+                s_sl = r["spike_linear_s"] / r["int4_s"]
+                rows.append([f"int4 vs spike_linear (fp32 event), {r['mode']}", f"x{s_sl:.2f}", ">= 2", s_sl >= 2])
     return rows
 
 
@@ -255,6 +308,7 @@ def main() -> None:
            "quick": args.quick, "pool": POOL, "sizes": []}
     for K, N in shapes:
         res["sizes"].append(run_size(K, N, densities, batches, repeats, prune_keep=0.1))
+    res["conv"] = run_conv(repeats, [0.05, 0.2] if args.quick else [0.01, 0.05, 0.2, 0.5])
     res["targets"] = targets(res)
     print(bc.write_results(args.name, res, markdown(res)))
     plot(res, str(bc.RESULTS / f"{args.name}.png"))

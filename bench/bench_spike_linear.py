@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, markdown_table, timeit, write_results  # noqa: E402
+from _common import RESULTS, copy_bandwidth, markdown_table, timeit, write_results  # noqa: E402
 
 import sparsesnn  # noqa: E402
 from sparsesnn import functional as SF  # noqa: E402
@@ -50,6 +50,7 @@ def run(quick: bool) -> None:
     repeat = 3 if quick else 5
     rows, records = [], []
     gen = torch.Generator().manual_seed(0)
+    copy_bw = copy_bandwidth(64 << 20)  # bytes/s, read + write, same run
     for K, N in sizes:
         w = torch.randn(N, K, generator=gen) / K**0.5
         layer = SpikingLinear(K, N, bias=False)
@@ -80,7 +81,9 @@ def run(quick: bool) -> None:
                            gradw_dense_ms=t_gw_dense * 1e3, gradw_event_ms=t_gw_event * 1e3,
                            gradw_speedup=t_gw_dense / t_gw_event,
                            bwd_dense_ms=(t_gs + t_gw_dense) * 1e3, bwd_event_ms=(t_gs + t_gw_event) * 1e3,
-                           bwd_speedup=(t_gs + t_gw_dense) / (t_gs + t_gw_event))
+                           bwd_speedup=(t_gs + t_gw_dense) / (t_gs + t_gw_event),
+                           # Weight bytes the event path must read (one row per event) per second.
+                           event_weight_gbs=float(s.sum()) * N * 4 / t_event / 1e9)
                 records.append(rec)
                 print(f"K=N={K} M={M:5d} d={d:.3f}: dense {t_dense*1e3:8.3f} ms  event {t_event*1e3:8.3f} ms "
                       f"({t_dense/t_event:5.2f}x)  module {t_module*1e3:8.3f} ms [{path}]  "
@@ -113,7 +116,11 @@ def run(quick: bool) -> None:
         vs_sparse = "" if t["fwd_speedup_vs_sparse"] is None else f", {t['fwd_speedup_vs_sparse']:.1f}x vs torch.sparse CSR"
         md.append(f"\nTarget point (M=256, K=N=2048, 5% density): forward {t['fwd_speedup_vs_dense']:.2f}x "
                   f"faster than dense{vs_sparse}.")
-    path = write_results("spike_linear", {"quick": quick, "records": records, "break_even": break_even},
+    md.append(f"\nCopy bandwidth measured in the same run: {copy_bw / 1e9:.1f} GB/s (read + write); the "
+              "event path's effective weight-read bandwidth per point is in the JSON (`event_weight_gbs`): "
+              "above it means the active weight rows were served from cache.")
+    path = write_results("spike_linear", {"quick": quick, "copy_bandwidth_gbs": copy_bw / 1e9, "records": records,
+                                          "break_even": break_even},
                          "\n".join(md))
     plot(records, sizes, ms)
     print(f"wrote {path}")

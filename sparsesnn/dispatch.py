@@ -55,14 +55,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_keys: dict[tuple[str, int], str] = {}
+
+
 def machine_key(device: str = "cpu") -> str:
     """What a calibration is valid for: device, CPU model / GPU name, threads, versions."""
-    info = _ext.info()
-    if device == "cuda":
-        where = f"cuda:{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}"
-    else:
-        where = f"cpu:{_cpu_model()}:{info.get('cpu_isa', '?')}:threads={torch.get_num_threads()}"
-    return f"{where}|torch={torch.__version__}|sparsesnn={info.get('version', 'reference')}"
+    memo = (device, torch.get_num_threads())
+    key = _keys.get(memo)
+    if key is None:  # computed once per (device, threads): the modules look it up every call
+        info = _ext.info()
+        if device == "cuda":
+            where = f"cuda:{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}"
+        else:
+            where = f"cpu:{_cpu_model()}:{info.get('cpu_isa', '?')}:threads={memo[1]}"
+        key = _keys[memo] = f"{where}|torch={torch.__version__}|sparsesnn={info.get('version', 'reference')}"
+    return key
 
 
 def _parse_env(op: str) -> Optional[float]:
@@ -81,29 +88,34 @@ def _parse_env(op: str) -> Optional[float]:
     return None
 
 
-def _best_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after a warm-up: on a shared machine the minimum is the
-    steadiest estimate of what each path costs when it has the cores."""
-    fn()  # warm-up (allocations, caches, lazy init)
-    times = []
+def _paired_ms(dense: Callable[[], object], event: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Fastest of ``repeats`` runs of each path, alternating dense and event-driven so both
+    see the same machine load; on a shared machine the minimum is the steadiest estimate."""
+    dense()  # warm-up (allocations, caches, lazy init)
+    event()
+    td, te = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+        for fn, out in ((dense, td), (event, te)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return min(td) * 1e3, min(te) * 1e3
 
 
 def _crossing(densities: list[float], ratios: list[float]) -> float:
-    """First density where event/dense time reaches 1, interpolated linearly; the last
-    density tried if it never does, the first one's lower neighbour (0) if it always does."""
-    prev_d, prev_r = 0.0, 0.0
-    for d, r in zip(densities, ratios):
-        if r >= 1.0:
-            if r == prev_r:
-                return d
-            return prev_d + (d - prev_d) * (1.0 - prev_r) / (r - prev_r)
-        prev_d, prev_r = d, r
+    """Density where event/dense time reaches 1, interpolated linearly at the last upward
+    crossing (one noisy point at a low density does not end the search); the last density
+    tried if event-driven is faster throughout; toward 0 if it is never faster."""
+    points = [(0.0, 0.0)] + list(zip(densities, ratios))
+    for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
+        if r0 < 1.0 <= r1:
+            return d0 + (d1 - d0) * (1.0 - r0) / (r1 - r0)
     return densities[-1]
+
+
+def _stop(ratios: list[float]) -> bool:
+    """Two densities in a row clearly slower than dense: higher ones only cost time."""
+    return len(ratios) >= 2 and min(ratios[-2:]) > 1.3
 
 
 def _spikes(shape: tuple[int, ...], density: float, device: str, gen: torch.Generator) -> torch.Tensor:
@@ -120,10 +132,10 @@ def _measure_linear(m: int, device: str, densities: list[float], repeats: int, w
     for d in densities:
         s = _spikes((m, width), d, device, gen)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        dense = _best_ms(lambda: (torch.nn.functional.linear(s, w), sync()), repeats)
-        event = _best_ms(lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
+        dense, event = _paired_ms(lambda: (torch.nn.functional.linear(s, w), sync()),
+                                  lambda: (spike_linear(s, w, weight_t=wt, check_binary=False), sync()), repeats)
         ratios.append(event / dense)
-        if event > 1.3 * dense:
+        if _stop(ratios):
             break  # well past break-even; higher densities only cost time
     return _crossing(densities[: len(ratios)], ratios)
 
@@ -139,11 +151,11 @@ def _measure_conv2d(images: int, device: str, densities: list[float], repeats: i
     for d in densities:
         s = _spikes((images, width, 16, 16), d, device, gen)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        dense = _best_ms(lambda: (torch.nn.functional.conv2d(s, w, None, 1, 1), sync()), repeats)
-        event = _best_ms(lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
-                           repeats)
+        dense, event = _paired_ms(lambda: (torch.nn.functional.conv2d(s, w, None, 1, 1), sync()),
+                                  lambda: (spike_conv2d(s, w, None, 1, 1, weight_r=wr, check_binary=False), sync()),
+                                  repeats)
         ratios.append(event / dense)
-        if event > 1.3 * dense:
+        if _stop(ratios):
             break
     return _crossing(densities[: len(ratios)], ratios)
 

@@ -24,6 +24,9 @@ def test_crossing_interpolates():
     assert dispatch._crossing([0.1, 0.2, 0.3], [0.5, 0.8, 1.2]) == pytest.approx(0.25)
     assert dispatch._crossing([0.1, 0.2], [0.5, 0.9]) == 0.2  # never crosses: last density tried
     assert dispatch._crossing([0.1, 0.2], [2.0, 3.0]) == pytest.approx(0.05)  # always slower
+    # One noisy low-density point does not hide the real (last) crossing.
+    assert dispatch._crossing([0.01, 0.03, 0.06, 0.1], [0.5, 1.1, 0.6, 1.5]) == pytest.approx(0.06 + 0.04 * 0.4 / 0.9)
+    assert dispatch._stop([0.5, 1.4]) is False and dispatch._stop([1.4, 1.5]) is True
 
 
 def test_interpolate_in_log_m():
@@ -88,7 +91,7 @@ def test_env_and_argument_overrides(isolated, monkeypatch):
 
 def test_module_uses_env_break_even(isolated, monkeypatch):
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
-    mod = sparsesnn.nn.SpikingLinear(64, 8)
+    mod = sparsesnn.nn.SpikingLinear(64, 8, min_macs=0)
     s = (torch.rand(16, 64) < 0.1).float()
     monkeypatch.setenv(dispatch.ENV_BREAK_EVEN, "0.5")
     mod(s)

@@ -133,3 +133,18 @@ def test_errors():
         m(torch.zeros(3, 5, 5))
     with pytest.raises(ValueError, match="input"):
         m(torch.zeros(1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int2", "binary", None])
+def test_single_image_split_channels(fmt):
+    # One image and many output channels: the CPU kernel splits channels between threads.
+    torch.manual_seed(6)
+    conv = torch.nn.Conv2d(3, 70, 3, padding=1)
+    m = PackedSpikingConv2d.from_float(conv, QuantSpec(fmt, group_size=9) if fmt else None)
+    x = spikes((1, 3, 7, 6), 0.3)
+    y = m(x)
+    if fmt is not None:
+        torch.testing.assert_close(y, int_reference(m, x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y, F.conv2d(x, m.dequantized_weight(), conv.bias, 1, 1), rtol=1e-5, atol=1e-5)
+    xa = torch.randn(1, 3, 7, 6)
+    torch.testing.assert_close(m(xa), F.conv2d(xa, m.dequantized_weight(), conv.bias, 1, 1), rtol=1e-4, atol=1e-4)

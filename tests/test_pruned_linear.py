@@ -137,3 +137,11 @@ def test_mask_errors():
         PackedSpikingLinear.from_float(lin, QuantSpec(4), mask=torch.ones(4, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask"):
         PackedSpikingLinear.from_float(lin, QuantSpec(4), mask=torch.full((4, 8), 0.5))
+
+
+@pytest.mark.parametrize("fmt", ["int4", None])
+def test_single_row_split_outputs(fmt):
+    # One input row and many outputs: the CPU kernel splits outputs between threads.
+    lin, mask, m = make(300, 1030, fmt, keep=0.15, group_size=64 if fmt else None)
+    for x in [spikes((1, 300), 0.2), spikes((300,), 0.05, seed=3), torch.randn(1, 300)]:
+        torch.testing.assert_close(m(x), F.linear(x, m.dequantized_weight(), lin.bias), rtol=1e-5, atol=1e-4)

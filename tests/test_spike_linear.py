@@ -173,7 +173,7 @@ def test_bad_input_raises_value_error():
 def test_module_matches_nn_linear(mode, break_even):
     torch.manual_seed(0)
     ref = torch.nn.Linear(48, 20)
-    mod = SpikingLinear.from_linear(ref, mode=mode, break_even=break_even)
+    mod = SpikingLinear.from_linear(ref, mode=mode, break_even=break_even, min_macs=0)
     x = spikes((4, 3, 48), 0.1).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     y = mod(x)
@@ -201,7 +201,7 @@ def test_module_routes_analog_input_to_dense():
 
 
 def test_module_dispatch_by_density():
-    mod = SpikingLinear(100, 10, break_even=0.3)
+    mod = SpikingLinear(100, 10, break_even=0.3, min_macs=0)
     mod(spikes((8, 100), 0.05))
     assert mod.last_path == "event"
     mod(spikes((8, 100), 0.6))
@@ -247,3 +247,34 @@ def test_module_bad_arguments():
 def test_public_api_exports():
     assert sparsesnn.functional.spike_linear is SF.spike_linear
     assert callable(sparsesnn.calibrate)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_kernel_and_reference_fallback_agree(backend, density):
+    """Same results through the compiled kernel and the pure-PyTorch fallback (no _C)."""
+    s = spikes((37, 70), density, seed=5).requires_grad_()
+    w = torch.randn(23, 70, requires_grad=True)
+    b = torch.randn(23, requires_grad=True)
+    out = SF.spike_linear(s, w, b)
+    torch.testing.assert_close(out.double(), ref_linear(s.detach(), w.detach(), b.detach()), rtol=1e-5, atol=1e-4)
+    out.sum().backward()
+    g = torch.ones(37, 23, dtype=torch.float64)
+    torch.testing.assert_close(w.grad.double(), g.t() @ s.detach().double(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(s.grad.double(), g @ w.detach().double(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="s"):
+        SF.spike_linear(torch.full((2, 70), 0.5), w)
+    mod = SpikingLinear(70, 23, mode="event")
+    mod(spikes((4, 70), 0.1))
+    assert mod.last_path == "event"
+
+
+def test_module_small_calls_go_dense_without_measuring(monkeypatch):
+    import sparsesnn.nn.linear as lin
+
+    monkeypatch.setattr(lin, "spike_stats", lambda s: pytest.fail("density measured for a tiny call"))
+    mod = SpikingLinear(64, 8, break_even=1.0)  # 4 x 64 x 8 MACs << min_macs
+    x = spikes((4, 64), 0.05)
+    torch.testing.assert_close(mod(x), torch.nn.functional.linear(x, mod.weight, mod.bias))
+    assert mod.last_path == "dense"
+    with pytest.raises(ValueError, match="min_macs"):
+        SpikingLinear(3, 4, min_macs=-1)

@@ -6,6 +6,7 @@
 // output tile never leaves registers and the only memory traffic is one contiguous weight
 // row segment per event.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -16,6 +17,27 @@
 
 namespace sparsesnn {
 namespace event {
+
+// Runs body(item) for item in [0, n) on up to `threads` OpenMP threads, dynamically scheduled:
+// event counts (and so item costs) vary with where the spikes fall, and on a shared machine a
+// thread may lose its core for a while; dynamic hand-out keeps the other thread busy.
+template <typename F>
+inline void parallel_items(int64_t n, int threads, F&& body) {
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+#if defined(SPARSESNN_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
+  (void)nt;
+}
+
+// Threads worth using for `work` elementary operations (float adds / spikes scanned): a
+// parallel region costs a fork/join, and on a loaded machine waiting for a descheduled worker
+// can cost far more than the whole job, so small jobs stay on the calling thread.
+inline int threads_for(int64_t work, int threads) {
+  constexpr int64_t kMinWorkPerThread = int64_t(1) << 19;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / kMinWorkPerThread)));
+}
 
 // Floats per output tile: 8 zmm accumulators (128 floats, 512 B of each weight row per event)
 // keeps the per-event work long enough to hide the row fetch while leaving registers free.
@@ -131,6 +153,20 @@ inline void add_rows(RowAcc<R>& acc, const float* src, int64_t ld, const int32_t
     acc.add(src + static_cast<int64_t>(idx[i]) * ld);
   }
   for (; i < n; ++i) acc.add(src + static_cast<int64_t>(idx[i]) * ld);
+}
+
+// dst[i] = src[i] + offset for i < n; returns n. Copies 16 entries per step (it may read up
+// to 15 entries past src[n) and write as many past dst[n), both inside the callers' slack),
+// so a list of up to 16 events costs no data-dependent branch.
+inline int append_offset(int32_t* dst, const int32_t* src, int n, int32_t offset) {
+#if defined(__AVX512F__)
+  const __m512i off = _mm512_set1_epi32(offset);
+  for (int j = 0; j < n; j += 16)
+    _mm512_storeu_si512(dst + j, _mm512_add_epi32(_mm512_loadu_si512(src + j), off));
+#else
+  for (int j = 0; j < n; ++j) dst[j] = src[j] + offset;
+#endif
+  return n;
 }
 
 // Calls f(std::integral_constant<int, R>{}) with R = registers needed for `width` columns.

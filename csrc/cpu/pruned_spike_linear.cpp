@@ -1,6 +1,7 @@
 // Event-driven linear over the pruned compressed-row layout (see pruned_linear.h): each active
 // input walks only its surviving synapses and scatters into per-row accumulators (int32 codes
 // for binary spikes, fp32 otherwise); scale applied once per output and group.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -28,51 +29,67 @@ template <int BITS, bool SPIKE, typename Idx>
 void run(const PrunedLinearParams& p, const float* x, const int32_t* rp, const Idx* idx,
          const void* values, const float* scale, const float* bias, float* y) {
   const int64_t M = p.M, K = p.K, N = p.N;
-  const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
-  parallel_chunks(M, 1, p.threads, [&](int64_t m0, int64_t m1) {
+  const int64_t glen = group_len(K, p.group_size);
+  const int64_t G = (K + glen - 1) / glen;
+  // Few rows: also split the outputs between threads. Indices are ascending within an input's
+  // entries, so each thread finds its output range by binary search and owns its outputs.
+  const int64_t parts = M >= p.threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(p.threads, N / 256));
+  parallel_chunks(M * parts, 1, p.threads, [&](int64_t w0, int64_t w1) {
     std::vector<int32_t> act(static_cast<size_t>(K));
     std::vector<int32_t> iacc(static_cast<size_t>(N));
-    std::vector<float> facc(static_cast<size_t>(N));
-    for (int64_t m = m0; m < m1; ++m) {
+    std::vector<float> facc(static_cast<size_t>(N)), yf(static_cast<size_t>(N));
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t m = w / parts, part = w % parts;
+      const int64_t n0 = N * part / parts, n1 = N * (part + 1) / parts;
       const float* xr = x + m * K;
       float* out = y + m * N;
       const int64_t na = list_nonzero(xr, K, act.data());
+      // Entry range of input k restricted to outputs [n0, n1).
+      auto range = [&](int32_t k, int64_t& j0, int64_t& j1) {
+        j0 = rp[k];
+        j1 = rp[k + 1];
+        if (parts == 1) return;
+        j0 = std::lower_bound(idx + j0, idx + j1, static_cast<Idx>(n0)) - idx;
+        j1 = n1 >= N ? j1 : std::lower_bound(idx + j0, idx + j1, static_cast<Idx>(n1)) - idx;
+      };
       if constexpr (BITS == 32) {
-        // fp32 values: one accumulation over all inputs, no scale.
         const float* v = static_cast<const float*>(values);
-        std::fill(facc.begin(), facc.end(), 0.0f);
+        std::fill(facc.begin() + n0, facc.begin() + n1, 0.0f);
         for (int64_t i = 0; i < na; ++i) {
           const int32_t k = act[i];
           const float xv = xr[k];
-          for (int32_t j = rp[k]; j < rp[k + 1]; ++j) {
+          int64_t j0, j1;
+          range(k, j0, j1);
+          for (int64_t j = j0; j < j1; ++j) {
             if constexpr (SPIKE) facc[idx[j]] += v[j];
             else facc[idx[j]] += xv * v[j];
           }
         }
-        for (int64_t n = 0; n < N; ++n) out[n] = facc[n] + (bias ? bias[n] : 0.0f);
+        for (int64_t n = n0; n < n1; ++n) out[n] = facc[n] + (bias ? bias[n] : 0.0f);
       } else {
         const auto* v = static_cast<const uint8_t*>(values);
-        std::vector<float> yf(static_cast<size_t>(N), 0.0f);
+        std::fill(yf.begin() + n0, yf.begin() + n1, 0.0f);
         for_group_runs(act.data(), na, glen, [&](int64_t b, int64_t e, int64_t g) {
           if constexpr (SPIKE) {
-            std::fill(iacc.begin(), iacc.end(), 0);
+            std::fill(iacc.begin() + n0, iacc.begin() + n1, 0);
             for (int64_t i = b; i < e; ++i) {
-              const int32_t k = act[i];
-              for (int32_t j = rp[k]; j < rp[k + 1]; ++j) iacc[idx[j]] += code_at<BITS>(v, j);
+              int64_t j0, j1;
+              range(act[i], j0, j1);
+              for (int64_t j = j0; j < j1; ++j) iacc[idx[j]] += code_at<BITS>(v, j);
             }
-            for (int64_t n = 0; n < N; ++n) yf[n] += scale[n * G + g] * static_cast<float>(iacc[n]);
+            for (int64_t n = n0; n < n1; ++n) yf[n] += scale[n * G + g] * static_cast<float>(iacc[n]);
           } else {
-            std::fill(facc.begin(), facc.end(), 0.0f);
+            std::fill(facc.begin() + n0, facc.begin() + n1, 0.0f);
             for (int64_t i = b; i < e; ++i) {
-              const int32_t k = act[i];
-              const float xv = xr[k];
-              for (int32_t j = rp[k]; j < rp[k + 1]; ++j)
-                facc[idx[j]] += xv * static_cast<float>(code_at<BITS>(v, j));
+              const float xv = xr[act[i]];
+              int64_t j0, j1;
+              range(act[i], j0, j1);
+              for (int64_t j = j0; j < j1; ++j) facc[idx[j]] += xv * static_cast<float>(code_at<BITS>(v, j));
             }
-            for (int64_t n = 0; n < N; ++n) yf[n] += scale[n * G + g] * facc[n];
+            for (int64_t n = n0; n < n1; ++n) yf[n] += scale[n * G + g] * facc[n];
           }
         });
-        for (int64_t n = 0; n < N; ++n) out[n] = yf[n] + (bias ? bias[n] : 0.0f);
+        for (int64_t n = n0; n < n1; ++n) out[n] = yf[n] + (bias ? bias[n] : 0.0f);
       }
     }
   });

@@ -76,7 +76,8 @@ void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const f
                               const float* bias, float* out) {
   const int64_t M = p.M, K = p.K, N = p.N;
   if (M == 0 || N == 0) return;
-  const RowLists L = build_row_lists(s, p.spike_type, M, K, p.threads);
+  const RowLists L = build_row_lists(s, p.spike_type, M, K, event::threads_for(M * K, p.threads));
+  const int threads = event::threads_for((L.off[M] + M) * N, p.threads);
   // Where each row's (sorted) list crosses into the next K block: split[m * (nkb + 1) + b].
   const int64_t nkb = std::max<int64_t>(1, (K + kKBlock - 1) / kKBlock);
   std::vector<int32_t> split(M * (nkb + 1));
@@ -93,9 +94,10 @@ void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const f
   // Column tiles first; split rows too when there are fewer tiles than ~4 per thread.
   const int64_t ntiles = (N + kTile - 1) / kTile;
   const int64_t mblocks =
-      std::min<int64_t>(M, std::max<int64_t>(1, (4 * p.threads + ntiles - 1) / ntiles));
+      std::min<int64_t>(M, std::max<int64_t>(1, (4 * threads + ntiles - 1) / ntiles));
   const int64_t mrows = (M + mblocks - 1) / mblocks;
-  parallel_chunks(ntiles * mblocks, 1, p.threads, [&](int64_t a, int64_t b) {
+  event::parallel_items(ntiles * mblocks, threads, [&](int64_t a) {
+    const int64_t b = a + 1;
     for (int64_t item = a; item < b; ++item) {
       const int64_t tile = item / mblocks, mb = item % mblocks;
       const int64_t n0 = tile * kTile;
@@ -123,7 +125,8 @@ void spike_linear_grad_weight_cpu(const SpikeLinearParams& p, const void* s,
                                   const float* grad_out, float* grad_weight) {
   const int64_t M = p.M, K = p.K, N = p.N;
   if (K == 0 || N == 0) return;
-  const RowLists L = build_row_lists(s, p.spike_type, M, K, p.threads);
+  const RowLists L = build_row_lists(s, p.spike_type, M, K, event::threads_for(M * K, p.threads));
+  const int threads = event::threads_for((L.off[M] + K) * N, p.threads);
   // Transpose the lists (counting sort by input k): col k lists the rows m where s[m, k] = 1,
   // in increasing m, so grad_out rows are read in order.
   std::vector<int64_t> coff(K + 1, 0);
@@ -146,7 +149,8 @@ void spike_linear_grad_weight_cpu(const SpikeLinearParams& p, const void* s,
   constexpr int kKB = 16;
   const int64_t ntiles = (N + kTile - 1) / kTile;
   const int64_t kblocks = (K + kKB - 1) / kKB;
-  parallel_chunks(ntiles * kblocks, 1, p.threads, [&](int64_t a, int64_t b) {
+  event::parallel_items(ntiles * kblocks, threads, [&](int64_t a) {
+    const int64_t b = a + 1;
     alignas(64) float buf[kKB][kTile];
     for (int64_t item = a; item < b; ++item) {
       const int64_t tile = item / kblocks, kb = item % kblocks;

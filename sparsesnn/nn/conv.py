@@ -16,23 +16,26 @@ from .. import functional as F
 from ..ops import _checks as C
 from ..ops.spike_conv2d import rearrange_weight
 from ..ops.spike_linear import SPIKE_TYPES, spike_stats
-from .linear import MODES
+from .linear import MIN_MACS, MODES
 
 
 class SpikingConv2d(nn.Conv2d):
     """``nn.Conv2d`` for spikes with dense / event-driven dispatch by measured density.
 
     Args: as ``nn.Conv2d``, plus ``break_even`` (density threshold overriding the
-    calibration) and ``mode`` (``"auto"`` | ``"event"`` | ``"dense"``). The event-driven path
+    calibration), ``mode`` (``"auto"`` | ``"event"`` | ``"dense"``) and ``min_macs`` (in
+    ``"auto"`` mode, smaller calls run dense without measuring the density). The event-driven path
     needs ``padding_mode="zeros"``; other padding modes always run dense.
     Input: ``[N, C, H, W]``, ``[C, H, W]`` or ``[T, B, C, H, W]``; output matches.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None, *, break_even: Optional[float] = None, mode: str = "auto") -> None:
+                 device=None, dtype=None, *, break_even: Optional[float] = None, mode: str = "auto",
+                 min_macs: int = MIN_MACS) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, padding_mode, device, dtype)
+        self.min_macs = C.check_positive_int("min_macs", min_macs, 0)
         C.check_choice("mode", mode, MODES)
         if break_even is not None:
             C.check_finite("break_even", break_even)
@@ -65,6 +68,10 @@ class SpikingConv2d(nn.Conv2d):
         if self.mode == "dense" or self.padding_mode != "zeros" or x.numel() == 0:
             return False
         if self.weight.dtype != torch.float32 or x.dtype not in SPIKE_TYPES or x.device != self.weight.device:
+            return False
+        # Dense MACs, taking the output size as the input size (exact for stride 1, "same").
+        macs = x.numel() * self.out_channels * self.kernel_size[0] * self.kernel_size[1] // self.groups
+        if self.mode == "auto" and macs < self.min_macs:
             return False
         return x.device.type == "cpu" or _ext.use_kernel(x)
 

@@ -17,6 +17,10 @@ from ..ops import _checks as C
 from ..ops.spike_linear import SPIKE_TYPES, spike_stats
 
 MODES = ("auto", "event", "dense")
+# Below this many multiply-accumulates the dense product takes about as long as the event
+# path's fixed per-call cost (density pass, dispatch, op call: tens of microseconds), so
+# "auto" goes dense without measuring anything.
+MIN_MACS = 1 << 20
 
 
 class SpikingLinear(nn.Linear):
@@ -28,13 +32,16 @@ class SpikingLinear(nn.Linear):
         break_even: density threshold overriding the calibration (see ``sparsesnn.dispatch``).
         mode: ``"auto"`` (dispatch by density), ``"event"`` (event-driven whenever the input
             is binary) or ``"dense"``.
+        min_macs: in ``"auto"`` mode, calls with fewer dense multiply-accumulates than this
+            run dense without measuring the density (the event path's fixed cost dominates).
     Attributes:
         last_path: ``"event"`` or ``"dense"``: which path served the last call.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 *, break_even: Optional[float] = None, mode: str = "auto") -> None:
+                 *, break_even: Optional[float] = None, mode: str = "auto", min_macs: int = MIN_MACS) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
+        self.min_macs = C.check_positive_int("min_macs", min_macs, 0)
         C.check_choice("mode", mode, MODES)
         if break_even is not None:
             C.check_finite("break_even", break_even)
@@ -64,6 +71,8 @@ class SpikingLinear(nn.Linear):
 
     def _event_ok(self, x: Tensor) -> bool:
         if self.mode == "dense" or x.numel() == 0 or self.weight.dtype != torch.float32:
+            return False
+        if self.mode == "auto" and x.numel() * self.out_features < self.min_macs:
             return False
         if x.dtype not in SPIKE_TYPES or x.device != self.weight.device:
             return False

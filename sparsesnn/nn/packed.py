@@ -97,10 +97,11 @@ class _PackedBase(nn.Module):
             self.set_extra_state(extra)
         # Buffers differ in shape (and presence) between formats and pruning levels: adopt the
         # saved ones as they are instead of copying into the current shapes.
+        device = next((b.device for b in self._buffers.values() if b is not None), None)
         for name in _BUFFERS:
             key = prefix + name
             if key in state_dict:
-                self._buffers[name] = state_dict[key].detach().clone()
+                self._buffers[name] = state_dict[key].detach().clone().to(device)
             elif isinstance(extra, dict):
                 self._buffers[name] = None
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,

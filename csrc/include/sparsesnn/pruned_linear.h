@@ -2,7 +2,8 @@
 // a spike on input k touches only its surviving synapses.
 //
 //   row_ptr [K + 1] int32: entries of input k are [row_ptr[k], row_ptr[k+1])
-//   index   [nnz]  output neuron of each entry, uint16 (N <= 65536) or int32
+//   index   [nnz]  output neuron of each entry, uint16 (N <= 65536) or int32, ascending
+//                  within each input's entries
 //   values  [nnz]  fp32 (bits == 32) or codes packed as a bit stream (pack.h encoding,
 //                  value j at bits [j*bits, j*bits+bits))
 //   scale   [N, G] per output (and group of inputs), unused for fp32 values
