@@ -48,6 +48,8 @@ def test_demo_quick(tmp_path, capsys):
                                            "bytes": layers["fc2"]["bytes"]}
     assert res["latency_ms"]["deployed"]["median_ms"] > 0
     assert "estimate" in res["energy_note"]
+    abl = res["ablation_no_activity_reg"]  # on by default: isolates activity regularization
+    assert abl["spikes_per_sample"] > 0 and 0.0 <= abl["accuracy"] <= 1.0
 
 
 def test_demo_mnist_idx(tmp_path, capsys):
