@@ -12,7 +12,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(data=args.data, path=args.path, out=args.out, T=args.T, seed=args.seed,
                      bits=int(args.bits) if str(args.bits).isdigit() else args.bits,
-                     activity=args.activity, threads=args.threads, progress=not args.no_progress)
+                     activity=args.activity, threads=args.threads, progress=not args.no_progress,
+                     ablate_activity=not args.no_ablation)
     if args.hidden:
         cfg.hidden = tuple(args.hidden)
     if args.quick:  # tiny settings for smoke tests: seconds, not minutes; numbers not meaningful
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", choices=("digits", "mnist"), default="digits")
     d.add_argument("--path", default=None, help="directory with MNIST IDX files (--data mnist)")
     d.add_argument("--out", default="results/demo", help="output directory (JSON, Markdown, PNG)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/7)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8)")
     d.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths (default 2048 2048)")
     d.add_argument("--T", type=int, default=4, help="timesteps")
     d.add_argument("--bits", default="4", help="weight format: 8, 4, 2, ternary, binary")
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     d.add_argument("--quick", action="store_true", help="tiny model and 1 epoch (smoke test)")
+    d.add_argument("--no-ablation", action="store_true",
+                   help="skip the second compression run without activity regularization "
+                        "(the ablation that isolates its spike reduction)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
     i = sub.add_parser("info", help="what was built: extension, CPU ISA, threads, CUDA")

@@ -215,3 +215,14 @@ def test_bad_config(kwargs, match):
 def test_sparsity_mask_bad_value():
     with pytest.raises(ValueError, match="sparsity"):
         sparsity_mask(torch.randn(3, 3), 1.0)
+
+
+@pytest.mark.skipif(not hasattr(snn, "SpikingConv2d"), reason="SpikingConv2d not merged")
+def test_spiking_conv_layers_are_found():
+    torch.manual_seed(0)
+    model = nn.Sequential(snn.SpikingConv2d(2, 4, 3, padding=1), snn.LIF())
+    admm = ADMM(model, sparsity=0.5, bits=8)
+    assert list(admm.layers) == ["0"]
+    admm.finalize()
+    w = model[0].weight
+    assert int((w == 0).sum()) >= w.numel() // 2

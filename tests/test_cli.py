@@ -42,9 +42,14 @@ def test_demo_quick(tmp_path, capsys):
             "Energy estimate, uJ/sample"} <= metrics
     assert res["deployed_vs_float"]["prediction_agreement"] >= 0.99
     assert res["metrics"]["deployed"]["total"]["bits"] == 4
-    assert res["metrics"]["deployed"]["total"]["sparsity"] >= 0.8
+    layers = {r["name"]: r for r in res["metrics"]["deployed"]["layers"]}
+    assert layers["fc2"]["sparsity"] >= 0.94  # the demo prunes the wide hidden layer to 95%
+    assert res["layer_formats"]["fc2"] == {"format": "int4", "layout": "pruned", "bits": 4,
+                                           "bytes": layers["fc2"]["bytes"]}
     assert res["latency_ms"]["deployed"]["median_ms"] > 0
     assert "estimate" in res["energy_note"]
+    abl = res["ablation_no_activity_reg"]  # on by default: isolates activity regularization
+    assert abl["spikes_per_sample"] > 0 and 0.0 <= abl["accuracy"] <= 1.0
 
 
 def test_demo_mnist_idx(tmp_path, capsys):
