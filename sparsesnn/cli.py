@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Sequence
 
+from ._ext import tune_allocator
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run, table_markdown
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()  # see README "Allocator note"
     try:
         return int(args.func(args))
     except ValueError as exc:
