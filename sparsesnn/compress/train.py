@@ -127,4 +127,5 @@ def _fit(model, loader, optimizer, epochs, hooks, loss_fn, val_loader, scheduler
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in rec.items()
                              if k != "epoch"})
+    reset_states(model)  # drop the last batch's state (and its autograd graph): deepcopy/deploy work
     return history
