@@ -150,6 +150,8 @@ def _setup_lif(ctx, inputs, output):
     x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h = inputs[:11]
     if not save_h:
         raise RuntimeError("sparsesnn::lif was called with save_h=False but a gradient is required")
+    # H is an output only so it can be saved; unused outputs get None instead of a zero tensor.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output[2], v0)
     ctx.decay = decay
     ctx.args = (v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
@@ -171,6 +173,7 @@ def _setup_plif(ctx, inputs, output):
     x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h = inputs[:10]
     if not save_h:
         raise RuntimeError("sparsesnn::plif was called with save_h=False but a gradient is required")
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output[2], v0, decay)
     ctx.args = (v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha)
     ctx.v0_dtype = None if v0 is None else v0.dtype
