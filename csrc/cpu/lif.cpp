@@ -14,7 +14,9 @@
 namespace sparsesnn {
 namespace {
 
-constexpr int64_t kChunk = 512;  // state buffer of 2 KiB per thread stays in L1
+// Neurons per chunk: long unit-stride runs per timestep keep the hardware prefetchers busy
+// (measured: 512 -> 55% of copy bandwidth, 8192 -> 80-90%); state buffers of 32 KiB on the stack.
+constexpr int64_t kChunk = 8192;
 
 enum Charge : int { kDecayInput = 0, kNoDecayInput = 1, kNoLeak = 2 };
 
