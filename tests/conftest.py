@@ -35,3 +35,27 @@ def backend(request, monkeypatch):
 
 
 requires_cuda = pytest.mark.skipif(not _ext.cuda_available(), reason="needs CUDA kernels and a GPU")
+
+
+@pytest.fixture(scope="session")
+def _digits_trained():
+    """A small SNN trained once on digits, shared by the compression-method tests."""
+    from sparsesnn.compress import fit, reset_states
+    from sparsesnn.data import load_digits, loaders
+    from sparsesnn.models import SpikingMLP
+
+    torch.manual_seed(0)
+    tr, te = loaders(load_digits(), batch_size=64)
+    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
+    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=3, progress=False)
+    reset_states(m)
+    return m, tr, te
+
+
+@pytest.fixture(scope="module")
+def digits(_digits_trained):
+    """(model, train loader, test loader); each test module gets its own copy of the model."""
+    import copy
+
+    m, tr, te = _digits_trained
+    return copy.deepcopy(m), tr, te

@@ -5,22 +5,9 @@ import math
 import pytest
 import torch
 
-from sparsesnn.compress import fit, reset_states
 from sparsesnn.compress.minimax import MinimaxPruner, check_budget, minimax_prune
 from sparsesnn.compress.state import get_state
 from sparsesnn.models import SpikingMLP
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from sparsesnn.data import load_digits, loaders
-
-    torch.manual_seed(0)
-    tr, te = loaders(load_digits(), batch_size=64)
-    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
-    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=3, progress=False)
-    reset_states(m)
-    return m, tr, te
 
 
 @pytest.mark.parametrize("budget", [0.05, 0.3, 0.77])

@@ -5,23 +5,11 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from sparsesnn.compress import evaluate, fit, reset_states
+from sparsesnn.compress import evaluate
 from sparsesnn.compress.search import (JointSearch, SearchConfig, apply_config, config_bits,
                                        lite_search)
 from sparsesnn.compress.state import get_state
 from sparsesnn.models import SpikingMLP
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from sparsesnn.data import load_digits, loaders
-
-    torch.manual_seed(0)
-    tr, te = loaders(load_digits(), batch_size=64)
-    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
-    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=3, progress=False)
-    reset_states(m)
-    return m, tr, te
 
 
 def _check_valid(cfg: SearchConfig, js: JointSearch):

@@ -111,18 +111,6 @@ def test_memory_accounting():
     assert q["memory_bytes"] < fp["memory_bytes"]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from sparsesnn.data import load_digits, loaders
-
-    torch.manual_seed(0)
-    tr, te = loaders(load_digits(), batch_size=64)
-    m = SpikingMLP(64, (64, 64), 10, T=4, init_gain=3.0)
-    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=3, progress=False)
-    reset_states(m)
-    return m, tr, te
-
-
 def test_in_training_vs_post_training(digits):
     from sparsesnn.deploy import deploy
 
