@@ -13,10 +13,9 @@ from torch import Tensor, nn
 
 from .. import _ext, dispatch
 from .. import functional as F
-from ..ops import _checks as C
 from ..ops.spike_conv2d import rearrange_weight
 from ..ops.spike_linear import SPIKE_TYPES, spike_stats
-from .linear import MIN_MACS, MODES
+from .linear import MIN_MACS, dispatch_settings
 
 
 class SpikingConv2d(nn.Conv2d):
@@ -35,12 +34,7 @@ class SpikingConv2d(nn.Conv2d):
                  min_macs: int = MIN_MACS) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, padding_mode, device, dtype)
-        self.min_macs = C.check_positive_int("min_macs", min_macs, 0)
-        C.check_choice("mode", mode, MODES)
-        if break_even is not None:
-            C.check_finite("break_even", break_even)
-        self.mode = mode
-        self.break_even = break_even
+        self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
         self.last_path: Optional[str] = None
         self._wr: Optional[Tensor] = None
         self._wr_key: Optional[tuple] = None

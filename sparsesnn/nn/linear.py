@@ -23,6 +23,14 @@ MODES = ("auto", "event", "dense")
 MIN_MACS = 1 << 20
 
 
+def dispatch_settings(mode: str, break_even: Optional[float], min_macs: int) -> tuple:
+    """Validated ``(mode, break_even, min_macs)`` shared by the spiking layers."""
+    C.check_choice("mode", mode, MODES)
+    if break_even is not None:
+        C.check_finite("break_even", break_even)
+    return mode, break_even, C.check_positive_int("min_macs", min_macs, 0)
+
+
 class SpikingLinear(nn.Linear):
     """``nn.Linear`` for spikes ``[..., in_features]`` (e.g. ``[T, B, K]``: time is folded
     into the batch) with dense / event-driven dispatch by measured density.
@@ -41,12 +49,7 @@ class SpikingLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
                  *, break_even: Optional[float] = None, mode: str = "auto", min_macs: int = MIN_MACS) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self.min_macs = C.check_positive_int("min_macs", min_macs, 0)
-        C.check_choice("mode", mode, MODES)
-        if break_even is not None:
-            C.check_finite("break_even", break_even)
-        self.mode = mode
-        self.break_even = break_even
+        self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
         self.last_path: Optional[str] = None
         self._wt: Optional[Tensor] = None
         self._wt_key: Optional[tuple] = None
