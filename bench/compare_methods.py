@@ -35,7 +35,7 @@ from sparsesnn import metrics as M  # noqa: E402
 from sparsesnn.compress import ADMM, ActivityRegularizer, evaluate, fit, reset_states  # noqa: E402
 from sparsesnn.compress import minimax, pca, search, temporal, tinysnn  # noqa: E402
 from sparsesnn.data import load_digits, loaders  # noqa: E402
-from sparsesnn.demo import DemoConfig  # noqa: E402
+from sparsesnn.demo import DemoConfig, format_number  # noqa: E402
 from sparsesnn.deploy import deploy  # noqa: E402
 from sparsesnn.models import SpikingMLP  # noqa: E402
 
@@ -219,23 +219,13 @@ HEADERS = ["Method", "Acc %", "Δ pts", "Bytes", "Compr.", "Bits", "Sparsity %",
            "T", "SynOps/sample", "Latency ms", "Speedup", "Compress s"]
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if abs(v) >= 1e5:
-            return f"{v:,.0f}"
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
 def markdown(res: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|---|" + "---:|" * (len(HEADERS) - 1)]
     for r in res["rows"]:
         vals = [r["method"], 100 * r["acc"], f"{r['delta_acc_pts']:+.2f}", int(r["bytes"]),
                 f"{r['compression']:.1f}x", r["bits"], 100 * r["sparsity"], r["spike_rate"], r["T"],
                 r["synops"], r["latency_ms"], f"{r['speedup']:.2f}x", r["seconds"]]
-        lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
+        lines.append("| " + " | ".join(format_number(v) for v in vals) + " |")
     m = res["machine"]
     notes = [f"- {r['method']}: {r['notes']}" for r in res["rows"]]
     return "\n".join([

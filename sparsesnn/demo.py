@@ -228,7 +228,8 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _fmt(v: Any) -> str:
+def format_number(v: Any) -> str:
+    """A table cell: thousands separators for large numbers, 3 significant digits for small."""
     if isinstance(v, float):
         if abs(v) >= 1e5:
             return f"{v:,.0f}"
@@ -241,7 +242,7 @@ def _fmt(v: Any) -> str:
 def table_markdown(res: dict[str, Any]) -> str:
     lines = ["| Metric | Dense fp32 | Compressed + deployed | Change |", "|---|---:|---:|---|"]
     for r in res["table"]:
-        lines.append(f"| {r['metric']} | {_fmt(r['dense_fp32'])} | {_fmt(r['compressed_deployed'])} | {r['change']} |")
+        lines.append(f"| {r['metric']} | {format_number(r['dense_fp32'])} | {format_number(r['compressed_deployed'])} | {r['change']} |")
     return "\n".join(lines)
 
 
@@ -293,7 +294,7 @@ def _plot(out: str, res: dict[str, Any]) -> None:
         if key == "Weight bytes":
             ax.set_yscale("log")
         for i, v in enumerate(vals):
-            ax.text(i, v, _fmt(float(v)), ha="center", va="bottom", fontsize=8)
+            ax.text(i, v, format_number(float(v)), ha="center", va="bottom", fontsize=8)
     fig.suptitle(f"sparsesnn demo on {res['dataset']['name']}: {res['compression_ratio']:.1f}x smaller, "
                  f"{res['speedup_batch1']:.1f}x faster (batch 1), spikes {-100 * res['spike_count_reduction']:+.0f}%")
     fig.tight_layout()

@@ -2,6 +2,10 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "parallel.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define SPARSESNN_PACKED_AVX512 1
@@ -27,6 +31,18 @@ inline int64_t list_nonzero(const float* x, int64_t K, int32_t* idx) {
   for (; k < K; ++k)
     if (x[k] != 0.0f) idx[n++] = static_cast<int32_t>(k);
   return n;
+}
+
+// Active input lists of every row of x [M, K]: row m's nonzero indices are
+// idx[m*K, m*K + count[m]). Returns (idx, count).
+inline std::pair<std::vector<int32_t>, std::vector<int64_t>> list_rows_nonzero(
+    const float* x, int64_t M, int64_t K, int threads) {
+  std::vector<int32_t> idx(static_cast<size_t>(M * K));
+  std::vector<int64_t> count(static_cast<size_t>(M));
+  parallel_chunks(M, 16, threads, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) count[m] = list_nonzero(x + m * K, K, idx.data() + m * K);
+  });
+  return {std::move(idx), std::move(count)};
 }
 
 // Inputs per scale group (the whole row when group_size is 0 or covers K).

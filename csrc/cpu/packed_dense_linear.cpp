@@ -18,7 +18,8 @@ namespace {
 
 using packed_detail::for_group_runs;
 using packed_detail::group_len;
-using packed_detail::list_nonzero;
+using packed_detail::list_rows_nonzero;
+using packed_detail::num_groups;
 using packed_detail::work_chunk;
 
 constexpr int kTile = 256;
@@ -139,7 +140,7 @@ void run_panels(const PackedLinearParams& p, const float* x, const uint8_t* w, c
                 const float* bias, float* y) {
   const int64_t M = p.M, K = p.K, N = p.N;
   const int64_t rb = BITS == 32 ? N * 4 : packed_row_bytes(N, BITS);
-  const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
+  const int64_t glen = group_len(K, p.group_size), G = num_groups(K, p.group_size);
   constexpr int P = panel_p<BITS>();
   const float mul = BITS == 32 ? 1.0f : static_cast<float>(code_mul(BITS == 32 ? 8 : BITS));
   const float off = BITS == 32 ? 0.0f : static_cast<float>(code_off(BITS == 32 ? 8 : BITS));
@@ -218,12 +219,10 @@ void run(const PackedLinearParams& p, const float* x, const uint8_t* w, const fl
 #else
   const int64_t M = p.M, K = p.K, N = p.N;
   const int64_t rb = BITS == 32 ? N * 4 : packed_row_bytes(N, BITS);
-  const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
-  std::vector<int32_t> act(static_cast<size_t>(M * K));
-  std::vector<int64_t> cnt(static_cast<size_t>(M));
-  parallel_chunks(M, 16, p.threads, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) cnt[m] = list_nonzero(x + m * K, K, act.data() + m * K);
-  });
+  const int64_t glen = group_len(K, p.group_size), G = num_groups(K, p.group_size);
+  const auto lists = list_rows_nonzero(x, M, K, p.threads);
+  const std::vector<int32_t>& act = lists.first;
+  const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kTile - 1) / kTile;
   parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
     alignas(64) float accf[kTile];

@@ -18,6 +18,7 @@ namespace sparsesnn {
 namespace {
 
 using packed_detail::group_len;
+using packed_detail::num_groups;
 using packed_detail::list_nonzero;
 
 // acc[s * stride_s + j] += slot s of row byte j (times xv for the analog path), j < nbytes.
@@ -66,7 +67,7 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* w, const fl
   const int64_t O = p.O, KH = p.KH, KW = p.KW, H = p.H, W = p.W, OH = p.OH, OW = p.OW;
   const int64_t CHW = p.C * H * W, HW = H * W, KK = p.C * KH * KW, OP = OH * OW;
   const int64_t rb = F32 ? O * 4 : packed_row_bytes(O, BITS);  // full row stride
-  const int64_t glen = group_len(KK, p.group_size), G = (KK + glen - 1) / glen;
+  const int64_t glen = group_len(KK, p.group_size), G = num_groups(KK, p.group_size);
   const float mul = F32 ? 1.0f : static_cast<float>(code_mul(BITS));
   const float off = F32 ? 0.0f : static_cast<float>(code_off(BITS));
   // Fewer images than threads: also split the output channels (at multiples of 8 so every

@@ -20,7 +20,8 @@ namespace {
 
 using packed_detail::for_group_runs;
 using packed_detail::group_len;
-using packed_detail::list_nonzero;
+using packed_detail::list_rows_nonzero;
+using packed_detail::num_groups;
 using packed_detail::work_chunk;
 
 constexpr int kIntTile = 512;  // outputs per integer tile (16 registers of 32 uint16)
@@ -106,12 +107,10 @@ void run_int(const PackedLinearParams& p, const float* x, const uint8_t* w, cons
              const float* bias, float* y) {
   const int64_t M = p.M, K = p.K, N = p.N;
   const int64_t rb = packed_row_bytes(N, BITS);
-  const int64_t glen = group_len(K, p.group_size), G = (K + glen - 1) / glen;
-  std::vector<int32_t> act(static_cast<size_t>(M * K));
-  std::vector<int64_t> cnt(static_cast<size_t>(M));
-  parallel_chunks(M, 16, p.threads, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) cnt[m] = list_nonzero(x + m * K, K, act.data() + m * K);
-  });
+  const int64_t glen = group_len(K, p.group_size), G = num_groups(K, p.group_size);
+  const auto lists = list_rows_nonzero(x, M, K, p.threads);
+  const std::vector<int32_t>& act = lists.first;
+  const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kIntTile - 1) / kIntTile;
   parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
     alignas(64) int32_t acc32[kIntTile];
@@ -136,11 +135,9 @@ void run_int(const PackedLinearParams& p, const float* x, const uint8_t* w, cons
 void run_f32(const PackedLinearParams& p, const float* x, const float* wt, const float* bias,
              float* y) {
   const int64_t M = p.M, K = p.K, N = p.N;
-  std::vector<int32_t> act(static_cast<size_t>(M * K));
-  std::vector<int64_t> cnt(static_cast<size_t>(M));
-  parallel_chunks(M, 16, p.threads, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) cnt[m] = list_nonzero(x + m * K, K, act.data() + m * K);
-  });
+  const auto lists = list_rows_nonzero(x, M, K, p.threads);
+  const std::vector<int32_t>& act = lists.first;
+  const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kF32Tile - 1) / kF32Tile;
   parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
