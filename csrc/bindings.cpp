@@ -105,18 +105,18 @@ void bind_lif(py::module_& m) {
   m.def(
       "lif_forward_cpu",
       [](const LifParams& p, std::uintptr_t x, std::uintptr_t v0, std::uintptr_t s,
-         std::uintptr_t v_last, std::uintptr_t h) {
+         std::uintptr_t v_last) {
         lif_forward_cpu(p, ptr<const float>(x), ptr<const float>(v0), ptr<float>(s),
-                        ptr<float>(v_last), ptr<float>(h));
+                        ptr<float>(v_last));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "lif_backward_cpu",
-      [](const LifParams& p, std::uintptr_t gs, std::uintptr_t gv_last, std::uintptr_t h,
+      [](const LifParams& p, std::uintptr_t gs, std::uintptr_t gv_last, std::uintptr_t x,
          std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0, bool want_decay) {
         double gdecay = 0.0;
         lif_backward_cpu(p, ptr<const float>(gs), ptr<const float>(gv_last),
-                         ptr<const float>(h), ptr<const float>(v0), ptr<float>(gx),
+                         ptr<const float>(x), ptr<const float>(v0), ptr<float>(gx),
                          ptr<float>(gv0), want_decay ? &gdecay : nullptr);
         return gdecay;
       },

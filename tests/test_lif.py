@@ -59,6 +59,39 @@ def test_lif_shapes_and_lengths(backend, T, shape):
 
 
 @pytest.mark.parametrize("v_reset", RESETS)
+def test_large_outputs_use_streaming_stores(v_reset):
+    # >= 16 MiB per [T, N] tensor takes the streaming-store path; an odd N misaligns every
+    # row, so the unaligned heads and tails of each streamed row are exercised too.
+    kw = dict(v_reset=v_reset, surrogate="sigmoid")
+    x = _inputs(4, (2**20 + 13,))
+    v0 = (torch.rand(2**20 + 13) * 0.5).requires_grad_(True)
+    _compare(x, v0, dict(decay=0.5, **kw), lambda a, b: F.lif(a, b, **kw))
+
+
+def test_plif_large_outputs_use_streaming_stores():
+    x = _inputs(3, (5, 2**18 + 7))
+    w = torch.tensor(F.tau_to_w(2.5), requires_grad=True)
+    s, v = F.plif(x, w)
+    w_r, x_r = w.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
+    s_r, v_r = R.lif_autograd(x_r, None, decay=torch.sigmoid(w_r))
+    assert torch.equal(s, s_r)
+    gs = torch.randn_like(s)
+    g = torch.autograd.grad((s * gs).sum(), [x, w])
+    g_r = torch.autograd.grad((s_r * gs).sum(), [x_r, w_r])
+    torch.testing.assert_close(g[0], g_r[0], rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(g[1], g_r[1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("T", [300, 5000])
+def test_long_sequences(T):
+    # backward recomputes H in chunks of 256 KiB / T neurons: 208 at T=300, the minimum 16
+    # at T=5000, so several chunks with a partial last one
+    x = _inputs(T, (53,), scale=0.8)
+    _compare(x, None, dict(decay=0.5, surrogate="atan"), lambda a, b: F.lif(a, b, surrogate="atan"),
+             atol=1e-4)
+
+
+@pytest.mark.parametrize("v_reset", RESETS)
 @pytest.mark.parametrize("detach_reset", [False, True])
 def test_if_neuron(backend, v_reset, detach_reset):
     kw = dict(v_reset=v_reset, detach_reset=detach_reset, surrogate="atan", v_threshold=0.8)
@@ -145,9 +178,27 @@ def test_opcheck():
     torch.library.opcheck(lif_op, (x, v0, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True, 8, 4, 2, 3))
     decay = torch.tensor(0.4, requires_grad=True)
     torch.library.opcheck(plif_op, (x, v0, decay, 1.0, 0.0, True, False, 3, 1.0, True))
-    _, _, h = lif_op(x.detach(), v0.detach(), 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True)
-    torch.library.opcheck(lif_backward_op, (torch.randn(5, 3, 4), torch.randn(3, 4), h, v0.detach(),
-                                            torch.tensor(0.5), 1.0, 0.0, True, True, False, 4, 1.0, True))
+    # backward from x (H recomputed, as on CPU) and from a saved H (as on CUDA)
+    gs, gv, d = torch.randn(5, 3, 4), torch.randn(3, 4), torch.tensor(0.5)
+    rest = (1.0, 0.0, True, True, False, 4, 1.0, True)
+    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *rest))
+    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *rest, 8, 4, 2, 3))
+    h = R.lif_forward(x.detach(), v0.detach(), 0.5, 1.0, 0.0, True, True)[2]
+    torch.library.opcheck(lif_backward_op, (gs, gv, None, h, v0.detach(), d, *rest))
+
+
+def test_backward_needs_exactly_one_of_x_and_h():
+    gs, x, d = torch.randn(5, 3), torch.randn(5, 3), torch.tensor(0.5)
+    rest = (1.0, 0.0, True, True, False, 0, 4.0, False)
+    with pytest.raises(ValueError, match="exactly one of x"):
+        lif_backward_op(gs, None, None, None, None, d, *rest)
+    with pytest.raises(ValueError, match="exactly one of x"):
+        lif_backward_op(gs, None, x, x, None, d, *rest)
+
+
+def test_training_forward_saves_h_only_where_backward_reads_it():
+    x = torch.randn(6, 10)
+    assert lif_op(x, None, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True)[2].numel() == 0
 
 
 def test_modules_state_and_steps(backend):

@@ -36,19 +36,20 @@ struct LifParams {
   uint32_t seed = 0;       // stochastic rounding: u = hash(seed, t * N + n) in [0, 1)
 };
 
-// Forward. v0 may be null (then V starts at Vr for hard reset, 0 for soft).
-// h_out may be null (inference: nothing saved for backward).
+// Forward. v0 may be null (then V starts at Vr for hard reset, 0 for soft). Nothing is
+// saved for backward: the CPU backward recomputes H from x.
 void lif_forward_cpu(const LifParams& p, const float* x, const float* v0, float* spikes,
-                     float* v_last, float* h_out);
+                     float* v_last);
 
-// Backward over the saved H. grad_spikes is [T, N]; grad_v_last may be null (zero).
-// grad_v0 may be null. grad_decay (PLIF) may be null; else receives sum dL/dd.
+// Backward from the forward's input x (H is recomputed, bit-identical to forward).
+// grad_spikes is [T, N]; grad_v_last may be null (zero). grad_v0 may be null. grad_decay
+// (PLIF) may be null; else receives sum dL/dd.
 void lif_backward_cpu(const LifParams& p, const float* grad_spikes, const float* grad_v_last,
-                      const float* h, const float* v0, float* grad_x, float* grad_v0,
+                      const float* x, const float* v0, float* grad_x, float* grad_v0,
                       double* grad_decay);
 
 #if defined(SPARSESNN_WITH_CUDA)
-// CUDA versions: x / spikes / grad tensors in `dtype` (fp32, fp16, bf16); h, v0, v_last and
+// CUDA versions (backward reads a saved H rather than recomputing it): x / spikes / grad tensors in `dtype` (fp32, fp16, bf16); h, v0, v_last and
 // grad_v0 stay fp32 so the recurrence and the saved state are exact. grad_decay is a device
 // float accumulated with atomics (caller zeroes it). stream is a cudaStream_t.
 void lif_forward_cuda(const LifParams& p, int dtype, const void* x, const float* v0,
