@@ -10,7 +10,7 @@
 #include "lif_common.h"
 #include "parallel.h"
 #include "sparsesnn/lif.h"
-#include "sparsesnn/surrogate.h"
+#include "surrogate_block.h"
 
 namespace sparsesnn {
 namespace lif_cpu {
@@ -48,6 +48,7 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
   recompute_h(p, x, v0, hb, n0, n1);
   float gv[kChunk];
   float vinit[kChunk];  // V[-1], for the decay gradient at t = 0
+  float sg[kBlock];     // surrogate derivatives of the current block
   for (int64_t i = 0; i < len; ++i) vinit[i] = v0 ? v0[n0 + i] : vr;
   for (int64_t i = 0; i < len; ++i) gv[i] = gv_last ? gv_last[n0 + i] : 0.0f;
   double gdecay = 0.0;
@@ -64,11 +65,12 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
     for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
       const int64_t b1 = std::min(len, b0 + kBlock);
       if (t > 0) prefetch_block(gst - N + b0, b1 - b0);
+      surrogate_block<SG>(ht + b0, vth, a, sg, b1 - b0);
 #pragma omp simd reduction(+ : acc)
       for (int64_t i = b0; i < b1; ++i) {
         const float hh = ht[i];
         const float s = hh >= vth ? 1.0f : 0.0f;
-        const float g = surrogate_grad_t<SG>(hh - vth, a);
+        const float g = sg[i - b0];
         float dv_dh;
         if constexpr (HARD) dv_dh = DETACH ? 1.0f - s : 1.0f - s + (vr - hh) * g;
         else dv_dh = DETACH ? 1.0f : 1.0f - vth * g;
