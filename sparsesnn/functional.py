@@ -10,7 +10,7 @@ from torch import Tensor
 from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
-from .ops.lif import lif_op, plif_op
+from .ops.lif import Neuron, lif_op, plif_op
 from .ops.spike_conv2d import rearrange_weight as _rearrange_conv_weight
 from .ops.spike_conv2d import spike_conv2d_op
 from .ops.spike_linear import spike_linear_op, spike_stats
@@ -46,7 +46,7 @@ def _neuron_inputs(x: Tensor, v0: Optional[Tensor], v_threshold: float, v_reset:
     return x.contiguous(), v0
 
 
-def _quant_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
+def _state_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
     if state_quant is None:
         return (0, 0, 0, 0)
     if not isinstance(state_quant, FixedPoint):
@@ -89,8 +89,9 @@ def lif(
     tau = C.check_greater("tau", tau, 1.0)
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
-    s, v, _ = lif_op(x, v0, 1.0 / tau, float(v_threshold), v_reset, bool(decay_input), True,
-                     bool(detach_reset), kind, alpha, _needs_grad(x, v0), *_quant_args(state_quant))
+    n = Neuron(v_threshold, v_reset, alpha, bool(decay_input), True, bool(detach_reset), kind,
+               _state_args(state_quant))
+    s, v, _ = lif_op(x, v0, 1.0 / tau, *n.pack(), _needs_grad(x, v0))
     return s, v
 
 
@@ -108,8 +109,9 @@ def if_neuron(
     """Integrate-and-fire (no leak): ``H = V + X``; otherwise as :func:`lif`."""
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
-    s, v, _ = lif_op(x, v0, 1.0, float(v_threshold), v_reset, True, False, bool(detach_reset),
-                     kind, alpha, _needs_grad(x, v0), *_quant_args(state_quant))
+    n = Neuron(v_threshold, v_reset, alpha, True, False, bool(detach_reset), kind,
+               _state_args(state_quant))
+    s, v, _ = lif_op(x, v0, 1.0, *n.pack(), _needs_grad(x, v0))
     return s, v
 
 
@@ -139,9 +141,9 @@ def plif(
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
     x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
     decay = torch.sigmoid(w.reshape(()).to(device=x.device, dtype=torch.float32))
-    s, v, _ = plif_op(x, v0, decay, float(v_threshold), v_reset, bool(decay_input),
-                      bool(detach_reset), kind, alpha, _needs_grad(x, v0, decay),
-                      *_quant_args(state_quant))
+    n = Neuron(v_threshold, v_reset, alpha, bool(decay_input), True, bool(detach_reset), kind,
+               _state_args(state_quant))
+    s, v, _ = plif_op(x, v0, decay, *n.pack(), _needs_grad(x, v0, decay))
     return s, v
 
 

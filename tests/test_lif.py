@@ -9,7 +9,7 @@ import sparsesnn
 from sparsesnn import functional as F
 from sparsesnn import reference as R
 from sparsesnn.nn import IF, LIF, PLIF, reset_net
-from sparsesnn.ops.lif import lif_backward_op, lif_op, plif_op
+from sparsesnn.ops.lif import Neuron, lif_backward_op, lif_op, plif_op
 from sparsesnn.surrogate import SURROGATES
 
 RESETS = [0.0, -0.25, None]  # hard at 0, hard at -0.25, soft
@@ -185,26 +185,35 @@ def test_all_zero_and_saturating_input(backend):
 def test_opcheck():
     x = torch.randn(5, 3, 4, requires_grad=True)
     v0 = torch.rand(3, 4, requires_grad=True)
-    common = (1.0, 0.0, True)
-    torch.library.opcheck(lif_op, (x, v0, 0.5, *common, True, False, 0, 4.0, True))
-    torch.library.opcheck(lif_op, (x, None, 0.5, 1.0, None, False, True, True, 1, 2.0, True))
-    torch.library.opcheck(lif_op, (x.detach(), None, 1.0, 1.0, 0.0, True, False, False, 2, 1.0, False))
-    # fixed-point state, stochastic rounding
-    torch.library.opcheck(lif_op, (x, v0, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True, 8, 4, 2, 3))
+    hard = Neuron(1.0, 0.0, 4.0).pack()
+    soft = Neuron(1.0, None, 2.0, decay_input=False, detach_reset=True, surrogate=1).pack()
+    if_ = Neuron(1.0, 0.0, 1.0, leak=False, surrogate=2).pack()
+    quant = Neuron(1.0, 0.0, 4.0, state=(8, 4, 2, 3)).pack()  # stochastic fixed-point state
+    torch.library.opcheck(lif_op, (x, v0, 0.5, *hard, True))
+    torch.library.opcheck(lif_op, (x, None, 0.5, *soft, True))
+    torch.library.opcheck(lif_op, (x.detach(), None, 1.0, *if_, False))
+    torch.library.opcheck(lif_op, (x, v0, 0.5, *quant, True))
     decay = torch.tensor(0.4, requires_grad=True)
-    torch.library.opcheck(plif_op, (x, v0, decay, 1.0, 0.0, True, False, 3, 1.0, True))
+    torch.library.opcheck(plif_op, (x, v0, decay, *Neuron(1.0, 0.0, 1.0, surrogate=3).pack(), True))
     # backward from x (H recomputed, as on CPU) and from a saved H (as on CUDA)
     gs, gv, d = torch.randn(5, 3, 4), torch.randn(3, 4), torch.tensor(0.5)
-    rest = (1.0, 0.0, True, True, False, 4, 1.0, True)
-    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *rest))
-    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *rest, 8, 4, 2, 3))
+    rest = Neuron(1.0, 0.0, 1.0, surrogate=4).pack()
+    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *rest, True))
+    torch.library.opcheck(lif_backward_op, (gs, gv, x.detach(), None, v0.detach(), d, *quant, True))
     h = R.lif_forward(x.detach(), v0.detach(), 0.5, 1.0, 0.0, True, True)[2]
-    torch.library.opcheck(lif_backward_op, (gs, gv, None, h, v0.detach(), d, *rest))
+    torch.library.opcheck(lif_backward_op, (gs, gv, None, h, v0.detach(), d, *rest, True))
+
+
+def test_neuron_settings_round_trip():
+    for n in (Neuron(), Neuron(0.7, None, 2.5, False, False, True, 3, (8, 4, 2, 12345))):
+        assert Neuron.unpack(*n.pack()) == n
+    with pytest.raises(ValueError, match="expected 3 and 8 values"):
+        lif_op(torch.randn(2, 3), None, 0.5, [1.0, 0.0], [1] * 8, False)
 
 
 def test_backward_needs_exactly_one_of_x_and_h():
     gs, x, d = torch.randn(5, 3), torch.randn(5, 3), torch.tensor(0.5)
-    rest = (1.0, 0.0, True, True, False, 0, 4.0, False)
+    rest = (*Neuron().pack(), False)
     with pytest.raises(ValueError, match="exactly one of x"):
         lif_backward_op(gs, None, None, None, None, d, *rest)
     with pytest.raises(ValueError, match="exactly one of x"):
@@ -213,7 +222,7 @@ def test_backward_needs_exactly_one_of_x_and_h():
 
 def test_training_forward_saves_h_only_where_backward_reads_it():
     x = torch.randn(6, 10)
-    assert lif_op(x, None, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True)[2].numel() == 0
+    assert lif_op(x, None, 0.5, *Neuron().pack(), True)[2].numel() == 0
 
 
 def test_modules_state_and_steps(backend):

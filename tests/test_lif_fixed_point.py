@@ -6,7 +6,7 @@ from sparsesnn import FixedPoint
 from sparsesnn import reference as R
 from sparsesnn.fixed_point import hash_uniform
 from sparsesnn.nn import LIF
-from sparsesnn.ops.lif import lif_backward_op, lif_op
+from sparsesnn.ops.lif import Neuron, lif_backward_op, lif_op
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "truncate", "stochastic"])
@@ -16,8 +16,8 @@ def test_quantized_state_kernel_matches_reference(backend, rounding, bits, frac,
     fmt = FixedPoint(bits, frac, rounding, seed=7)
     x = torch.randn(11, 3, 129) * 1.2 + 0.3
     v0 = fmt.quantize(torch.rand(3, 129))
-    args = (x, v0, 0.5, 1.0, v_reset, True, True, False, 0, 4.0, True)
-    s, v, _ = lif_op(*args, fmt.bits, fmt.frac_bits, fmt.mode, fmt.seed)
+    n = Neuron(1.0, v_reset, 4.0, state=(fmt.bits, fmt.frac_bits, fmt.mode, fmt.seed))
+    s, v, _ = lif_op(x, v0, 0.5, *n.pack(), True)
     s_r, v_r, h_r = R.lif_forward(x, v0, 0.5, 1.0, v_reset, True, True, fmt)
     assert torch.equal(s, s_r) and torch.equal(v, v_r)
     # every membrane value is on the grid and inside the range
@@ -27,22 +27,20 @@ def test_quantized_state_kernel_matches_reference(backend, rounding, bits, frac,
     # backward is straight-through over the quantized H, same as the reference recurrence;
     # the kernel recomputes that H from x (stochastic rounding included)
     gs, gv = torch.randn_like(s), torch.randn_like(v)
-    gx, gv0, _ = lif_backward_op(gs, gv, x, None, v0, torch.tensor(0.5), 1.0, v_reset, True, True,
-                                 False, 0, 4.0, False, fmt.bits, fmt.frac_bits, fmt.mode, fmt.seed)
+    gx, gv0, _ = lif_backward_op(gs, gv, x, None, v0, torch.tensor(0.5), *n.pack(), False)
     gx_r, gv0_r, _ = R.lif_backward(gs, gv, h_r, v0, 0.5, 1.0, v_reset, True, True, False, "sigmoid", 4.0)
     torch.testing.assert_close(gx, gx_r)
     torch.testing.assert_close(gv0, gv0_r)
     # a wrong seed recomputes a different H, so the test above can tell
     if rounding == "stochastic":
-        gx_w, _, _ = lif_backward_op(gs, gv, x, None, v0, torch.tensor(0.5), 1.0, v_reset, True,
-                                     True, False, 0, 4.0, False, fmt.bits, fmt.frac_bits, fmt.mode,
-                                     fmt.seed + 1)
+        wrong_seed = n._replace(state=(fmt.bits, fmt.frac_bits, fmt.mode, fmt.seed + 1))
+        gx_w, _, _ = lif_backward_op(gs, gv, x, None, v0, torch.tensor(0.5), *wrong_seed.pack(), False)
         assert not torch.allclose(gx_w, gx_r)
 
 
 def test_stochastic_rounding_is_seeded():
     x = torch.randn(6, 200) + 0.5
-    run = lambda seed: lif_op(x, None, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, True, 8, 3, 2, seed)[:2]
+    run = lambda seed: lif_op(x, None, 0.5, *Neuron(state=(8, 3, 2, seed)).pack(), True)[:2]
     a, b, c = run(1), run(1), run(2)
     assert all(map(torch.equal, a, b)) and not all(map(torch.equal, a, c))
 

@@ -1,12 +1,14 @@
 """``sparsesnn::lif`` / ``sparsesnn::plif`` custom ops and their backward op.
 
 Arguments arrive validated and contiguous from ``sparsesnn.functional``; here we only route
-to the compiled kernel (CPU or CUDA) or the reference, and wire autograd.
+to the compiled kernel (CPU or CUDA) or the reference, and wire autograd. The neuron's
+settings travel as two lists (``Neuron.pack``): torch re-reads an op's schema once per argument
+on every autograd call, so 15 separate arguments cost ~55 us per call and 6 cost a few.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -20,19 +22,52 @@ _CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ROUNDING_NAMES = {v: k for k, v in ROUNDINGS.items()}
 
 
-def _state_quant(bits: int, frac_bits: int, rounding: int, seed: int) -> Optional[FixedPoint]:
-    """The fixed-point state format the op was asked for (``bits == 0``: plain fp32 state)."""
-    return FixedPoint(bits, frac_bits, _ROUNDING_NAMES[rounding], seed) if bits else None
+class Neuron(NamedTuple):
+    """The neuron's settings other than its tensors and decay."""
+
+    v_threshold: float = 1.0
+    v_reset: Optional[float] = 0.0  # None: soft reset
+    alpha: float = 4.0              # surrogate sharpness
+    decay_input: bool = True
+    leak: bool = True               # False: IF neuron
+    detach_reset: bool = False
+    surrogate: int = 0              # kind, see surrogate.SURROGATES
+    state: tuple[int, int, int, int] = (0, 0, 0, 0)  # fixed-point state: bits, frac, rounding, seed
+
+    def pack(self) -> tuple[list[float], list[int]]:
+        """``(scalars, options)`` as the ops take them; a soft reset is a NaN ``v_reset``."""
+        reset = math.nan if self.v_reset is None else float(self.v_reset)
+        options = [int(self.decay_input), int(self.leak), int(self.detach_reset), int(self.surrogate)]
+        return [float(self.v_threshold), reset, float(self.alpha)], options + [int(s) for s in self.state]
+
+    @staticmethod
+    def unpack(scalars: list[float], options: list[int]) -> "Neuron":
+        if len(scalars) != 3 or len(options) != 8:
+            raise ValueError(f"scalars/options: expected 3 and 8 values (Neuron.pack()), got "
+                             f"{len(scalars)} and {len(options)}")
+        vth, reset, alpha = scalars
+        decay_input, leak, detach, surrogate, *state = options
+        return Neuron(vth, None if math.isnan(reset) else reset, alpha, bool(decay_input),
+                      bool(leak), bool(detach), surrogate, tuple(state))
+
+    @property
+    def quant(self) -> Optional[FixedPoint]:
+        """The fixed-point state format (``None``: plain fp32 state)."""
+        bits, frac_bits, rounding, seed = self.state
+        return FixedPoint(bits, frac_bits, _ROUNDING_NAMES[rounding], seed) if bits else None
 
 
-def _params(T: int, N: int, decay: float, v_threshold: float, v_reset: Optional[float],
-            decay_input: bool, leak: bool, detach_reset: bool, surrogate: int, alpha: float):
+def _params(T: int, N: int, decay: float, n: Neuron):
     p = _ext._C.LifParams()
-    p.T, p.N, p.decay, p.v_threshold = T, N, decay, v_threshold
-    p.hard_reset = v_reset is not None
-    p.v_reset = float(v_reset) if v_reset is not None else 0.0
-    p.decay_input, p.leak, p.detach_reset = decay_input, leak, detach_reset
-    p.surrogate, p.alpha, p.threads = surrogate, alpha, _ext.num_threads()
+    p.T, p.N, p.decay, p.v_threshold = T, N, decay, n.v_threshold
+    p.hard_reset = n.v_reset is not None
+    p.v_reset = float(n.v_reset) if n.v_reset is not None else 0.0
+    p.decay_input, p.leak, p.detach_reset = n.decay_input, n.leak, n.detach_reset
+    p.surrogate, p.alpha, p.threads = n.surrogate, n.alpha, _ext.num_threads()
+    quant = n.quant
+    if quant is not None:
+        p.state_step, p.state_min, p.state_max = quant.step, quant.min, quant.max
+        p.state_rounding, p.seed = quant.mode, quant.seed
     return p
 
 
@@ -40,22 +75,17 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _forward(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
-             v_reset: Optional[float], decay_input: bool, leak: bool, want_h: bool,
-             quant: Optional[FixedPoint]):
+def _forward(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron, want_h: bool):
     """``(spikes, v_last, H or an empty tensor)``; only CUDA and the reference can emit H."""
     if not _ext.use_kernel(x):
-        s, v_last, h = reference.lif_forward(x, v0, decay, v_threshold, v_reset, decay_input, leak,
-                                             quant)
+        s, v_last, h = reference.lif_forward(x, v0, decay, n.v_threshold, n.v_reset,
+                                             n.decay_input, n.leak, n.quant)
         return s, v_last, (h if want_h else h.new_empty(0))
     T, N = x.shape[0], math.prod(x.shape[1:])
     spikes = torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
     h = torch.empty(x.shape if want_h else (0,), dtype=torch.float32, device=x.device)
-    p = _params(T, N, decay, v_threshold, v_reset, decay_input, leak, False, 0, 1.0)
-    if quant is not None:
-        p.state_step, p.state_min, p.state_max = quant.step, quant.min, quant.max
-        p.state_rounding, p.seed = quant.mode, quant.seed
+    p = _params(T, N, decay, n)
     if x.is_cuda:
         _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
                                  v_last.data_ptr(), _ptr(h) if want_h else 0, _ext.cuda_stream(x.device))
@@ -73,74 +103,60 @@ def _saves_h(x: Tensor) -> bool:
 
 
 @torch.library.custom_op("sparsesnn::lif", mutates_args=(), device_types=("cpu", "cuda"))
-def lif_op(x: Tensor, v0: Optional[Tensor], decay: float, v_threshold: float,
-           v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
-           surrogate: int, alpha: float, save_h: bool, state_bits: int = 0,
-           state_frac_bits: int = 0, state_rounding: int = 0, seed: int = 0,
-           ) -> tuple[Tensor, Tensor, Tensor]:
+def lif_op(x: Tensor, v0: Optional[Tensor], decay: float, scalars: list[float],
+           options: list[int], save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Fused multi-step LIF/IF. x ``[T, *]`` -> spikes ``[T, *]``, v_last ``[*]`` (fp32), H.
 
-    ``save_h``: a backward will follow. H ``[T, *]`` fp32 is then returned where the backward
-    reads it (CUDA); elsewhere, and without ``save_h``, H is an empty tensor.
-    ``state_bits > 0`` puts H on that fixed-point grid each step (see ``fixed_point.py``).
+    ``scalars, options = Neuron(...).pack()``. ``save_h``: a backward will follow; H ``[T, *]``
+    fp32 is then returned where the backward reads it (CUDA); elsewhere, and without
+    ``save_h``, H is an empty tensor.
     """
-    return _forward(x, v0, decay, v_threshold, v_reset, decay_input, leak,
-                    save_h and _saves_h(x),
-                    _state_quant(state_bits, state_frac_bits, state_rounding, seed))
+    return _forward(x, v0, decay, Neuron.unpack(scalars, options), save_h and _saves_h(x))
 
 
 @torch.library.custom_op("sparsesnn::plif", mutates_args=(), device_types=("cpu", "cuda"))
-def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, v_threshold: float,
-            v_reset: Optional[float], decay_input: bool, detach_reset: bool, surrogate: int,
-            alpha: float, save_h: bool, state_bits: int = 0, state_frac_bits: int = 0,
-            state_rounding: int = 0, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, scalars: list[float],
+            options: list[int], save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """PLIF: as ``lif`` with a learnable 0-dim ``decay`` tensor (``sigmoid(w)``)."""
-    return _forward(x, v0, float(decay), v_threshold, v_reset, decay_input, True,
-                    save_h and _saves_h(x),
-                    _state_quant(state_bits, state_frac_bits, state_rounding, seed))
+    return _forward(x, v0, float(decay), Neuron.unpack(scalars, options), save_h and _saves_h(x))
 
 
 @torch.library.custom_op("sparsesnn::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], x: Optional[Tensor],
-                    h: Optional[Tensor], v0: Optional[Tensor], decay: Tensor, v_threshold: float,
-                    v_reset: Optional[float], decay_input: bool, leak: bool, detach_reset: bool,
-                    surrogate: int, alpha: float, want_decay: bool, state_bits: int = 0,
-                    state_frac_bits: int = 0, state_rounding: int = 0, seed: int = 0,
+                    h: Optional[Tensor], v0: Optional[Tensor], decay: Tensor,
+                    scalars: list[float], options: list[int], want_decay: bool,
                     ) -> tuple[Tensor, Tensor, Tensor]:
     """Reverse recurrence: ``(grad_x [T, *], grad_v0 [*] fp32, grad_decay 0-dim fp32)``.
 
     Give either the saved ``h`` or the forward's input ``x`` (H is then recomputed, with the
-    same fixed-point state arguments as the forward). ``decay`` is a 0-dim tensor so PLIF's
-    backward needs no host read while tracing.
+    same fixed-point state as the forward). ``decay`` is a 0-dim tensor so PLIF's backward
+    needs no host read while tracing.
     """
     decay = float(decay)
+    n = Neuron.unpack(scalars, options)
     if (x is None) == (h is None):
         raise ValueError("lif_backward: give exactly one of x (to recompute H) and h (saved H)")
     like = x if x is not None else h
-    quant = _state_quant(state_bits, state_frac_bits, state_rounding, seed)
     recompute_in_kernel = x is not None and _ext.use_kernel(x) and not x.is_cuda
     if h is None and not recompute_in_kernel:
-        h = _forward(x, v0, decay, v_threshold, v_reset, decay_input, leak, True, quant)[2]
+        h = _forward(x, v0, decay, n, True)[2]
     if not (recompute_in_kernel or (h.is_cuda and _ext.use_kernel(h))):
-        gx, gv0, gd = reference.lif_backward(grad_spikes, grad_v_last, h, v0, decay, v_threshold,
-                                             v_reset, decay_input, leak, detach_reset,
-                                             _SURROGATE_NAMES[surrogate], alpha)
+        gx, gv0, gd = reference.lif_backward(grad_spikes, grad_v_last, h, v0, decay, n.v_threshold,
+                                             n.v_reset, n.decay_input, n.leak, n.detach_reset,
+                                             _SURROGATE_NAMES[n.surrogate], n.alpha)
         return gx.to(grad_spikes.dtype), gv0, gd
     T, N = like.shape[0], math.prod(like.shape[1:])
     grad_spikes = grad_spikes.contiguous()
     grad_v_last = grad_v_last.contiguous() if grad_v_last is not None else None
     gx = torch.empty_like(grad_spikes)
     gv0 = torch.empty(like.shape[1:], dtype=torch.float32, device=like.device)
-    p = _params(T, N, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
+    p = _params(T, N, decay, n)
     if like.is_cuda:
         gd = torch.zeros((), dtype=torch.float32, device=like.device)
         _ext._C.lif_backward_cuda(p, _CUDA_DTYPES[gx.dtype], grad_spikes.data_ptr(), _ptr(grad_v_last),
                                   h.contiguous().data_ptr(), _ptr(v0), gx.data_ptr(), gv0.data_ptr(),
                                   gd.data_ptr() if want_decay else 0, _ext.cuda_stream(like.device))
         return gx, gv0, gd
-    if quant is not None:
-        p.state_step, p.state_min, p.state_max = quant.step, quant.min, quant.max
-        p.state_rounding, p.seed = quant.mode, quant.seed
     x = x.contiguous()
     g = _ext._C.lif_backward_cpu(p, grad_spikes.data_ptr(), _ptr(grad_v_last), x.data_ptr(),
                                  _ptr(v0), gx.data_ptr(), gv0.data_ptr(), want_decay)
@@ -154,78 +170,68 @@ def _fake_forward(x: Tensor, save_h: bool):
 
 
 @lif_op.register_fake
-def _(x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h,
-      state_bits=0, state_frac_bits=0, state_rounding=0, seed=0):
+def _(x, v0, decay, scalars, options, save_h):
     return _fake_forward(x, save_h)
 
 
 @plif_op.register_fake
-def _(x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h,
-      state_bits=0, state_frac_bits=0, state_rounding=0, seed=0):
+def _(x, v0, decay, scalars, options, save_h):
     return _fake_forward(x, save_h)
 
 
 @lif_backward_op.register_fake
-def _(grad_spikes, grad_v_last, x, h, v0, decay, v_threshold, v_reset, decay_input, leak,
-      detach_reset, surrogate, alpha, want_decay, state_bits=0, state_frac_bits=0,
-      state_rounding=0, seed=0):
+def _(grad_spikes, grad_v_last, x, h, v0, decay, scalars, options, want_decay):
     like = x if x is not None else h
     return (torch.empty_like(grad_spikes), like.new_empty(like.shape[1:], dtype=torch.float32),
             like.new_empty((), dtype=torch.float32))
 
 
 # ---- autograd ------------------------------------------------------------------------------
-def _save(ctx, op_name: str, x: Tensor, h: Tensor, save_h: bool, *extra) -> None:
+def _setup(ctx, inputs, output, decay_is_tensor: bool):
     """Save what backward needs: H where the forward emitted it, else x (H is recomputed)."""
+    x, v0, decay, scalars, options, save_h = inputs
     if not save_h:
-        raise RuntimeError(f"sparsesnn::{op_name} was called with save_h=False but a gradient is "
+        raise RuntimeError("sparsesnn::lif/plif was called with save_h=False but a gradient is "
                            "required")
     # H is an output only so it can be saved; unused outputs get None instead of a zero tensor.
     ctx.set_materialize_grads(False)
     recompute = not _saves_h(x)
-    ctx.save_for_backward(x if recompute else None, None if recompute else h, *extra)
+    ctx.save_for_backward(x if recompute else None, None if recompute else output[2], v0,
+                          decay if decay_is_tensor else None)
+    ctx.decay = decay
+    ctx.neuron = (scalars, options)
     ctx.x_meta = (x.shape, x.dtype, x.device)
+    ctx.v0_dtype = None if v0 is None else v0.dtype
 
 
-def _grad_spikes(ctx, grad_s: Optional[Tensor]) -> Tensor:
+def _backward(ctx, grad_s: Optional[Tensor], grad_v: Optional[Tensor], want_decay: bool):
+    x, h, v0, decay = ctx.saved_tensors
     shape, dtype, device = ctx.x_meta
-    return grad_s if grad_s is not None else torch.zeros(shape, dtype=dtype, device=device)
+    grad_s = grad_s if grad_s is not None else torch.zeros(shape, dtype=dtype, device=device)
+    decay = (decay.detach() if decay is not None
+             else torch.tensor(ctx.decay, dtype=torch.float32, device=device))
+    gx, gv0, gd = lif_backward_op(grad_s, grad_v, x, h, v0, decay, *ctx.neuron, want_decay)
+    gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
+    if not want_decay:
+        return gx, gv0, None, None, None, None
+    return gx, gv0, gd.to(decay.dtype).reshape(decay.shape), None, None, None
 
 
 def _setup_lif(ctx, inputs, output):
-    x, v0, decay, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha, save_h = inputs[:11]
-    _save(ctx, "lif", x, output[2], save_h, v0)
-    ctx.decay = decay
-    ctx.args = (v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha)
-    ctx.state = tuple(inputs[11:])
-    ctx.v0_dtype = None if v0 is None else v0.dtype
-
-
-def _backward_lif(ctx, grad_s, grad_v, grad_h):
-    x, h, v0 = ctx.saved_tensors
-    decay = torch.tensor(ctx.decay, dtype=torch.float32, device=ctx.x_meta[2])
-    gx, gv0, _ = lif_backward_op(_grad_spikes(ctx, grad_s), grad_v, x, h, v0, decay, *ctx.args,
-                                 False, *ctx.state)
-    return (gx, None if v0 is None else gv0.to(ctx.v0_dtype)) + (None,) * 13
-
-
-lif_op.register_autograd(_backward_lif, setup_context=_setup_lif)
+    _setup(ctx, inputs, output, decay_is_tensor=False)
 
 
 def _setup_plif(ctx, inputs, output):
-    x, v0, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, save_h = inputs[:10]
-    _save(ctx, "plif", x, output[2], save_h, v0, decay)
-    ctx.args = (v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha)
-    ctx.state = tuple(inputs[10:])
-    ctx.v0_dtype = None if v0 is None else v0.dtype
+    _setup(ctx, inputs, output, decay_is_tensor=True)
+
+
+def _backward_lif(ctx, grad_s, grad_v, grad_h):
+    return _backward(ctx, grad_s, grad_v, want_decay=False)
 
 
 def _backward_plif(ctx, grad_s, grad_v, grad_h):
-    x, h, v0, decay = ctx.saved_tensors
-    gx, gv0, gd = lif_backward_op(_grad_spikes(ctx, grad_s), grad_v, x, h, v0, decay.detach(),
-                                  *ctx.args, True, *ctx.state)
-    gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
-    return (gx, gv0, gd.to(decay.dtype).reshape(decay.shape)) + (None,) * 11
+    return _backward(ctx, grad_s, grad_v, want_decay=True)
 
 
+lif_op.register_autograd(_backward_lif, setup_context=_setup_lif)
 plif_op.register_autograd(_backward_plif, setup_context=_setup_plif)
