@@ -211,6 +211,16 @@ def test_neuron_settings_round_trip():
         lif_op(torch.randn(2, 3), None, 0.5, [1.0, 0.0], [1] * 8, False)
 
 
+def test_in_place_change_of_input_after_forward_is_caught():
+    # backward recomputes H from x, so x is saved: autograd must refuse a modified x
+    x = (torch.randn(4, 8) + 0.5).requires_grad_(True)
+    y = x * 1.0
+    s, _ = F.lif(y)
+    y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+
+
 def test_backward_needs_exactly_one_of_x_and_h():
     gs, x, d = torch.randn(5, 3), torch.randn(5, 3), torch.tensor(0.5)
     rest = (*Neuron().pack(), False)

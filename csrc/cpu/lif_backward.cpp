@@ -4,7 +4,7 @@
 // per-thread buffer that stays in L2 (lif.cpp, exact), then runs the reverse recurrence over
 // it. Forward+backward then moves 20 bytes per neuron-step instead of 24, and training
 // forward costs no more than inference. This file may use FMA contraction: gradients are
-// compared with a tolerance, and the surrogate's polynomial is the hot spot.
+// checked with a tolerance, and the surrogate arithmetic is the backward's hot spot.
 #include <vector>
 
 #include "lif_common.h"
