@@ -102,6 +102,29 @@ def measure(make, T, N, device, sync):
     return {"infer": timeit(infer), "train_fwd": timeit(train_fwd), "fwd_bwd": timeit(fwd_bwd)}
 
 
+def kernel_only(T: int, N: int) -> dict:
+    """The CPU kernels called directly on preallocated buffers (no op dispatch, autograd or
+    allocation): what the arithmetic and memory traffic alone cost, in ns per neuron-step."""
+    from sparsesnn import _ext
+    from sparsesnn.ops.lif import Neuron, _params
+
+    x, g = torch.randn(T, N) + 0.5, torch.randn(T, N)
+    s, gx, v, gv0 = torch.empty_like(x), torch.empty_like(x), torch.empty(N), torch.empty(N)
+    p = _params(T, N, 0.5, Neuron())
+
+    def fwd():
+        _ext._C.lif_forward_cpu(p, x.data_ptr(), 0, s.data_ptr(), v.data_ptr())
+
+    def bwd():
+        _ext._C.lif_backward_cpu(p, g.data_ptr(), 0, x.data_ptr(), 0, gx.data_ptr(),
+                                 gv0.data_ptr(), False)
+
+    def both():
+        fwd()
+        bwd()
+    return {k: 1e9 * timeit(f) / (T * N) for k, f in (("fwd", fwd), ("bwd", bwd), ("fwd_bwd", both))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -145,7 +168,15 @@ def main() -> None:
     md = ("Speedup = peer time / sparsesnn time (higher is better); fwd = inference forward; "
           "bandwidth = bytes that must move / time, vs a tensor copy of the same size measured in "
           "this run.\n\n" + markdown_table(headers, rows))
-    path = write_results(f"lif_{device}", {"device": device, "results": records}, md)
+    payload = {"device": device, "results": records}
+    if device == "cpu" and sparsesnn.info()["extension"]:
+        # In cache (2 MiB per tensor) the kernels are bound by arithmetic, not memory.
+        floor = {f"T=32,N={n}": kernel_only(32, n) for n in (2**14, 2**18)}
+        payload["kernel_only_ns_per_neuron_step"] = floor
+        md += ("\n\nKernels alone (no dispatch/autograd/allocation), ns per neuron-step, 2 threads:\n\n"
+               + markdown_table(["case", "fwd", "bwd", "fwd+bwd"],
+                                [[k, v["fwd"], v["bwd"], v["fwd_bwd"]] for k, v in floor.items()]))
+    path = write_results(f"lif_{device}", payload, md)
     plot(records, list(peer_makers), device)
     print(md)
     print(f"wrote {path}")
