@@ -14,6 +14,34 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def pyplot():
+    """``matplotlib.pyplot`` drawing to files only, or ``None`` (and a note) if not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return None
+    return plt
+
+
+def quick_cli(doc: str) -> bool:
+    """The benchmarks' shared start: tune the allocator (big outputs reuse freed heap blocks,
+    for every library timed alike), parse ``--quick``, print what was built. Returns quick."""
+    import argparse
+
+    import sparsesnn
+
+    sparsesnn.tune_allocator()
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sweep")
+    quick = parser.parse_args().quick
+    print(sparsesnn.info())
+    return quick
+
+
 def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 7, min_time: float = 0.05) -> float:
     """Median wall time of ``fn()`` in seconds; each sample loops until ``min_time`` passes."""
     for _ in range(warmup):

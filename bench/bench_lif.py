@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, copy_bandwidth, markdown_table, timeit, write_results  # noqa: E402
+from _common import RESULTS, copy_bandwidth, markdown_table, pyplot, timeit, write_results  # noqa: E402
 
 import sparsesnn  # noqa: E402
 from sparsesnn import functional as SF  # noqa: E402
@@ -183,12 +183,8 @@ def main() -> None:
 
 
 def plot(records, peer_names, device) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, kind in zip(axes, ["infer", "fwd_bwd"]):

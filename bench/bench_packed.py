@@ -190,7 +190,7 @@ def markdown(res: dict) -> str:
            "kernel structure as the packed ones); `torch dense` is `F.linear` (MKL); `torch.sparse` "
            "is `addmm` with the spikes as CSR. Speedups are baseline time / packed time.", ""]
     for size in res["sizes"]:
-        K, N = size["K"], size["N"]
+        K = size["K"]
         out += [f"## K = N = {K} (fp32 weights {size['fp32_bytes'] / 2**20:.1f} MiB)", "", "### Bytes", ""]
         out.append(bc.markdown_table(["format", "bytes", "x smaller than fp32"],
                                [[n, v["bytes"], f"{v['ratio_vs_fp32']:.2f}"] for n, v in size["sizes"].items()]))
@@ -259,12 +259,8 @@ def targets(res: dict) -> list[list]:
 
 
 def plot(res: dict, path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plt = bc.pyplot()
+    if plt is None:
         return
     size = [s for s in res["sizes"] if s["K"] == 4096] or res["sizes"]
     size = size[0]

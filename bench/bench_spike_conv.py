@@ -13,16 +13,14 @@ baseline here (see bench_spike_linear for torch.sparse).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, markdown_table, timeit, write_results  # noqa: E402
+from _common import RESULTS, markdown_table, pyplot, quick_cli, timeit, write_results  # noqa: E402
 
-import sparsesnn  # noqa: E402
 from sparsesnn import functional as SF  # noqa: E402
 from sparsesnn import reference  # noqa: E402
 from sparsesnn.nn import SpikingConv2d  # noqa: E402
@@ -100,13 +98,8 @@ def run(quick: bool) -> None:
 
 
 def plot(records, layers, batches) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(layers), figsize=(6 * len(layers), 4.5), squeeze=False)
     for ax, (name, *_) in zip(axes[0], layers):
@@ -126,9 +119,4 @@ def plot(records, layers, batches) -> None:
 
 
 if __name__ == "__main__":
-    sparsesnn.tune_allocator()  # as in every benchmark: big outputs reuse freed heap blocks
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sweep")
-    args = parser.parse_args()
-    print(sparsesnn.info())
-    run(args.quick)
+    run(quick_cli(__doc__))

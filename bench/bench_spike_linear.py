@@ -15,16 +15,15 @@ Backward (grad_s + grad_W for a given grad_out): dense = two GEMMs; event = the 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, copy_bandwidth, markdown_table, timeit, write_results  # noqa: E402
+from _common import (RESULTS, copy_bandwidth, markdown_table, pyplot, quick_cli, timeit,  # noqa: E402
+                     write_results)
 
-import sparsesnn  # noqa: E402
 from sparsesnn import functional as SF  # noqa: E402
 from sparsesnn.nn import SpikingLinear  # noqa: E402
 from sparsesnn.ops.spike_linear import spike_linear_grad_weight_op  # noqa: E402
@@ -127,13 +126,8 @@ def run(quick: bool) -> None:
 
 
 def plot(records, sizes, ms) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for ax, (K, N) in zip(axes[0], sizes):
@@ -152,9 +146,4 @@ def plot(records, sizes, ms) -> None:
 
 
 if __name__ == "__main__":
-    sparsesnn.tune_allocator()  # as in every benchmark: big outputs reuse freed heap blocks
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sweep")
-    args = parser.parse_args()
-    print(sparsesnn.info())
-    run(args.quick)
+    run(quick_cli(__doc__))

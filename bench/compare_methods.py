@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, machine, pyplot  # noqa: E402
 
 import sparsesnn  # noqa: E402
 from sparsesnn import metrics as M  # noqa: E402
@@ -244,12 +244,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
+    plt = pyplot()
+    if plt is None:
         return
     rows = res["rows"]
     names = [r["method"].replace(" (", "\n(") for r in rows]

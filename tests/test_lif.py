@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import sparsesnn
 from sparsesnn import functional as F
 from sparsesnn import reference as R
 from sparsesnn.nn import IF, LIF, PLIF, reset_net
