@@ -208,6 +208,10 @@ def test_neuron_settings_round_trip():
         assert Neuron.unpack(*n.pack()) == n
     with pytest.raises(ValueError, match="expected 3 and 8 values"):
         lif_op(torch.randn(2, 3), None, 0.5, [1.0, 0.0], [1] * 8, False)
+    with pytest.raises(ValueError, match=r"options\[3\] \(surrogate\)"):
+        lif_op(torch.randn(2, 3), None, 0.5, *Neuron(surrogate=99).pack(), False)
+    with pytest.raises(ValueError, match=r"options\[6\] \(state rounding\)"):
+        lif_op(torch.randn(2, 3), None, 0.5, *Neuron(state=(8, 4, 7, 0)).pack(), False)
 
 
 def test_in_place_change_of_input_after_forward_is_caught():

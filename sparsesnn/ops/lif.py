@@ -47,6 +47,12 @@ class Neuron(NamedTuple):
                              f"{len(scalars)} and {len(options)}")
         vth, reset, alpha = scalars
         decay_input, leak, detach, surrogate, *state = options
+        if surrogate not in _SURROGATE_NAMES:
+            raise ValueError(f"options[3] (surrogate): expected one of {sorted(_SURROGATE_NAMES)}, "
+                             f"got {surrogate}")
+        if state[2] not in _ROUNDING_NAMES:
+            raise ValueError(f"options[6] (state rounding): expected one of "
+                             f"{sorted(_ROUNDING_NAMES)}, got {state[2]}")
         return Neuron(vth, None if math.isnan(reset) else reset, alpha, bool(decay_input),
                       bool(leak), bool(detach), surrogate, tuple(state))
 
