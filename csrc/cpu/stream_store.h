@@ -12,9 +12,9 @@
 
 namespace sparsesnn {
 
-// Outputs of at least this many bytes are streamed. On the dev machine (32 MiB L3) streaming
-// took the LIF forward at T=32, N=2^18 (32 MiB per tensor) from ~1.4 to ~0.65 ms in a C++
-// harness; half the L3 as the cut-off is a judgment, not a tuned value.
+// Outputs of at least this many bytes are streamed: about half the 32 MiB L3 of the dev
+// machine, above which an output is evicted before the next op could read it from cache.
+// A judgment, not a tuned value.
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
 // dst[0:n] = src[0:n] with streaming stores where the ISA has them.

@@ -204,7 +204,7 @@ def _setup(ctx, inputs, output, decay_is_tensor: bool):
     recompute = not _saves_h(x)
     ctx.save_for_backward(x if recompute else None, None if recompute else output[2], v0,
                           decay if decay_is_tensor else None)
-    ctx.decay = decay
+    ctx.decay = None if decay_is_tensor else decay  # PLIF's decay tensor is saved above
     ctx.neuron = (scalars, options)
     ctx.x_meta = (x.shape, x.dtype, x.device)
     ctx.v0_dtype = None if v0 is None else v0.dtype
