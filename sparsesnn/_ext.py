@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from typing import Any
 
@@ -79,17 +80,21 @@ def info() -> dict[str, Any]:
 
 
 _allocator_tuned = False
+ENV_TUNE_ALLOCATOR = "SPARSESNN_TUNE_ALLOCATOR"
 
 
 def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
     """Keep large CPU tensors on glibc's heap instead of fresh ``mmap`` pages.
 
-    By default glibc serves every allocation above ~32 MiB with a new ``mmap``, so each large
-    output tensor page-faults on first touch; for memory-bound ops like the fused neuron this
-    costs more than the kernel itself. Raising the mmap and trim thresholds lets freed blocks
-    be reused (what jemalloc/tcmalloc setups do for PyTorch). Process-wide, so it is opt-in:
-    the CLI and the benchmarks call it, for every library they time alike. Returns whether
-    it was applied (False off glibc).
+    By default glibc serves every allocation above 32 MiB (and, until its threshold adapts,
+    above 128 KiB) with a new ``mmap``, so each large output tensor page-faults on first
+    touch; for memory-bound ops like the fused neuron that costs more than the kernel itself
+    (a 32 MiB output: ~8k faults per call). Raising the mmap and trim thresholds lets freed
+    blocks be reused, as jemalloc/tcmalloc setups do for PyTorch. The price is resident
+    memory: freed blocks below ``2 * mmap_threshold`` stay mapped in the process instead of
+    going back to the OS. Applied once at ``import sparsesnn`` (``SPARSESNN_TUNE_ALLOCATOR=0``
+    turns that off); calling it again is harmless. Returns whether it was applied (False off
+    glibc).
     """
     global _allocator_tuned
     try:
@@ -103,3 +108,8 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
         ok = False
     _allocator_tuned = _allocator_tuned or ok
     return ok
+
+
+if os.environ.get(ENV_TUNE_ALLOCATOR, "1").strip() not in ("0", "false", "no", "off") \
+        and platform.system() == "Linux":
+    tune_allocator()

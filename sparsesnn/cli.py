@@ -6,7 +6,6 @@ import json
 import sys
 from typing import Sequence
 
-from ._ext import tune_allocator
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -73,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tune_allocator()  # see README "Allocator note"
     try:
         return int(args.func(args))
     except ValueError as exc:

@@ -39,3 +39,18 @@ def test_tune_allocator_is_safe_to_call_twice():
     first = sparsesnn.tune_allocator()
     assert sparsesnn.tune_allocator() == first
     assert torch.ones(10_000_000).sum().item() == 10_000_000
+
+
+def _info_in_subprocess(env: dict) -> dict:
+    code = "import json, sparsesnn; print(json.dumps(sparsesnn.info()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_allocator_tuned_at_import_by_default_with_env_opt_out():
+    if not sys.platform.startswith("linux"):
+        return  # mallopt is glibc's
+    env = {k: v for k, v in os.environ.items() if k != _ext.ENV_TUNE_ALLOCATOR}
+    assert _info_in_subprocess(env)["allocator_tuned"] is True
+    assert _info_in_subprocess(dict(env, SPARSESNN_TUNE_ALLOCATOR="0"))["allocator_tuned"] is False
