@@ -11,9 +11,9 @@ from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
 from .ops.lif import Neuron, lif_op, plif_op
-from .ops.spike_conv2d import rearrange_weight as _rearrange_conv_weight
+from .ops.spike_conv2d import cached_rearranged_weight
 from .ops.spike_conv2d import spike_conv2d_op
-from .ops.spike_linear import spike_linear_op, spike_stats
+from .ops.spike_linear import input_major_weight, spike_linear_op, spike_stats
 from .surrogate import resolve as _resolve_surrogate
 
 __all__ = ["lif", "plif", "if_neuron", "spike_linear", "spike_conv2d"]
@@ -194,8 +194,9 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
             ``ValueError`` (route analog input to ``torch.nn.functional.linear``).
         weight: ``[N, K]`` fp32 (the ``nn.Linear`` layout; receives ``grad_weight``).
         bias: ``[N]`` fp32 or ``None``.
-        weight_t: optional cached input-major copy ``weight.t().contiguous()`` ``[K, N]``;
-            built per call when omitted (:class:`sparsesnn.nn.SpikingLinear` caches it).
+        weight_t: optional input-major copy ``weight.t().contiguous()`` ``[K, N]``. When
+            omitted it is built once per weight version and cached (``ops.layout_cache``),
+            so repeated calls with the same weight do not re-transpose it.
         check_binary: verify that ``s`` is binary (one pass; skip only if known).
     Returns:
         ``[..., N]`` fp32, equal to ``F.linear(s.float(), weight, bias)`` up to fp32 rounding.
@@ -208,7 +209,7 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         raise ValueError(f"s: expected last dim {K} (weight.shape[1]), got shape {tuple(s.shape)}")
     _layer_bias(bias, weight, N)
     if weight_t is None:
-        weight_t = weight.detach().t().contiguous()
+        weight_t = input_major_weight(weight)
     else:
         C.check_tensor("weight_t", weight_t)
         C.check_shape("weight_t", weight_t, (K, N))
@@ -269,7 +270,8 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
         weight: ``[O, C/groups, KH, KW]`` fp32; ``bias`` ``[O]`` fp32 or ``None``.
         stride, padding, dilation, groups: as ``torch.nn.functional.conv2d`` (padding int,
             pair, ``"valid"`` or ``"same"``; zero padding).
-        weight_r: optional cached ``ops.spike_conv2d.rearrange_weight(weight, groups)``.
+        weight_r: optional ``ops.spike_conv2d.rearrange_weight(weight, groups)``; when
+            omitted it is built once per weight version and cached (``ops.layout_cache``).
     Returns:
         ``[N, O, OH, OW]`` fp32, equal to ``F.conv2d(s.float(), ...)`` up to fp32 rounding.
     """
@@ -289,7 +291,7 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
     _layer_bias(bias, weight, O)
     stride, pads, out_hw, dilation = conv2d_geometry(s.shape[-2:], (KH, KW), stride, padding, dilation)
     if weight_r is None:
-        weight_r = _rearrange_conv_weight(weight, groups)
+        weight_r = cached_rearranged_weight(weight, groups)
     else:
         C.check_tensor("weight_r", weight_r)
         C.check_shape("weight_r", weight_r, (groups, KH, KW, Cg, O // groups))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .. import _ext, dispatch
 from .. import functional as F
-from ..ops.spike_conv2d import rearrange_weight
+from ..ops.spike_conv2d import cached_rearranged_weight
 from ..ops.spike_linear import SPIKE_TYPES, spike_stats
 from .linear import MIN_MACS, dispatch_settings
 
@@ -36,8 +36,6 @@ class SpikingConv2d(nn.Conv2d):
                          bias, padding_mode, device, dtype)
         self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
         self.last_path: Optional[str] = None
-        self._wr: Optional[Tensor] = None
-        self._wr_key: Optional[tuple] = None
 
     @classmethod
     def from_conv(cls, layer: nn.Conv2d, **kwargs) -> "SpikingConv2d":
@@ -51,12 +49,7 @@ class SpikingConv2d(nn.Conv2d):
     def weight_r(self) -> Tensor:
         """Channels-last copy ``[G, KH, KW, C/G, O/G]`` of the weight, rebuilt only when the
         weight changed."""
-        w = self.weight
-        key = (w._version, w.data_ptr(), w.device, tuple(w.shape))
-        if self._wr is None or self._wr_key != key:
-            self._wr = rearrange_weight(w, self.groups)
-            self._wr_key = key
-        return self._wr
+        return cached_rearranged_weight(self.weight, self.groups)
 
     def _event_ok(self, x: Tensor) -> bool:
         if self.mode == "dense" or self.padding_mode != "zeros" or x.numel() == 0:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .. import _ext, dispatch
 from .. import functional as F
 from ..ops import _checks as C
-from ..ops.spike_linear import SPIKE_TYPES, spike_stats
+from ..ops.spike_linear import SPIKE_TYPES, input_major_weight, spike_stats
 
 MODES = ("auto", "event", "dense")
 # Below this many multiply-accumulates the dense product takes about as long as the event
@@ -51,8 +51,6 @@ class SpikingLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
         self.last_path: Optional[str] = None
-        self._wt: Optional[Tensor] = None
-        self._wt_key: Optional[tuple] = None
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, **kwargs) -> "SpikingLinear":
@@ -65,12 +63,7 @@ class SpikingLinear(nn.Linear):
     def weight_t(self) -> Tensor:
         """Input-major copy ``[K, N]`` of the weight, rebuilt only when the weight changed
         (in-place updates bump ``weight._version``; ``.to()`` changes the storage)."""
-        w = self.weight
-        key = (w._version, w.data_ptr(), w.device, tuple(w.shape))
-        if self._wt is None or self._wt_key != key:
-            self._wt = w.detach().t().contiguous()
-            self._wt_key = key
-        return self._wt
+        return input_major_weight(self.weight)
 
     def _event_ok(self, x: Tensor) -> bool:
         if self.mode == "dense" or x.numel() == 0 or self.weight.dtype != torch.float32:

@@ -1,4 +1,12 @@
 """torch.library custom ops (``sparsesnn::*``): kernels + fake impls + autograd."""
+import torch
+
 from . import lif  # noqa: F401  (registers the ops)
-from . import spike_conv2d, spike_linear  # noqa: F401,E402  (event-driven layers)
-from . import pack, packed_conv2d, packed_linear, pruned_linear  # noqa: F401,E402  (registers the ops)
+from . import spike_conv2d, spike_linear  # noqa: F401  (event-driven layers)
+from . import pack, packed_conv2d, packed_linear, pruned_linear  # noqa: F401  (registers the ops)
+from ._fast import defer_dynamo_import as _defer_dynamo_import
+
+for _module in (lif, spike_conv2d, spike_linear, pack, packed_conv2d, packed_linear, pruned_linear):
+    for _op in vars(_module).values():
+        if isinstance(_op, torch.library.CustomOpDef):
+            _defer_dynamo_import(_op)

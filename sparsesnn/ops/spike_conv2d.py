@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from .layout_cache import cached_layout
 from .spike_linear import SPIKE_TYPES
 
 
@@ -21,6 +22,13 @@ def rearrange_weight(weight: Tensor, groups: int) -> Tensor:
     O, Cg, KH, KW = weight.shape
     w = weight.detach().reshape(groups, O // groups, Cg, KH, KW)
     return w.permute(0, 3, 4, 2, 1).contiguous().float()
+
+
+def cached_rearranged_weight(weight: Tensor, groups: int) -> Tensor:
+    """:func:`rearrange_weight`, built once per weight version (see ``layout_cache``)."""
+    if torch.compiler.is_compiling():
+        return rearrange_weight(weight, groups)
+    return cached_layout(weight, f"conv_g{groups}", lambda w: rearrange_weight(w, groups))
 
 
 def _params(s: Tensor, weight_size: list[int], stride: list[int], padding: list[int],

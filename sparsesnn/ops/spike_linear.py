@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from .layout_cache import cached_layout
 
 # Spike element types the kernels read directly (bool is one byte 0/1, like uint8).
 SPIKE_TYPES = {torch.float32: 0, torch.uint8: 1, torch.bool: 1}
@@ -32,6 +33,18 @@ def spike_stats(s: Tensor) -> tuple[int, int]:
     if s.dtype == torch.bool:
         return nz, 0
     return nz, int(torch.count_nonzero((s != 0) & (s != 1)))
+
+
+def _transpose(weight: Tensor) -> Tensor:
+    return weight.detach().t().contiguous()
+
+
+def input_major_weight(weight: Tensor) -> Tensor:
+    """``weight [N, K]`` as the kernel reads it, ``[K, N]`` contiguous: built once per weight
+    version (see ``layout_cache``); while tracing, a plain transpose in the graph."""
+    if torch.compiler.is_compiling():
+        return _transpose(weight)
+    return cached_layout(weight, "linear_t", _transpose)
 
 
 def _params(M: int, K: int, N: int, s: Tensor):
