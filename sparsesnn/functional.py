@@ -1,6 +1,7 @@
 """Public functional API. Validates every argument, then calls the ``sparsesnn::*`` ops."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -10,7 +11,8 @@ from torch import Tensor
 from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
-from .ops.lif import Neuron, lif_op, plif_op
+from .ops._fast import direct, eager_cpu
+from .ops.lif import Neuron, lif_inference, lif_op, plif_op
 from .ops.spike_conv2d import cached_rearranged_weight
 from .ops.spike_conv2d import spike_conv2d_op
 from .ops.spike_linear import input_major_weight, spike_linear_op, spike_stats
@@ -21,15 +23,13 @@ __all__ = ["lif", "plif", "if_neuron", "spike_linear", "spike_conv2d"]
 _NEURON_DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 
 
-def _neuron_inputs(x: Tensor, v0: Optional[Tensor], v_threshold: float, v_reset: Optional[float]):
+def _neuron_inputs(x: Tensor, v0: Optional[Tensor]):
     C.check_tensor("x", x)
+    if not (x.is_cpu and x.dtype is torch.float32):  # the common case needs no more checks
+        if x.device.type not in _NEURON_DTYPES:
+            raise ValueError(f"x: expected a cpu or cuda tensor, got device {x.device}")
+        C.check_dtype("x", x, _NEURON_DTYPES[x.device.type])
     C.check_min_dim("x", x, 1, "([T, *] time-major)")
-    if x.device.type not in _NEURON_DTYPES:
-        raise ValueError(f"x: expected a cpu or cuda tensor, got device {x.device}")
-    C.check_dtype("x", x, _NEURON_DTYPES[x.device.type])
-    C.check_finite("v_threshold", v_threshold)
-    if v_reset is not None:
-        C.check_finite("v_reset", v_reset)
     if v0 is not None:
         C.check_tensor("v0", v0)
         C.check_same_device("v0", v0, "x", x)
@@ -54,8 +54,54 @@ def _state_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
     return (state_quant.bits, state_quant.frac_bits, state_quant.mode, state_quant.seed)
 
 
+def _build_neuron(v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha,
+                  state_quant) -> Neuron:
+    C.check_finite("v_threshold", v_threshold)
+    if v_reset is not None:
+        C.check_finite("v_reset", v_reset)
+    _, kind, alpha = _resolve_surrogate(surrogate, alpha)
+    return Neuron(float(v_threshold), None if v_reset is None else float(v_reset), alpha,
+                  bool(decay_input), leak, bool(detach_reset), kind, _state_args(state_quant))
+
+
+def _build_decay(tau) -> float:
+    return 1.0 / C.check_greater("tau", tau, 1.0)
+
+
+_cached_neuron = functools.lru_cache(maxsize=256)(_build_neuron)
+_cached_decay = functools.lru_cache(maxsize=256)(_build_decay)
+
+
+def _validated(cached, build, *settings):
+    """``build(*settings)``, memoized so a small call validates each distinct setting once;
+    uncached while tracing (dynamo traces the plain function) or for an unhashable argument
+    (``build`` then raises its clear error)."""
+    if torch.compiler.is_compiling():
+        return build(*settings)
+    try:
+        return cached(*settings)
+    except TypeError:
+        return build(*settings)
+
+
+def _neuron(*settings) -> Neuron:
+    return _validated(_cached_neuron, _build_neuron, *settings)
+
+
+def _decay(tau) -> float:
+    return _validated(_cached_decay, _build_decay, tau)
+
+
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _run_neuron(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> tuple[Tensor, Tensor]:
+    x, v0 = _neuron_inputs(x, v0)
+    if eager_cpu(x, v0):
+        return lif_inference(x, v0, decay, n)
+    s, v, _ = lif_op(x, v0, decay, *n.pack(), _needs_grad(x, v0))
+    return s, v
 
 
 def lif(
@@ -86,13 +132,8 @@ def lif(
     Returns:
         ``(spikes [T, *] in x.dtype, v_last [*] fp32)``.
     """
-    tau = C.check_greater("tau", tau, 1.0)
-    _, kind, alpha = _resolve_surrogate(surrogate, alpha)
-    x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
-    n = Neuron(v_threshold, v_reset, alpha, bool(decay_input), True, bool(detach_reset), kind,
-               _state_args(state_quant))
-    s, v, _ = lif_op(x, v0, 1.0 / tau, *n.pack(), _needs_grad(x, v0))
-    return s, v
+    n = _neuron(v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha, state_quant)
+    return _run_neuron(x, v0, _decay(tau), n)
 
 
 def if_neuron(
@@ -107,12 +148,8 @@ def if_neuron(
     state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire (no leak): ``H = V + X``; otherwise as :func:`lif`."""
-    _, kind, alpha = _resolve_surrogate(surrogate, alpha)
-    x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
-    n = Neuron(v_threshold, v_reset, alpha, True, False, bool(detach_reset), kind,
-               _state_args(state_quant))
-    s, v, _ = lif_op(x, v0, 1.0, *n.pack(), _needs_grad(x, v0))
-    return s, v
+    n = _neuron(v_threshold, v_reset, True, False, detach_reset, surrogate, alpha, state_quant)
+    return _run_neuron(x, v0, 1.0, n)
 
 
 def plif(
@@ -138,11 +175,11 @@ def plif(
     # Value checks read the tensor, which torch.compile cannot trace; eager mode checks.
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(w).all()):
         raise ValueError(f"w: expected a finite floating-point value, got {w.detach().flatten()[0].item()}")
-    _, kind, alpha = _resolve_surrogate(surrogate, alpha)
-    x, v0 = _neuron_inputs(x, v0, v_threshold, v_reset)
+    n = _neuron(v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha, state_quant)
+    x, v0 = _neuron_inputs(x, v0)
     decay = torch.sigmoid(w.reshape(()).to(device=x.device, dtype=torch.float32))
-    n = Neuron(v_threshold, v_reset, alpha, bool(decay_input), True, bool(detach_reset), kind,
-               _state_args(state_quant))
+    if eager_cpu(x, v0, decay):
+        return lif_inference(x, v0, float(decay), n)
     s, v, _ = plif_op(x, v0, decay, *n.pack(), _needs_grad(x, v0, decay))
     return s, v
 
@@ -218,9 +255,10 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         weight_t = weight_t.detach().contiguous()
     s = _spike_input(s, check_binary)
     lead = s.shape[:-1]
-    out = spike_linear_op(s.reshape(math.prod(lead), K).contiguous(), weight, weight_t,
-                          None if bias is None else bias.contiguous())
-    return out.reshape(*lead, N)
+    args = (s.reshape(math.prod(lead), K).contiguous(), weight, weight_t,
+            None if bias is None else bias.contiguous())
+    op = direct(spike_linear_op) if eager_cpu(s, weight, bias) else spike_linear_op
+    return op(*args).reshape(*lead, N)
 
 
 def _pair(name: str, v, minimum: int) -> tuple[int, int]:
@@ -299,5 +337,6 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
         C.check_dtype("weight_r", weight_r, (torch.float32,))
         weight_r = weight_r.detach().contiguous()
     s = _spike_input(s, check_binary).contiguous()
-    return spike_conv2d_op(s, weight, weight_r, None if bias is None else bias.contiguous(),
-                           list(stride), list(pads), list(out_hw), list(dilation), groups)
+    op = direct(spike_conv2d_op) if eager_cpu(s, weight, bias) else spike_conv2d_op
+    return op(s, weight, weight_r, None if bias is None else bias.contiguous(), list(stride),
+              list(pads), list(out_hw), list(dilation), groups)

@@ -15,6 +15,7 @@ from .. import _ext, dispatch
 from .. import functional as F
 from ..ops import _checks as C
 from ..ops.spike_linear import SPIKE_TYPES, input_major_weight, spike_stats
+from ..ops.spike_linear_auto import spike_linear_auto_op
 
 MODES = ("auto", "event", "dense")
 # Below this many multiply-accumulates the dense product takes about as long as the event
@@ -75,6 +76,8 @@ class SpikingLinear(nn.Linear):
         return x.device.type == "cpu" or _ext.use_kernel(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self._forward_traced(x)
         if self._event_ok(x):
             xc = x.contiguous()
             nonzero, nonbinary = spike_stats(xc)
@@ -89,6 +92,19 @@ class SpikingLinear(nn.Linear):
         if not x.is_floating_point():
             x = x.to(self.weight.dtype)
         return super().forward(x)
+
+    def _forward_traced(self, x: Tensor) -> Tensor:
+        """Under torch.compile: the density is measured inside one op (no graph break)."""
+        if self.mode == "dense" or self.weight.dtype != torch.float32 or x.numel() == 0:
+            return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
+        if self.mode == "auto" and x.numel() * self.out_features < self.min_macs:
+            return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
+        if x.dtype not in SPIKE_TYPES:
+            x = x.float()
+        threshold = 2.0 if self.mode == "event" else (-1.0 if self.break_even is None else self.break_even)
+        y = spike_linear_auto_op(x.reshape(-1, self.in_features).contiguous(), self.weight,
+                                 self.bias, threshold)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode}, break_even={self.break_even}"

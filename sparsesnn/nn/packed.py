@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .. import _ext
 from ..ops import _checks as C
+from ..ops._fast import direct, eager_cpu
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
 from ..ops.packed_conv2d import packed_conv2d_op
@@ -271,12 +272,15 @@ class PackedSpikingLinear(_PackedBase):
             raise ValueError(f"input: expected a float, bool or uint8 tensor, got dtype {s.dtype}")
         x = s.reshape(-1, self.in_features).to(torch.float32).contiguous()
         spike = self._spike_mode(s if s.dtype == torch.bool else x)
+        fast = eager_cpu(x, ref)
         if self.layout == "pruned":
-            y = pruned_linear_op(x, self.row_ptr, self.index, self.values, self.scale, self.bias,
-                                 self.bits, self.out_features, self.group_size, spike)
+            op = direct(pruned_linear_op) if fast else pruned_linear_op
+            y = op(x, self.row_ptr, self.index, self.values, self.scale, self.bias, self.bits,
+                   self.out_features, self.group_size, spike)
         else:
-            y = packed_linear_op(x, self.weights, self.scale, self.bias, self.bits, self.out_features,
-                                 self.group_size, spike)
+            op = direct(packed_linear_op) if fast else packed_linear_op
+            y = op(x, self.weights, self.scale, self.bias, self.bits, self.out_features,
+                   self.group_size, spike)
         return y.reshape(*s.shape[:-1], self.out_features)
 
 
@@ -397,7 +401,8 @@ class PackedSpikingConv2d(_PackedBase):
         if H + 2 * self.padding[0] < self.dilation[0] * (kh - 1) + 1 or W + 2 * self.padding[1] < self.dilation[1] * (kw - 1) + 1:
             raise ValueError(f"input: spatial size {(H, W)} is smaller than the (dilated) kernel")
         spike = self._spike_mode(x)
-        y = packed_conv2d_op(x, self.weights, self.scale, self.bias, self.bits, self.out_channels,
+        op = direct(packed_conv2d_op) if eager_cpu(x, self.weights) else packed_conv2d_op
+        y = op(x, self.weights, self.scale, self.bias, self.bits, self.out_channels,
                              list(self.kernel_size), list(self.stride), list(self.padding),
                              list(self.dilation), self.group_size, spike)
         return y.reshape(*lead, *y.shape[1:])

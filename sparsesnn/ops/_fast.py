@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
 from .. import _ext
 
@@ -27,7 +28,8 @@ def eager_cpu(*tensors: Optional[Tensor]) -> bool:
         return False
     grad = _C.is_grad_enabled()
     for t in tensors:
-        if t is not None and (type(t) is not Tensor or not t.is_cpu or (grad and t.requires_grad)):
+        if t is not None and ((type(t) is not Tensor and type(t) is not Parameter) or not t.is_cpu
+                              or (grad and t.requires_grad)):
             return False
     return not (_is_compiling() or _C._get_tracing_state() is not None
                 or _C._is_torch_function_mode_enabled() or _C._len_torch_dispatch_stack()

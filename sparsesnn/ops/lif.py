@@ -7,6 +7,7 @@ on every autograd call, so 15 separate arguments cost ~55 us per call and 6 cost
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -64,12 +65,18 @@ class Neuron(NamedTuple):
 
 
 def _params(T: int, N: int, decay: float, n: Neuron):
+    return _cached_params(T, N, decay, n, _ext.num_threads())
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_params(T: int, N: int, decay: float, n: Neuron, threads: int):
+    """Kernel parameters, built once per shape and setting (never mutated after)."""
     p = _ext._C.LifParams()
     p.T, p.N, p.decay, p.v_threshold = T, N, decay, n.v_threshold
     p.hard_reset = n.v_reset is not None
     p.v_reset = float(n.v_reset) if n.v_reset is not None else 0.0
     p.decay_input, p.leak, p.detach_reset = n.decay_input, n.leak, n.detach_reset
-    p.surrogate, p.alpha, p.threads = n.surrogate, n.alpha, _ext.num_threads()
+    p.surrogate, p.alpha, p.threads = n.surrogate, n.alpha, threads
     quant = n.quant
     if quant is not None:
         p.state_step, p.state_min, p.state_max = quant.step, quant.min, quant.max
@@ -87,19 +94,28 @@ def _forward(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron, want_h: b
         s, v_last, h = reference.lif_forward(x, v0, decay, n.v_threshold, n.v_reset,
                                              n.decay_input, n.leak, n.quant)
         return s, v_last, (h if want_h else h.new_empty(0))
+    if not x.is_cuda:
+        if want_h:
+            raise RuntimeError("the CPU LIF kernel does not emit H (its backward recomputes it)")
+        return (*lif_inference(x, v0, decay, n), x.new_empty(0, dtype=torch.float32))
     T, N = x.shape[0], math.prod(x.shape[1:])
     spikes = torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
     h = torch.empty(x.shape if want_h else (0,), dtype=torch.float32, device=x.device)
     p = _params(T, N, decay, n)
-    if x.is_cuda:
-        _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
-                                 v_last.data_ptr(), _ptr(h) if want_h else 0, _ext.cuda_stream(x.device))
-    else:
-        if want_h:
-            raise RuntimeError("the CPU LIF kernel does not emit H (its backward recomputes it)")
-        _ext._C.lif_forward_cpu(p, x.data_ptr(), _ptr(v0), spikes.data_ptr(), v_last.data_ptr())
+    _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
+                             v_last.data_ptr(), _ptr(h) if want_h else 0, _ext.cuda_stream(x.device))
     return spikes, v_last, h
+
+
+def lif_inference(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> tuple[Tensor, Tensor]:
+    """``(spikes, v_last)`` from the CPU kernel. Also the fast path of ``functional`` for
+    validated, contiguous CPU input when no gradient or tracing is involved (``ops._fast``)."""
+    spikes = torch.empty_like(x)
+    v_last = torch.empty(x.shape[1:], dtype=torch.float32)
+    p = _params(x.shape[0], math.prod(x.shape[1:]), decay, n)
+    _ext._C.lif_forward_cpu(p, x.data_ptr(), _ptr(v0), spikes.data_ptr(), v_last.data_ptr())
+    return spikes, v_last
 
 
 def _saves_h(x: Tensor) -> bool:

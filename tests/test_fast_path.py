@@ -1,0 +1,176 @@
+"""The inference fast path (no-grad calls skip torch.library) and the weight-layout cache:
+same results as the registered ops, taken exactly when nothing needs to see the op."""
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import sparsesnn
+from sparsesnn import _ext
+from sparsesnn import functional as F
+from sparsesnn.nn import LIF, PackedSpikingConv2d, PackedSpikingLinear, SpikingLinear, reset_net
+from sparsesnn.ops import _fast, layout_cache
+from sparsesnn.ops.spike_linear import input_major_weight
+
+needs_ext = pytest.mark.skipif(not _ext.available(), reason="compiled extension not built")
+
+
+def _forbid_dispatch(monkeypatch):
+    """Make every call through a registered custom op fail, to prove the fast path skips them."""
+    def fail(self, *args, **kwargs):
+        raise AssertionError(f"{self._name} was called: the fast path was not taken")
+    monkeypatch.setattr(torch.library.CustomOpDef, "__call__", fail)
+
+
+class _Spy(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@needs_ext
+def test_eager_cpu_gate():
+    x = torch.randn(3, 4)
+    w = torch.nn.Parameter(torch.randn(4, 4))
+    assert _fast.eager_cpu(x, None)
+    assert not _fast.eager_cpu(x, w)          # a gradient is needed
+    with torch.no_grad():
+        assert _fast.eager_cpu(x, w)          # parameters are fine without autograd
+        assert not _fast.eager_cpu(torch.randn(3, device="meta"))
+        with _Spy():
+            assert not _fast.eager_cpu(x)     # a dispatch mode must see the op
+        assert not torch.vmap(lambda t: torch.tensor(_fast.eager_cpu(t)))(x).any()
+    assert not _fast.eager_cpu(x.requires_grad_())
+
+
+@needs_ext
+@pytest.mark.parametrize("kind", ["lif", "if", "plif"])
+def test_neuron_fast_path_equals_op(monkeypatch, kind):
+    x = torch.randn(5, 3, 70) + 0.6
+    v0 = torch.rand(3, 70)
+    w = torch.tensor(0.3)
+    call = {"lif": lambda: F.lif(x, v0, tau=3.0, v_reset=None, surrogate="atan"),
+            "if": lambda: F.if_neuron(x, v0, v_threshold=0.7),
+            "plif": lambda: F.plif(x, w, v0)}[kind]
+    x.requires_grad_(True)
+    s_op, v_op = call()                       # autograd: through the registered op
+    x.requires_grad_(False)
+    _forbid_dispatch(monkeypatch)
+    with torch.no_grad():
+        s, v = call()
+    assert torch.equal(s, s_op.detach()) and torch.equal(v, v_op.detach())
+
+
+@needs_ext
+def test_layers_fast_path_equal_op(monkeypatch):
+    torch.manual_seed(1)
+    s = (torch.rand(6, 40) < 0.2).float()
+    w, b = torch.randn(24, 40), torch.randn(24)
+    img = (torch.rand(2, 3, 9, 9) < 0.3).float()
+    cw = torch.randn(5, 3, 3, 3)
+    lin = torch.nn.Linear(40, 24)
+    with torch.no_grad():
+        lin.weight.mul_((torch.rand(24, 40) < 0.15).float())
+    pruned = PackedSpikingLinear.from_float(lin, 4)
+    packed = PackedSpikingLinear.from_float(torch.nn.Linear(40, 24), 4)
+    pconv = PackedSpikingConv2d.from_float(torch.nn.Conv2d(3, 5, 3, padding=1), 4)
+    assert pruned.layout == "pruned" and packed.layout == "dense"
+    expected = [F.spike_linear(s, w, b), F.spike_conv2d(img, cw, None, 1, 1), pruned(s), packed(s),
+                pconv(img)]
+    _forbid_dispatch(monkeypatch)
+    with torch.no_grad():
+        got = [F.spike_linear(s, w, b), F.spike_conv2d(img, cw, None, 1, 1), pruned(s), packed(s),
+               pconv(img)]
+    for e, g in zip(expected, got):
+        assert torch.equal(e, g)
+
+
+@needs_ext
+def test_autograd_still_goes_through_the_op(monkeypatch):
+    _forbid_dispatch(monkeypatch)
+    with pytest.raises(AssertionError, match="fast path was not taken"):
+        F.lif(torch.randn(3, 4, requires_grad=True))
+
+
+def test_first_call_does_not_import_dynamo():
+    code = ("import sys, json, torch, sparsesnn; from sparsesnn import functional as F;"
+            "x = torch.randn(4, 8, 16, requires_grad=True); s, _ = F.lif(x); s.sum().backward();"
+            "w = torch.randn(8, 16, requires_grad=True);"
+            "F.spike_linear((x.detach() > 0).float(), w).sum().backward();"
+            "print(json.dumps('torch._dynamo' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ))
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
+def test_ops_still_work_after_dynamo_is_imported():
+    import torch._dynamo  # noqa: F401
+
+    x = torch.randn(3, 5, requires_grad=True)
+    s, _ = F.lif(x)
+    s.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+# ---- weight layout cache -------------------------------------------------------------------
+def test_layout_built_once_per_weight_version():
+    w = torch.randn(6, 9)
+    a = input_major_weight(w)
+    assert input_major_weight(w) is a and torch.equal(a, w.t())
+    with torch.no_grad():
+        w.add_(1.0)  # bumps the version: the layout is rebuilt
+    b = input_major_weight(w)
+    assert b is not a and torch.equal(b, w.t())
+
+
+def test_layout_follows_in_place_updates_in_results():
+    s = (torch.rand(4, 9) < 0.5).float()
+    w = torch.randn(6, 9)
+    F.spike_linear(s, w)
+    w.mul_(-2.0)
+    torch.testing.assert_close(F.spike_linear(s, w), s @ w.t())
+    w.resize_(3, 9)  # a new shape too
+    torch.testing.assert_close(F.spike_linear(s, w), s @ w.t())
+
+
+def test_layout_cache_does_not_keep_dead_weights():
+    before = layout_cache.size()
+    w = torch.randn(64, 32)
+    input_major_weight(w)
+    assert layout_cache.size() == before + 1
+    del w
+    gc.collect()
+    assert layout_cache.size() == before
+
+
+def test_spiking_layers_share_the_cache():
+    layer = SpikingLinear(16, 8)
+    assert layer.weight_t() is input_major_weight(layer.weight)
+
+
+# ---- torch.compile without a graph break on the density count -------------------------------
+@pytest.mark.parametrize("mode", ["auto", "event"])
+def test_spiking_linear_compiles_without_graph_break(mode):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(SpikingLinear(32, 16, mode=mode, min_macs=0, break_even=0.5), LIF())
+    x = (torch.rand(4, 3, 32) < 0.1).float()
+    ref = net(x)
+    ref.sum().backward()
+    g_ref = net[0].weight.grad.clone()
+    net.zero_grad()
+    reset_net(net)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    assert torch.equal(out, ref)
+    out.sum().backward()
+    torch.testing.assert_close(net[0].weight.grad, g_ref)
+    analog = torch.randn(4, 3, 32)  # non-binary input: the dense path inside the op
+    reset_net(net)
+    with torch.no_grad():
+        expected = net(analog)
+        reset_net(net)
+        assert torch.equal(compiled(analog), expected)
