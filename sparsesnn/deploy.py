@@ -35,6 +35,30 @@ def _convert(layer: nn.Module, default_spec: Any) -> nn.Module:
     return PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask)
 
 
+def _hook_dicts(module: nn.Module) -> list[dict]:
+    """The module's forward/backward hook registries (hooks left by compressors, monitors)."""
+    return [v for k, v in vars(module).items()
+            if k.startswith(("_forward", "_backward")) and "hooks" in k and isinstance(v, dict)]
+
+
+def _history_free_copy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` without what a trained model may carry that an inference copy
+    must not: hooks (the copy gets empty registries), and tensors in module attributes that
+    still hold autograd history from the last batch (neuron state), which deepcopy refuses;
+    the copy gets them detached."""
+    memo: dict[int, object] = {}
+    originals = []  # keeps the memo's ids valid during the copy
+    for m in model.modules():
+        for hooks in _hook_dicts(m):
+            memo[id(hooks)] = type(hooks)()
+            originals.append(hooks)
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+                originals.append(value)
+    return copy.deepcopy(model, memo)
+
+
 def deploy(model: nn.Module, *, default_bits: int | str | None = None,
            inplace: bool = False) -> nn.Module:
     """Packed inference copy of ``model`` (eval mode, no gradients).
@@ -44,13 +68,20 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
         default_bits: format for layers without compression state (None: fp32 values, pruned
             layout when >= 50% of the weights are zero).
         inplace: convert ``model`` itself instead of a deep copy.
+    Works on a model straight out of training: neuron state is reset, and the result carries
+    no forward/backward hooks (those of compressors and monitors stay on ``model`` unless
+    ``inplace``, where they are removed).
     Returns:
         the deployed model; ``deploy(model)(x)`` matches ``model(x)`` for binary-spike inputs.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
     default_spec = as_spec(default_bits) if default_bits is not None else None
-    out = model if inplace else copy.deepcopy(model)
+    out = model if inplace else _history_free_copy(model)
+    if inplace:
+        for m in out.modules():
+            for hooks in _hook_dicts(m):
+                hooks.clear()
     layers = compressible_layers(out)
     for name, layer in layers.items():
         if layer.weight.dim() not in (2, 4):

@@ -130,3 +130,45 @@ def test_spiking_linear_model_deploys():
         d[1].reset()
         yb = d(s)
     assert torch.allclose(ya, yb, atol=1e-4)
+
+
+def _trained_with_hooks():
+    from sparsesnn.compress import ADMM, ActivityRegularizer
+    from sparsesnn.models import SpikingMLP
+
+    torch.manual_seed(0)
+    model = SpikingMLP(16, (32,), 4, T=3, init_gain=3.0)
+    admm = ADMM(model, {"fc1": {"sparsity": 0.5, "bits": 4}})
+    act = ActivityRegularizer(model, 0.1)
+    x = torch.rand(8, 16)
+    loss = model(x).sum() + admm.penalty() + act.penalty()
+    loss.backward()
+    admm.finalize()
+    model(x).sum().backward()  # the neuron state now holds autograd history
+    return model, x
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+def test_deploy_straight_out_of_training(tmp_path):
+    model, x = _trained_with_hooks()
+    assert model.lif1.v is not None and model.lif1.v.grad_fn is not None
+    hooks = _hook_count(model)
+    assert hooks > 0
+    deployed = deploy(model)
+    assert _hook_count(deployed) == 0
+    assert _hook_count(model) == hooks          # the user's model keeps its hooks
+    assert model.lif1.v.grad_fn is not None     # ... and its state
+    save(deployed, tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.equal(load(tmp_path / "m.pt")(x), deployed(x))
+
+
+def test_deploy_inplace_drops_hooks():
+    model, x = _trained_with_hooks()
+    out = deploy(model, inplace=True)
+    assert out is model and _hook_count(model) == 0
+    assert model.lif1.v is None

@@ -6,6 +6,7 @@ so a user loop does the same in four lines.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -21,7 +22,8 @@ def reset_states(model: nn.Module) -> None:
 
 
 def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool, leave: bool = False):
-    if not enabled:
+    # Bars only on a terminal: redirected to a log they would be thousands of lines.
+    if not enabled or not sys.stderr.isatty():
         return iterable
     try:
         from tqdm.auto import tqdm
