@@ -18,11 +18,13 @@ __all__ = ["UnconvertibleError", "KEEP", "RECURSE", "Refuse", "Wrap", "convert_t
 class UnconvertibleError(ValueError):
     """Raised with every module that could not be converted, as ``(path, type, reason)``."""
 
-    def __init__(self, source: str, items: list[tuple[str, str, str]]) -> None:
+    def __init__(self, source: str, items: list[tuple[str, str, str]],
+                 target: str = "sparsesnn", what: str = "module") -> None:
         self.items = items
         lines = "\n".join(f"  {p or '<root>'} ({t}): {r}" for p, t, r in items)
-        super().__init__(f"model: {len(items)} module(s) of the {source} model cannot be "
-                         f"converted to sparsesnn:\n{lines}")
+        arg = "graph" if what == "node" else "model"
+        super().__init__(f"{arg}: {len(items)} {what}(s) of the {source} {arg} cannot be "
+                         f"converted to {target}:\n{lines}")
 
 
 class _Marker:
