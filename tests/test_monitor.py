@@ -14,7 +14,7 @@ def _net():
 def test_rates_match_outputs():
     net = _net()
     x1, x2 = torch.randn(5, 3, 10) * 3, torch.randn(7, 2, 10) * 3
-    with SpikeMonitor(net, record_spikes=True) as mon:
+    with SpikeMonitor(net, record_spikes=True) as mon, torch.no_grad():
         h1 = net[1](net[0](x1))
         net[1].reset()
         h2 = net[1](net[0](x2))
