@@ -152,3 +152,25 @@ def test_our_graph_runs_in_snntorch():
         b = torch.stack(outs)
         a = ours(x)
     assert a.sum() > 0 and torch.equal(a, b), f"{(a != b).sum().item()} spikes differ"
+
+
+def test_our_graph_runs_in_norse():
+    nt = pytest.importorskip("norse.torch")
+    pytest.importorskip("nirtorch")
+    # Norse's NIR LIF (LIFBoxCell) is the r = 1 form: sparsesnn decay_input=True. (Norse warns
+    # and ignores r != 1, so decay_input=False graphs do not run there as written.)
+    ours = TimeMajor(nn.Sequential(SpikingLinear(12, 32), LIF(tau=2.0), SpikingLinear(32, 6),
+                                   LIF(tau=4.0, v_threshold=0.8)))
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.mul_(8.0)
+    x = torch.rand(8, 500, 12)
+    theirs = nt.from_nir(snir.export(ours, x[:, :1]), dt=snir.DEFAULT_DT)
+    with torch.no_grad():
+        a = ours(x)
+        state, outs = None, []
+        for t in range(x.shape[0]):
+            o, state = theirs(x[t], state)
+            outs.append(o)
+        b = torch.stack(outs)
+    assert a.sum() > 0 and torch.equal(a, b), f"{(a != b).sum().item()} spikes differ"
