@@ -27,8 +27,10 @@ def test_readme_has_python_blocks():
 @pytest.mark.parametrize("index", range(len(_blocks())))
 def test_readme_block_runs(index, tmp_path):
     code = _SMALLER.sub(lambda m: m.group(1) + m.group(2).strip(), _blocks()[index])
-    if "sparsesnn.data" in code or "load_digits" in code:
-        pytest.importorskip("sklearn")
+    for needs, module in (("sparsesnn.data", "sklearn"), ("spikingjelly", "spikingjelly"),
+                          ("snntorch", "snntorch"), ("nir", "nir"), ("plot_", "matplotlib")):
+        if needs in code:
+            pytest.importorskip(module)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(README.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
