@@ -295,3 +295,35 @@ def write_results(name: str, payload: dict[str, Any], markdown: str,
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
     (RESULTS / f"{name}.md").write_text(header(name, m) + markdown + "\n")
     return RESULTS / f"{name}.md"
+
+
+# ---- break-even density -------------------------------------------------------------------
+def crossing(densities: Sequence[float], speedups: Sequence[float]) -> Optional[float]:
+    """Density where the speedup (dense / event) falls through 1, interpolated at the last such
+    crossing (a single noisy low-density point does not count); None if event-driven is
+    faster at every density tried, the first density if it is never faster."""
+    points = list(zip(densities, speedups))
+    for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
+        if r0 >= 1.0 > r1:
+            return d0 + (d1 - d0) * (r0 - 1.0) / (r0 - r1)
+    if points and points[-1][1] >= 1.0:
+        return None
+    return densities[0] if points else None
+
+
+def break_even(records: Sequence[dict], group: Sequence[str], ratios: dict[str, str]) -> list[dict]:
+    """Per group of records (same values of the ``group`` fields, densities ascending), the
+    density where each ratio field in ``ratios`` (label -> field) crosses 1; ``"> d"`` when
+    event-driven wins up to the highest density ``d`` tried."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in group), []).append(r)
+    out = []
+    for key, sel in groups.items():
+        dens = [r["density"] for r in sel]
+        row = dict(zip(group, key))
+        for label, field in ratios.items():
+            c = crossing(dens, [r[field] for r in sel])
+            row[label] = f"> {dens[-1]}" if c is None else round(c, 3)
+        out.append(row)
+    return out
