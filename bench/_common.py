@@ -130,6 +130,18 @@ def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 7, min_time:
     return statistics.median(samples)
 
 
+def fwd_bwd_time(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], s: torch.Tensor,
+                 w: torch.Tensor, g: torch.Tensor, timing: dict) -> float:
+    """Seconds of ``op(s, w).backward(g)`` through autograd, with grads for both the spikes
+    and the weight (as inside an SNN: spikes come from a neuron that needs its gradient)."""
+    sg, wp = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
+
+    def run():
+        op(sg, wp).backward(g)
+        sg.grad = wp.grad = None
+    return timeit(run, **timing)
+
+
 def copy_bandwidth(nbytes: int, device: str = "cpu") -> float:
     """Bytes/s of a plain tensor copy (read + write counted) of ``nbytes`` per side."""
     src = torch.ones(nbytes // 4, device=device)

@@ -49,16 +49,6 @@ def _points(sizes, ms, densities):
                     torch.randn(M, N, generator=bc.generator("linear g", M, N, d))
 
 
-def _fwd_bwd(op, s, w, g, timing):
-    """Seconds of ``op(s, w).backward(g)`` with grads for both spikes and weight."""
-    sg, wp = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
-
-    def run():
-        op(sg, wp).backward(g)
-        sg.grad = wp.grad = None
-    return bc.timeit(run, **timing)
-
-
 def sweep_sparsesnn(sizes, ms, densities, timing):
     import sparsesnn.functional as SF
     from sparsesnn.nn import SpikingLinear
@@ -73,7 +63,7 @@ def sweep_sparsesnn(sizes, ms, densities, timing):
             rec = {"K": K, "N": N, "M": M, "density": d, "nnz": int(s.count_nonzero()),
                    "event_s": bc.timeit(lambda: SF.spike_linear(s, w), **timing),
                    "module_s": bc.timeit(lambda: layer(s), **timing), "module_path": layer.last_path}
-        rec["fwd_bwd_s"] = _fwd_bwd(SF.spike_linear, s, w, g, timing)
+        rec["fwd_bwd_s"] = bc.fwd_bwd_time(SF.spike_linear, s, w, g, timing)
         rec.update(_diagnostic(s, w, g, timing))
         out.append(rec)
         print(f"K={K} M={M} d={d}: spike_linear {rec['event_s'] * 1e3:.3f} ms, SpikingLinear "
@@ -101,7 +91,7 @@ def sweep_torch(sizes, ms, densities, timing):
                    "dense_gradw_s": bc.timeit(lambda: g.t() @ s, **timing), "csr_s": None}
             if d <= 0.2 or M * K <= 256 * 2048:  # CSR at high density only costs time
                 rec["csr_s"] = bc.timeit(lambda: s.to_sparse_csr() @ w.t(), **timing)
-        rec["fwd_bwd_s"] = _fwd_bwd(F.linear, s, w, g, timing)
+        rec["fwd_bwd_s"] = bc.fwd_bwd_time(F.linear, s, w, g, timing)
         out.append(rec)
         print(f"K={K} M={M} d={d}: F.linear {rec['dense_s'] * 1e3:.3f} ms", flush=True)
     return out
