@@ -43,13 +43,12 @@ def main(argv: list[str]) -> int:
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # prints (Python or native) go to stderr; stdout is kept for the result
     sys.stdout = sys.stderr
-    threads = os.environ.get("SPARSESNN_BENCH_THREADS")
-    if threads:  # the parent's thread count, as a user's process would have it
-        import torch
-
-        torch.set_num_threads(int(threads))
     try:
-        result = getattr(importlib.import_module(module), name)(**kwargs)
+        fn = getattr(importlib.import_module(module), name)
+        threads = os.environ.get("SPARSESNN_BENCH_THREADS")
+        if threads and "torch" in sys.modules:  # the parent's thread count (benchmark modules
+            sys.modules["torch"].set_num_threads(int(threads))  # import torch; trivial targets need not)
+        result = fn(**kwargs)
     except ImportError:
         traceback.print_exc()
         return EXIT_IMPORT_ERROR
