@@ -63,10 +63,20 @@ def _sweep(make: Callable[[], Callable], cases, device: str, timing: dict) -> di
     """The whole sweep of one library (in its own process): ``make()`` builds its LIF as a
     callable ``x [T, ...] -> spikes [T, ...]`` with state reset per call."""
     out = {"cases": [{"T": T, "N": N, **_measure(make(), (T, N), device, timing)} for T, N in cases]}
-    fn, x = make(), torch.randn(*SMALL).to(device) + 0.5
-    with torch.no_grad():
-        out["small_s"] = bc.timeit(lambda: fn(x), **timing)
+    out["small_s"] = _small(make(), device, timing)
     return out
+
+
+def _small(fn, device: str, timing: dict) -> float:
+    """Seconds per no-grad call of ``fn`` on a SMALL input, where per-call overhead shows."""
+    sync = _sync(device)
+    x = (torch.randn(*SMALL, generator=bc.generator("lif small")) + 0.5).to(device)
+
+    def run():
+        fn(x)
+        sync()
+    with torch.no_grad():
+        return bc.timeit(run, **timing)
 
 
 def sweep_sparsesnn(cases, device, timing):
@@ -80,9 +90,7 @@ def sweep_sparsesnn(cases, device, timing):
             return node(x)
         return run
     out = _sweep(make, cases, device, timing)
-    x = torch.randn(*SMALL).to(device) + 0.5
-    with torch.no_grad():  # the functional form of the same small call
-        out["small_functional_s"] = bc.timeit(lambda: sparsesnn.functional.lif(x), **timing)
+    out["small_functional_s"] = _small(sparsesnn.functional.lif, device, timing)  # same call, functional form
     return out
 
 
