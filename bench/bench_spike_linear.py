@@ -1,17 +1,22 @@
-"""Event-driven spike x weight (spike_linear) vs torch dense (MKL) and torch.sparse (CSR).
+"""Event-driven ``F.spike_linear(s, w)`` and ``SpikingLinear`` vs torch dense and torch.sparse.
 
-Sweeps spike density x rows M (= T * B) x layer size, forward and backward separately, in one
-run, and reports the measured break-even density (where event-driven stops beating dense).
+Sweeps spike density x rows M (= T * B) x layer size and reports the measured break-even
+density (where event-driven stops beating dense). Everything as a user calls it, default
+settings, each library in its own fresh process, inputs seeded identically in both:
 
-Forward baselines: ``F.linear(s, W)`` (dense BLAS) and ``s.to_sparse_csr() @ W.t()``
-(torch.sparse, conversion included: the spikes arrive dense). Event-driven is timed as the
-functional op with the module's cached input-major weight, and as ``SpikingLinear`` (the
-per-call density measurement and dense/event dispatch included).
-Backward (grad_s + grad_W for a given grad_out): dense = two GEMMs; event = the same dense
-``grad_s`` GEMM + the event-driven ``grad_W``. ``grad_W`` alone is reported as well.
+* sparsesnn process: ``F.spike_linear(s, w)`` (no cached weight passed: the op must not pay a
+  re-layout per call), ``SpikingLinear(K, N, bias=False)`` (density measurement and dense /
+  event dispatch included), forward under ``no_grad`` and forward+backward through autograd
+  (spikes and weight both need grads, as inside an SNN).
+* torch process: ``F.linear(s, w)`` (MKL) forward and forward+backward, and
+  ``s.to_sparse_csr() @ w.t()`` (torch.sparse; the conversion counts: spikes arrive dense).
+
+Diagnostic columns, not as called: the event kernel alone with a prebuilt input-major weight,
+and the weight-gradient kernel alone vs its dense GEMM ``g.t() @ s``.
 
     python bench/bench_spike_linear.py            # full sweep
     python bench/bench_spike_linear.py --quick    # smaller sweep
+    python bench/bench_spike_linear.py --smoke    # checks the script runs (numbers meaningless)
 """
 from __future__ import annotations
 
@@ -21,116 +26,139 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, copy_bandwidth, markdown_table, pyplot, quick_cli, timeit,  # noqa: E402
-                     write_results)
-
-from sparsesnn import functional as SF  # noqa: E402
-from sparsesnn.nn import SpikingLinear  # noqa: E402
-from sparsesnn.ops.spike_linear import spike_linear_grad_weight_op  # noqa: E402
+import _common as bc  # noqa: E402
 
 
-def crossing(densities, speedups):
-    """Density where the speedup (dense / event) falls through 1, interpolated at the last such
-    crossing (a single noisy low-density point does not count); None if event-driven is
-    faster at every density tried, the first density if it is never faster."""
-    points = list(zip(densities, speedups))
-    for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
-        if r0 >= 1.0 > r1:
-            return d0 + (d1 - d0) * (r0 - 1.0) / (r0 - r1)
-    if points and points[-1][1] >= 1.0:
-        return None
-    return densities[0] if points else None
+def plan(size: str) -> dict:
+    if size == "smoke":
+        return dict(sizes=[[256, 256]], ms=[16], densities=[0.05, 0.5], timing=bc.SMOKE_TIMING)
+    if size == "quick":
+        return dict(sizes=[[2048, 2048]], ms=[16, 256, 1024], densities=[0.01, 0.05, 0.2, 0.5],
+                    timing={"repeat": 3})
+    return dict(sizes=[[512, 512], [2048, 2048]], ms=[1, 16, 256, 1024, 4096],
+                densities=[0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5], timing={"repeat": 5})
 
 
-def run(quick: bool) -> None:
-    densities = [0.01, 0.05, 0.2, 0.5] if quick else [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5]
-    ms = [16, 256, 1024] if quick else [1, 16, 256, 1024, 4096]
-    sizes = [(2048, 2048)] if quick else [(512, 512), (2048, 2048)]
-    repeat = 3 if quick else 5
-    rows, records = [], []
-    gen = torch.Generator().manual_seed(0)
-    copy_bw = copy_bandwidth(64 << 20)  # bytes/s, read + write, same run
+def _points(sizes, ms, densities):
+    """(K, N, weight [N, K], M, density, spikes [M, K], grad_out [M, N]): the same in every process."""
     for K, N in sizes:
-        w = torch.randn(N, K, generator=gen) / K**0.5
-        layer = SpikingLinear(K, N, bias=False)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-        wt = layer.weight_t()
+        w = torch.randn(N, K, generator=bc.generator("linear w", K, N)) / K**0.5
         for M in ms:
             for d in densities:
-                s = (torch.rand(M, K, generator=gen) < d).float()
-                g = torch.randn(M, N, generator=gen)
-                with torch.no_grad():
-                    t_dense = timeit(lambda: torch.nn.functional.linear(s, w), repeat=repeat)
-                    t_event = timeit(lambda: SF.spike_linear(s, w, weight_t=wt, check_binary=False), repeat=repeat)
-                    t_module = timeit(lambda: layer(s), repeat=repeat)
-                    path = layer.last_path
-                    t_sparse = None
-                    if d <= 0.2 or M * K <= 256 * 2048:  # CSR at high density only costs time
-                        t_sparse = timeit(lambda: s.to_sparse_csr() @ w.t(), repeat=repeat)
-                    t_gw_dense = timeit(lambda: g.t() @ s, repeat=repeat)
-                    t_gw_event = timeit(lambda: spike_linear_grad_weight_op(s, g), repeat=repeat)
-                    t_gs = timeit(lambda: g @ w, repeat=repeat)
-                rec = dict(K=K, N=N, M=M, density=d, dense_ms=t_dense * 1e3, event_ms=t_event * 1e3,
-                           module_ms=t_module * 1e3, module_path=path,
-                           sparse_csr_ms=None if t_sparse is None else t_sparse * 1e3,
-                           fwd_speedup_vs_dense=t_dense / t_event,
-                           fwd_speedup_vs_sparse=None if t_sparse is None else t_sparse / t_event,
-                           module_vs_dense=t_dense / t_module,
-                           gradw_dense_ms=t_gw_dense * 1e3, gradw_event_ms=t_gw_event * 1e3,
-                           gradw_speedup=t_gw_dense / t_gw_event,
-                           bwd_dense_ms=(t_gs + t_gw_dense) * 1e3, bwd_event_ms=(t_gs + t_gw_event) * 1e3,
-                           bwd_speedup=(t_gs + t_gw_dense) / (t_gs + t_gw_event),
-                           # Weight bytes the event path must read (one row per event) per second.
-                           event_weight_gbs=float(s.sum()) * N * 4 / t_event / 1e9)
-                records.append(rec)
-                print(f"K=N={K} M={M:5d} d={d:.3f}: dense {t_dense*1e3:8.3f} ms  event {t_event*1e3:8.3f} ms "
-                      f"({t_dense/t_event:5.2f}x)  module {t_module*1e3:8.3f} ms [{path}]  "
-                      f"csr {'-' if t_sparse is None else f'{t_sparse*1e3:8.3f}'}  "
-                      f"gradW {t_gw_dense/t_gw_event:5.2f}x  bwd {rec['bwd_speedup']:5.2f}x", flush=True)
-                rows.append([K, M, d, t_dense * 1e3, t_event * 1e3, t_dense / t_event,
-                             "-" if t_sparse is None else t_sparse / t_event, t_dense / t_module, path,
-                             t_gw_dense / t_gw_event, rec["bwd_speedup"]])
+                yield K, N, w, M, d, bc.spikes((M, K), d, "linear"), \
+                    torch.randn(M, N, generator=bc.generator("linear g", M, N, d))
 
-    # Break-even per (size, M) from the sweep.
-    be_rows, break_even = [], []
-    for K, N in sizes:
-        for M in ms:
-            sel = [r for r in records if r["K"] == K and r["M"] == M]
-            dens = [r["density"] for r in sel]
-            fwd = crossing(dens, [r["fwd_speedup_vs_dense"] for r in sel])
-            bwd = crossing(dens, [r["bwd_speedup"] for r in sel])
-            break_even.append(dict(K=K, N=N, M=M, forward=fwd, backward=bwd))
-            fmt = lambda v: f"> {dens[-1]}" if v is None else f"{v:.3f}"  # noqa: E731
-            be_rows.append([f"{K}x{N}", M, fmt(fwd), fmt(bwd)])
+
+def sweep_sparsesnn(sizes, ms, densities, timing):
+    import sparsesnn.functional as SF
+    from sparsesnn.nn import SpikingLinear
+
+    out, layer = [], None
+    for K, N, w, M, d, s, g in _points(sizes, ms, densities):
+        if layer is None or (layer.in_features, layer.out_features) != (K, N):
+            layer = SpikingLinear(K, N, bias=False)
+            with torch.no_grad():
+                layer.weight.copy_(w)
+        with torch.no_grad():
+            rec = {"K": K, "N": N, "M": M, "density": d, "nnz": int(s.count_nonzero()),
+                   "event_s": bc.timeit(lambda: SF.spike_linear(s, w), **timing),
+                   "module_s": bc.timeit(lambda: layer(s), **timing), "module_path": layer.last_path}
+        rec["fwd_bwd_s"] = bc.fwd_bwd_time(SF.spike_linear, s, w, g, timing)
+        rec.update(_diagnostic(s, w, g, timing))
+        out.append(rec)
+        print(f"K={K} M={M} d={d}: spike_linear {rec['event_s'] * 1e3:.3f} ms, SpikingLinear "
+              f"{rec['module_s'] * 1e3:.3f} ms [{rec['module_path']}]", flush=True)
+    return out
+
+
+def _diagnostic(s, w, g, timing) -> dict:
+    """Kernels alone (internal ops, prebuilt input-major weight, no checks): not as called."""
+    from sparsesnn.ops.spike_linear import spike_linear_grad_weight_op, spike_linear_op
+
+    wt = w.t().contiguous()
+    with torch.no_grad():
+        return {"kernel_s": bc.timeit(lambda: spike_linear_op(s, w, wt, None), **timing),
+                "kernel_gradw_s": bc.timeit(lambda: spike_linear_grad_weight_op(s, g), **timing)}
+
+
+def sweep_torch(sizes, ms, densities, timing):
+    F = torch.nn.functional
+    out = []
+    for K, N, w, M, d, s, g in _points(sizes, ms, densities):
+        with torch.no_grad():
+            rec = {"K": K, "N": N, "M": M, "density": d,
+                   "dense_s": bc.timeit(lambda: F.linear(s, w), **timing),
+                   "dense_gradw_s": bc.timeit(lambda: g.t() @ s, **timing), "csr_s": None}
+            if d <= 0.2 or M * K <= 256 * 2048:  # CSR at high density only costs time
+                rec["csr_s"] = bc.timeit(lambda: s.to_sparse_csr() @ w.t(), **timing)
+        rec["fwd_bwd_s"] = bc.fwd_bwd_time(F.linear, s, w, g, timing)
+        out.append(rec)
+        print(f"K={K} M={M} d={d}: F.linear {rec['dense_s'] * 1e3:.3f} ms", flush=True)
+    return out
+
+
+def main() -> None:
+    args = bc.start(bc.parser(__doc__).parse_args())
+    pl = plan(args.size)
+    kw = {k: pl[k] for k in ("sizes", "ms", "densities", "timing")}
+    ours = bc.isolated("bench_spike_linear:sweep_sparsesnn", **kw)
+    dense = bc.isolated("bench_spike_linear:sweep_torch", **kw)
+    copy_bw = bc.isolated("_common:copy_bandwidths", sizes=[64 << 20])[0]  # bytes/s, read + write
+
+    rows, diag_rows, records = [], [], []
+    for o, t in zip(ours, dense):
+        K, N, M, d = (o[k] for k in ("K", "N", "M", "density"))
+        assert (K, N, M, d) == (t["K"], t["N"], t["M"], t["density"])
+        rec = dict(K=K, N=N, M=M, density=d, dense_ms=t["dense_s"] * 1e3, event_ms=o["event_s"] * 1e3,
+                   module_ms=o["module_s"] * 1e3, module_path=o["module_path"],
+                   sparse_csr_ms=None if t["csr_s"] is None else t["csr_s"] * 1e3,
+                   fwd_speedup_vs_dense=t["dense_s"] / o["event_s"],
+                   fwd_speedup_vs_sparse=None if t["csr_s"] is None else t["csr_s"] / o["event_s"],
+                   module_vs_dense=t["dense_s"] / o["module_s"],
+                   fwd_bwd_dense_ms=t["fwd_bwd_s"] * 1e3, fwd_bwd_event_ms=o["fwd_bwd_s"] * 1e3,
+                   fwd_bwd_speedup=t["fwd_bwd_s"] / o["fwd_bwd_s"],
+                   # Diagnostic (kernels alone, not as called).
+                   kernel_ms=o["kernel_s"] * 1e3, kernel_vs_dense=t["dense_s"] / o["kernel_s"],
+                   gradw_dense_ms=t["dense_gradw_s"] * 1e3, gradw_kernel_ms=o["kernel_gradw_s"] * 1e3,
+                   gradw_kernel_vs_dense=t["dense_gradw_s"] / o["kernel_gradw_s"],
+                   # Weight bytes the event path must read (one row per event) per second.
+                   event_weight_gbs=o["nnz"] * N * 4 / o["event_s"] / 1e9)
+        records.append(rec)
+        rows.append([K, M, d, rec["dense_ms"], rec["event_ms"], rec["fwd_speedup_vs_dense"],
+                     rec["fwd_speedup_vs_sparse"], rec["module_vs_dense"], rec["module_path"],
+                     rec["fwd_bwd_speedup"]])
+        diag_rows.append([K, M, d, rec["kernel_ms"], rec["kernel_vs_dense"], rec["gradw_kernel_vs_dense"]])
+    be = bc.break_even(records, ("K", "M"), {"forward": "fwd_speedup_vs_dense", "fwd+bwd": "fwd_bwd_speedup"})
 
     target = [r for r in records if r["K"] == 2048 and r["M"] == 256 and r["density"] == 0.05]
-    md = ["## Forward and backward, fp32, speedup = torch time / sparsesnn time\n",
-          markdown_table(["K=N", "M", "density", "dense ms", "event ms", "vs dense", "vs torch.sparse",
-                          "SpikingLinear vs dense", "module path", "grad_W vs dense", "backward vs dense"], rows),
+    md = ["## `F.spike_linear(s, w)` and `SpikingLinear` vs `F.linear`, fp32, speedup = torch time / sparsesnn time\n",
+          bc.markdown_table(["K=N", "M", "density", "F.linear ms", "F.spike_linear ms", "vs dense",
+                             "vs torch.sparse", "SpikingLinear vs dense", "module path", "fwd+bwd vs dense"], rows),
           "\n## Measured break-even density (event-driven as fast as dense)\n",
-          markdown_table(["layer", "M", "forward", "backward (grad_s + grad_W)"], be_rows)]
+          bc.markdown_table(["K=N", "M", "forward", "fwd+bwd"], [list(b.values()) for b in be]),
+          "\n## Diagnostic, not as called: kernels alone (prebuilt input-major weight, no checks)\n",
+          bc.markdown_table(["K=N", "M", "density", "kernel ms", "kernel vs F.linear",
+                             "grad_W kernel vs g.t() @ s"], diag_rows)]
     if target:
         t = target[0]
         vs_sparse = "" if t["fwd_speedup_vs_sparse"] is None else f", {t['fwd_speedup_vs_sparse']:.1f}x vs torch.sparse CSR"
-        md.append(f"\nTarget point (M=256, K=N=2048, 5% density): forward {t['fwd_speedup_vs_dense']:.2f}x "
-                  f"faster than dense{vs_sparse}.")
+        md.append(f"\nTarget point (M=256, K=N=2048, 5% density): `F.spike_linear` {t['fwd_speedup_vs_dense']:.2f}x "
+                  f"and `SpikingLinear` {t['module_vs_dense']:.2f}x faster than dense{vs_sparse}.")
     md.append(f"\nCopy bandwidth measured in the same run: {copy_bw / 1e9:.1f} GB/s (read + write); the "
               "event path's effective weight-read bandwidth per point is in the JSON (`event_weight_gbs`): "
               "above it means the active weight rows were served from cache.")
-    path = write_results("spike_linear", {"quick": quick, "copy_bandwidth_gbs": copy_bw / 1e9, "records": records,
-                                          "break_even": break_even},
-                         "\n".join(md))
-    plot(records, sizes, ms)
+    path = bc.write_results("spike_linear", {"size": args.size, "copy_bandwidth_gbs": copy_bw / 1e9,
+                                             "records": records, "break_even": be}, "\n".join(md), args.machine)
+    plot(records, pl["sizes"], pl["ms"])
     print(f"wrote {path}")
 
 
 def plot(records, sizes, ms) -> None:
-    plt = pyplot()
+    plt = bc.pyplot()
     if plt is None:
         return
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
-    for ax, (K, N) in zip(axes[0], sizes):
+    for ax, (K, _) in zip(axes[0], sizes):
         for M in ms:
             sel = [r for r in records if r["K"] == K and r["M"] == M]
             ax.plot([r["density"] for r in sel], [r["fwd_speedup_vs_dense"] for r in sel], marker="o", label=f"M={M}")
@@ -138,12 +166,12 @@ def plot(records, sizes, ms) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("spike density")
-        ax.set_ylabel("forward speedup vs torch dense")
-        ax.set_title(f"spike_linear K=N={K} ({torch.get_num_threads()} threads)")
+        ax.set_ylabel("F.spike_linear speedup vs F.linear")
+        ax.set_title(f"spike_linear K=N={K} ({torch.get_num_threads()} threads, own processes)")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "spike_linear.png", dpi=110)
+    fig.savefig(bc.RESULTS / "spike_linear.png", dpi=110)
 
 
 if __name__ == "__main__":
-    run(quick_cli(__doc__))
+    main()

@@ -2,6 +2,7 @@
 
     python bench/compare_methods.py            # full (~10 min on 2 cores)
     python bench/compare_methods.py --quick    # small model, few epochs (~1-2 min)
+    python bench/compare_methods.py --smoke    # tiny model, one epoch: checks the script runs
 
 Trains one dense SpikingMLP on scikit-learn digits, then applies each method to a copy of it:
 ADMM prune + 4-bit + activity regularization (issue 5), PCA spatial pruning, PCA + temporal
@@ -9,8 +10,11 @@ pruning, minimax budgeted pruning, tinySNN quantization (exploration; the smalle
 1.5 points of dense), LitE-SNN-style joint search under a hard bit budget. Each result is
 deployed with ``sparsesnn.deploy.deploy`` and measured in this run: test accuracy of the
 deployed model, real packed bytes, compression ratio vs dense fp32, spike rate, T, SynOps per
-sample (``sparsesnn.metrics.report``), and batch-1 latency (median of interleaved rounds,
-against the dense fp32 PyTorch model). Writes ``bench/results/compare_methods.{json,md,png}``.
+sample (``sparsesnn.metrics.report``), and batch-1 latency against the dense fp32 PyTorch model.
+Latency is timed as a user runs a saved model: each model is written with
+``sparsesnn.deploy.save`` and timed in its own fresh process (``deploy.load``, default
+settings), so no model profits from the allocator state or caches the others (or the training)
+left behind. Writes ``bench/results/compare_methods.{json,md,png}``.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,26 +33,24 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from _common import RESULTS, machine, pyplot  # noqa: E402
+import _common as bc  # noqa: E402
+from _common import RESULTS, pyplot  # noqa: E402
 
-import sparsesnn  # noqa: E402
 from sparsesnn import metrics as M  # noqa: E402
 from sparsesnn.compress import ADMM, ActivityRegularizer, evaluate, fit, reset_states  # noqa: E402
 from sparsesnn.compress import minimax, pca, search, temporal, tinysnn  # noqa: E402
 from sparsesnn.data import load_digits, loaders  # noqa: E402
 from sparsesnn.demo import DemoConfig, format_number  # noqa: E402
-from sparsesnn.deploy import deploy  # noqa: E402
+from sparsesnn.deploy import deploy, save  # noqa: E402
 from sparsesnn.models import SpikingMLP  # noqa: E402
 
 
 def _args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small model and few epochs")
+    p = bc.parser(__doc__)
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths (default 1024 1024)")
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--epochs", type=int, default=None, help="dense training epochs")
     p.add_argument("--latency-runs", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--progress", action="store_true", help="show progress bars")
@@ -55,10 +58,11 @@ def _args(argv=None) -> argparse.Namespace:
 
 
 class Plan:
-    """Epoch counts per method (quick mode divides the work)."""
+    """Epoch counts per method (quick mode divides the work; smoke does the least that runs
+    every method)."""
 
-    def __init__(self, quick: bool, epochs: int | None) -> None:
-        q = quick
+    def __init__(self, quick: bool, epochs: int | None, smoke: bool = False) -> None:
+        q = quick or smoke
         self.dense = epochs or (5 if q else 10)
         dc = DemoConfig()
         self.admm, self.admm_retrain = (3, 2) if q else (dc.admm_epochs, dc.retrain_epochs)
@@ -70,15 +74,18 @@ class Plan:
         self.tiny_states = (16, 8) if q else (16, 10, 8)
         self.search, self.search_ft = (1, 1) if q else (3, 3)
         self.latency_runs = 60 if q else 200
+        if smoke:
+            self.dense = epochs or 1
+            self.admm, self.admm_retrain, self.minimax, self.minimax_ft = 1, 1, 1, 1
+            self.tiny_weights, self.tiny_states = (4,), (8,)
+            self.latency_runs = 10
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
     t_all = time.perf_counter()
-    if a.threads:
-        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    hidden = tuple(a.hidden) if a.hidden else ((256, 256) if a.quick else (1024, 1024))
-    plan = Plan(a.quick, a.epochs)
+    hidden = tuple(a.hidden) if a.hidden else ((32, 32) if a.smoke else (256, 256) if a.quick else (1024, 1024))
+    plan = Plan(a.quick, a.epochs, a.smoke)
     split = load_digits(seed=a.seed)
     tr, te = loaders(split, 64, a.seed)
     say = print
@@ -176,16 +183,16 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     method("LitE-SNN search (2% bits)", lite)
 
     # ---- measure every deployed model the same way
-    say("[compare] measuring (accuracy, metrics, interleaved batch-1 latency)...")
-    x1 = split.x_test[:1].contiguous()
+    say("[compare] measuring (accuracy, metrics; batch-1 latency of each saved model in its own process)...")
     runs = a.latency_runs or plan.latency_runs
     rounds = 5
-    times: dict[int, list[float]] = {i: [] for i in range(len(entries))}
-    for _ in range(rounds):
+    times: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(split.x_test[:1].contiguous(), f"{tmp}/x1.pt")
         for i, e in enumerate(entries):
-            e["deployed"].eval()
-            times[i].append(M.measure_latency(lambda d=e["deployed"]: d(x1),
-                                              runs=max(runs // rounds, 5), warmup=5)["median_ms"])
+            save(e["deployed"], f"{tmp}/{i}.pt")
+            times[i] = bc.isolated("compare_methods:latency", model=f"{tmp}/{i}.pt", x=f"{tmp}/x1.pt",
+                                   rounds=rounds, runs=max(runs // rounds, 5))
     rows = []
     dense_bytes = None
     for i, e in enumerate(entries):
@@ -208,11 +215,22 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         })
     res = {"rows": rows, "dense_acc": dense_acc, "hidden": list(hidden), "T": a.T, "quick": a.quick,
            "plan": vars(plan), "tinysnn": tiny_info, "search": search_info,
-           "energy_note": M.ENERGY_NOTE, "machine": machine(),
-           "latency_note": f"batch 1, median of {rounds} interleaved rounds of {max(runs // rounds, 5)} runs",
+           "energy_note": M.ENERGY_NOTE, "machine": a.machine, "method": bc.AS_CALLED,
+           "latency_note": (f"batch 1, each model saved and timed in its own fresh process, median of "
+                            f"{rounds} rounds of {max(runs // rounds, 5)} runs"),
            "seconds": time.perf_counter() - t_all,
-           "command": "python bench/compare_methods.py" + (" --quick" if a.quick else "")}
+           "command": "python bench/compare_methods.py" + {"full": ""}.get(a.size, f" --{a.size}"),
+           "processes": bc.PROCESSES}
     return res
+
+
+def latency(model: str, x: str, rounds: int, runs: int) -> list[float]:
+    """Batch-1 latency (ms, median of each round) of a model saved with ``deploy.save``, loaded
+    and run in this fresh process as a user would (run through ``_common.isolated``)."""
+    from sparsesnn.deploy import load
+
+    d, x1 = load(model), torch.load(x)
+    return [M.measure_latency(lambda: d(x1), runs=runs, warmup=5)["median_ms"] for _ in range(rounds)]
 
 
 HEADERS = ["Method", "Acc %", "Δ pts", "Bytes", "Compr.", "Bits", "Sparsity %", "Spike rate",
@@ -230,7 +248,7 @@ def markdown(res: dict[str, Any]) -> str:
     notes = [f"- {r['method']}: {r['notes']}" for r in res["rows"]]
     return "\n".join([
         f"# Compression methods compared on digits (model 64-{'-'.join(map(str, res['hidden']))}-10, T={res['T']})",
-        "", *lines, "",
+        "", bc.describe(m), "", bc.AS_CALLED, "", *lines, "",
         "All rows are the deployed model (`sparsesnn.deploy.deploy`) except the dense fp32 baseline "
         "(PyTorch nn.Linear + fused LIF). Acc: test accuracy of that model. Bytes: real stored weight "
         "bytes (packed codes + scales + indices + biases). Compr.: dense fp32 bytes / bytes. Spike rate: "
@@ -271,7 +289,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    a = _args(argv)
+    a = bc.start(_args(argv))
     res = run(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,5 +303,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sparsesnn.tune_allocator()  # as in every benchmark: big outputs reuse freed heap blocks
     raise SystemExit(main())
