@@ -16,6 +16,7 @@
 #include "sparsesnn/pack.h"
 #include "sparsesnn/packed_conv2d.h"
 #include "sparsesnn/packed_linear.h"
+#include "sparsesnn/pruned_blocks.h"
 #include "sparsesnn/pruned_linear.h"
 
 #if defined(SPARSESNN_OPENMP)
@@ -328,6 +329,17 @@ void bind_packed(py::module_& m) {
         pruned_linear_cpu(p, spike, ptr<const float>(x), ptr<const int32_t>(row_ptr),
                           ptr<const void>(index), ptr<const void>(values), ptr<const float>(scale),
                           ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "pruned_blocks_spike_linear_cpu",
+      [](const PrunedLinearParams& p, std::uintptr_t x, std::uintptr_t block_ptr,
+         std::uintptr_t block_id, std::uintptr_t block_mask, std::uintptr_t block_code,
+         std::uintptr_t codes, std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
+        pruned_blocks_spike_linear_cpu(p, ptr<const float>(x), ptr<const int32_t>(block_ptr),
+                                       ptr<const uint16_t>(block_id), ptr<const uint16_t>(block_mask),
+                                       ptr<const int32_t>(block_code), ptr<const int8_t>(codes),
+                                       ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from .pruned_blocks import cpu_blocks
 
 
 def dequantized_weight(row_ptr: Tensor, index: Tensor, values: Tensor, scale: Tensor, bits: int,
@@ -47,7 +48,11 @@ def pruned_linear_op(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, 
                                        work.data_ptr(), _ext.cuda_stream(x.device))
         return y
     y = torch.empty(M, N, dtype=torch.float32, device=x.device)
-    if M and N:
+    blocks = cpu_blocks(row_ptr, index, values, bits, N) if spike and M and N else None
+    if blocks is not None:
+        _ext._C.pruned_blocks_spike_linear_cpu(p, x.data_ptr(), *(t.data_ptr() for t in blocks),
+                                               scale.data_ptr(), b, y.data_ptr())
+    elif M and N:
         _ext._C.pruned_linear_cpu(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
                                   values.data_ptr(), scale.data_ptr(), b, y.data_ptr())
     return y
