@@ -1,0 +1,182 @@
+"""torch.distributed helpers that keep compression state identical on every rank under DDP.
+
+Where ranks can diverge, and what the compressors do about it:
+
+- Parameters are identical after DDP's gradient all-reduce, so anything computed from them alone
+  (ADMM projections, masks, scales; minimax's proximal step, ``p`` and ``y``; LitE's decode) is
+  the same deterministic computation on the same numbers: identical without communication.
+  :func:`check_consistent` verifies that instead of assuming it.
+- Anything computed from *local data* (spike counts, input spike rates, membrane statistics,
+  validation accuracy) is all-reduced or all-gathered first, then every rank runs the same math.
+- Random choices take explicit seeds (tinySNN stochastic rounding), never the global RNG.
+
+Every helper is a no-op (identity) when ``torch.distributed`` is not initialized or the world
+has one rank, so the compressors call them unconditionally and single-process runs are
+unchanged. All of them except :func:`unwrap`/:func:`rank`/:func:`world_size` are *collectives*:
+every rank must call them in the same order (as it does when all ranks run the same loop).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["active", "rank", "world_size", "is_main", "unwrap", "strip_prefix", "all_reduce_",
+           "all_reduce_floats", "all_gather_cat", "broadcast_object", "broadcast_",
+           "state_tensors", "gather_state", "check_consistent", "ddp_wrap"]
+
+
+def active() -> bool:
+    """True when a process group with more than one rank is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that deploys, saves and prints."""
+    return rank() == 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper.
+
+    Compressors keep references to the inner layers; DDP shares the very same parameters, so
+    the wrapper and its ``.module`` see one set of weights.
+    """
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def strip_prefix(name: str, wrapped: bool) -> str:
+    """Layer names given for a wrapped model may carry DDP's ``module.`` prefix: drop it."""
+    return name[len("module."):] if wrapped and name.startswith("module.") else name
+
+
+def all_reduce_(t: torch.Tensor, op: str = "mean") -> torch.Tensor:
+    """In-place all-reduce (``mean`` or ``sum``) of a tensor; returns it."""
+    if op not in ("mean", "sum"):
+        raise ValueError(f"op: expected 'mean' or 'sum', got {op!r}")
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if op == "mean":
+            t.div_(dist.get_world_size())
+    return t
+
+
+def all_reduce_floats(values: Iterable[float], op: str = "sum") -> list[float]:
+    """All-reduce a few Python numbers in one collective (fp64, so counts stay exact)."""
+    vals = [float(v) for v in values]
+    if not active() or not vals:
+        return vals
+    return all_reduce_(torch.tensor(vals, dtype=torch.float64), op).tolist()
+
+
+def all_gather_cat(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Concatenate every rank's ``t`` (sizes along ``dim`` may differ) in rank order.
+
+    Every rank gets the same tensor, so statistics computed from it are identical.
+    """
+    if not active():
+        return t
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, t.detach().cpu())
+    return torch.cat(parts, dim).to(t.device)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s (picklable) ``obj`` on every rank: decisions made once, applied everywhere."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+@torch.no_grad()
+def broadcast_(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` in place with rank ``src``'s values (same shapes on every rank)."""
+    if not active():
+        return
+    for t in tensors:
+        if t.dtype == torch.bool:  # gloo has no bool broadcast: go through uint8
+            u = t.to(torch.uint8)
+            dist.broadcast(u, src=src)
+            t.copy_(u.bool())
+        else:
+            dist.broadcast(t, src=src)
+
+
+def state_tensors(obj: Any) -> dict[str, torch.Tensor]:
+    """The rank-consistency-relevant state of a compressor (``obj.state_tensors()``), a model
+    (its ``state_dict``) or a mapping of tensors, as ``{name: tensor}``."""
+    if hasattr(obj, "state_tensors"):
+        return dict(obj.state_tensors())
+    if isinstance(obj, nn.Module):
+        return dict(unwrap(obj).state_dict())
+    if isinstance(obj, Mapping):
+        return {str(k): v for k, v in obj.items()}
+    raise ValueError(f"obj: expected a compressor with state_tensors(), an nn.Module or a "
+                     f"mapping of tensors, got {type(obj).__name__}")
+
+
+def _digest(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    # bit pattern, not value: -0.0 vs 0.0 or NaN payloads count as different
+    raw = t.view(torch.uint8) if t.dtype != torch.bool and t.numel() else t.to(torch.uint8)
+    h = hashlib.sha256(raw.numpy().tobytes())
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    return h.hexdigest()
+
+
+def gather_state(obj: Any) -> list[dict[str, torch.Tensor]]:
+    """Every rank's :func:`state_tensors` (CPU copies), in rank order, on every rank."""
+    mine = {k: v.detach().cpu().clone() for k, v in state_tensors(obj).items()}
+    if not active():
+        return [mine]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def check_consistent(obj: Any, what: str = "compression state") -> None:
+    """Raise ``RuntimeError`` naming the entries whose bits differ between ranks (collective).
+
+    Compares SHA-256 digests of the raw bytes, so the check is exact and cheap to send.
+    """
+    if not active():
+        return
+    mine = {k: _digest(v) for k, v in state_tensors(obj).items()}
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    ref = every[0]
+    bad = sorted({k for d in every[1:] for k in set(d) | set(ref) if d.get(k) != ref.get(k)})
+    if bad:
+        raise RuntimeError(f"{what}: differs between ranks in {bad[:10]}"
+                           f"{' ...' if len(bad) > 10 else ''} ({len(bad)} entries)")
+
+
+def ddp_wrap(model: nn.Module) -> nn.Module:
+    """``DistributedDataParallel(model)`` when a multi-rank group runs, else ``model`` as is.
+
+    Used by the one-call helpers (``pca_prune``, ``lite_search``, tinySNN in-training) that
+    build a model or change its parameters and then fine-tune it: without the wrapper each rank
+    would train on its own shard and drift apart. ``broadcast_buffers=False``: our buffers
+    (encoder thresholds) are deterministic, and a per-forward broadcast would make every
+    forward a collective.
+    """
+    if not active() or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    dev = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
