@@ -18,6 +18,7 @@ every rank must call them in the same order (as it does when all ranks run the s
 from __future__ import annotations
 
 import hashlib
+import inspect
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -133,7 +134,7 @@ def state_tensors(obj: Any) -> dict[str, torch.Tensor]:
 def _digest(t: torch.Tensor) -> str:
     t = t.detach().cpu().contiguous()
     # bit pattern, not value: -0.0 vs 0.0 or NaN payloads count as different
-    raw = t.view(torch.uint8) if t.dtype != torch.bool and t.numel() else t.to(torch.uint8)
+    raw = t.to(torch.uint8) if t.dtype == torch.bool else t.reshape(-1).view(torch.uint8)
     h = hashlib.sha256(raw.numpy().tobytes())
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     return h.hexdigest()
@@ -178,5 +179,9 @@ def ddp_wrap(model: nn.Module) -> nn.Module:
     if not active() or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
     dev = next(model.parameters()).device
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
+    DDP = nn.parallel.DistributedDataParallel
+    # newer torch renamed the switch (broadcast_buffers is deprecated there)
+    no_sync = ({"forward_sync_buffers": False}
+               if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+               else {"broadcast_buffers": False})
+    return DDP(model, device_ids=[dev] if dev.type == "cuda" else None, **no_sync)
