@@ -86,7 +86,7 @@ def run_epochs(model, loader, sampler, opt, epochs, hooks, tag, device, epoch0=0
             opt.step()
             for h in hooks:
                 h.step()
-            loss_sum += torch.tensor([float(loss) * len(y), len(y)], dtype=torch.float64, device=device)
+            loss_sum += torch.tensor([float(loss.detach()) * len(y), len(y)], dtype=torch.float64, device=device)
         if sched is not None:
             sched.step()
         for h in hooks:

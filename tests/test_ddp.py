@@ -359,3 +359,19 @@ def test_failing_rank_does_not_hang_the_others(tmp_path):
     assert codes[0] is not None, "rank 0 hung in the collective past the deadline"
     assert codes[0] != 0, "rank 0 exited cleanly although its peer died mid-collective"
     assert time.monotonic() - t0 < COLLECTIVE_TIMEOUT_S + 40
+
+
+# ---------------------------------------------------------------------------- the example
+def test_example_runs_under_torchrun(tmp_path):
+    """examples/ddp_train.py end to end (tiny settings): train, ADMM, rank 0 deploys and saves."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", os.path.join(root, "examples", "ddp_train.py"),
+           "--hidden", "64", "64", "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1",
+           "--out", str(tmp_path), "--timeout", "30"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "[deploy] saved" in r.stdout and (tmp_path / "deployed.pt").is_file(), r.stdout[-2000:]
