@@ -170,11 +170,17 @@ def _train_a(model, batches, rank: int | None):
 
 def _worker_a(rank: int, out: str) -> None:
     torch.manual_seed(0)
-    model = DDP(_Net())
+    net = _Net()
+    # ranks dispatch differently (event-driven on one, dense on the other): same results
+    for m in (net.conv, net.fc):
+        m.mode = "event" if rank == 0 else "dense"
+    model = DDP(net)
     losses, grads = _train_a(model, _data(STEPS_A), rank)
+    paths = [None] * WORLD
+    dist.all_gather_object(paths, (net.conv.last_path, net.fc.last_path))
     if rank == 0:
         grads = {n.removeprefix("module."): g for n, g in grads.items()}
-        torch.save({"losses": losses, "grads": grads,
+        torch.save({"losses": losses, "grads": grads, "paths": paths,
                     "params": {n: p.detach() for n, p in model.module.named_parameters()}}, out)
 
 
@@ -185,6 +191,7 @@ def test_ddp_matches_single_process(tmp_path):
     ref = _Net()
     losses, grads = _train_a(ref, _data(STEPS_A), None)
     assert grads.keys() == res["grads"].keys()
+    assert res["paths"] == [("event", "event"), ("dense", "dense")], res["paths"]
     assert "plif.w" in grads and float(grads["plif.w"].abs()) > 0, "PLIF decay got no gradient"
     for n, g in grads.items():  # one step on the same global batch: same gradient
         torch.testing.assert_close(res["grads"][n], g, rtol=1e-4, atol=1e-6, msg=f"grad {n}")
