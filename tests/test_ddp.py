@@ -98,7 +98,7 @@ class _Net(nn.Module):
         self.out = nn.Linear(32, 10)
         with torch.no_grad():
             self.conv.weight.mul_(3.0)
-            self.fc.weight.mul_(4.0)
+            self.fc.weight.mul_(12.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, 1, 8, 8] in [0, 1]
         th = (torch.arange(self.T, dtype=x.dtype) + 0.5) / self.T
@@ -168,6 +168,24 @@ def _train_a(model, batches, rank: int | None):
     return losses, first_grads
 
 
+def _activity_gate(rank: int) -> list:
+    """Rank 0 fires at 2%, rank 1 at 8%, target 4%: only the global rate (5%) opens the
+    ``relu(rate - target)`` gate on both ranks; local rates would give rank 0 no penalty."""
+    from sparsesnn.compress import ActivityRegularizer
+
+    layer = nn.Sequential(nn.Identity())
+    act = ActivityRegularizer(layer, 0.5, layers=["0"], target_rate=0.04)
+    s = torch.zeros(1, 100)
+    s[0, :2 if rank == 0 else 8] = 1.0
+    s.requires_grad_(True)
+    layer(s)  # the forward hook records the spikes
+    pen = act.penalty()
+    pen.backward()
+    got = [None] * WORLD
+    dist.all_gather_object(got, (float(pen), float(s.grad.abs().sum())))
+    return got
+
+
 def _worker_a(rank: int, out: str) -> None:
     torch.manual_seed(0)
     net = _Net()
@@ -178,9 +196,10 @@ def _worker_a(rank: int, out: str) -> None:
     losses, grads = _train_a(model, _data(STEPS_A), rank)
     paths = [None] * WORLD
     dist.all_gather_object(paths, (net.conv.last_path, net.fc.last_path))
+    gate = _activity_gate(rank)
     if rank == 0:
         grads = {n.removeprefix("module."): g for n, g in grads.items()}
-        torch.save({"losses": losses, "grads": grads, "paths": paths,
+        torch.save({"losses": losses, "grads": grads, "paths": paths, "gate": gate,
                     "params": {n: p.detach() for n, p in model.module.named_parameters()}}, out)
 
 
@@ -192,6 +211,8 @@ def test_ddp_matches_single_process(tmp_path):
     losses, grads = _train_a(ref, _data(STEPS_A), None)
     assert grads.keys() == res["grads"].keys()
     assert res["paths"] == [("event", "event"), ("dense", "dense")], res["paths"]
+    for pen, g in res["gate"]:  # global rate 0.05: penalty 0.5 * (0.05 - 0.04), gradient on both
+        assert pen == pytest.approx(0.005, rel=1e-5) and g > 0, res["gate"]
     assert "plif.w" in grads and float(grads["plif.w"].abs()) > 0, "PLIF decay got no gradient"
     for n, g in grads.items():  # one step on the same global batch: same gradient
         torch.testing.assert_close(res["grads"][n], g, rtol=1e-4, atol=1e-6, msg=f"grad {n}")
@@ -313,7 +334,7 @@ def _worker_other(rank: int, out: str) -> None:
     from torch.utils.data import DataLoader, TensorDataset
     from torch.utils.data.distributed import DistributedSampler
 
-    from sparsesnn.compress import distributed as D, pca, temporal_prune, tinysnn
+    from sparsesnn.compress import distributed as D, minimax_prune, pca, temporal_prune, tinysnn
 
     model = D.ddp_wrap(_mlp())
     q = tinysnn.InTrainingQuantizer(model, 4, rounding="stochastic", seed=3)
@@ -336,20 +357,27 @@ def _worker_other(rank: int, out: str) -> None:
     temporal = D.ddp_wrap(bare)
     tres = temporal_prune(temporal, tr, tr, target_T=2, tolerance=0.02, epochs_per_step=1,
                           progress=False)
+    # one-call helper: wraps its search and its fine-tuning in DDP itself (two wrappers in turn)
+    mm_model = _mlp(seed=6)
+    minimax_prune(mm_model, tr, budget=0.4, epochs=1, finetune_epochs=1, progress=False)
     got = {"tiny": tiny, "pca": pca_state, "pca_widths": pres.widths_after,
+           "minimax_prune": D.gather_state(mm_model),
            "temporal": D.gather_state(temporal), "T": [None] * WORLD}
     dist.all_gather_object(got["T"], (tres.T_final, tres.history))
     if rank == 0:
         torch.save(got, out)
 
 
-def test_tinysnn_pca_temporal_identical_across_ranks(tmp_path):
+def test_tinysnn_pca_temporal_helpers_identical_across_ranks(tmp_path):
     res = _run_ok(_worker_other, tmp_path)
     _assert_identical(res["tiny"], "tinySNN stochastic rounding")
     assert {"fc1.latent", "fc1.scale"} <= res["tiny"][0].keys()
     _assert_identical(res["pca"], "PCA-pruned model")
     _assert_identical(res["temporal"], "temporally pruned model")
+    _assert_identical(res["minimax_prune"], "minimax_prune model")
     assert res["T"][0] == res["T"][1], f"ranks took different temporal decisions: {res['T']}"
+    assert len(res["T"][0][1]) >= 1, "temporal pruning tried no T"
+    assert min(res["pca_widths"].values()) < 32, f"PCA pruned nothing: {res['pca_widths']}"
 
 
 # ---------------------------------------------------------------------------- (d) failure

@@ -102,6 +102,9 @@ def _fit(model, loader, optimizer, epochs, hooks, loss_fn, val_loader, scheduler
         if activity is not None:
             activity.reset_stats()
         loss_sum, correct, seen = 0.0, 0, 0
+        sampler = getattr(loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(epoch)  # DistributedSampler: a new shuffle per epoch, same on all ranks
         inner = _progress(loader, _len(loader), f"{desc} epoch {epoch + 1}/{epochs}", progress)
         for x, y in inner:
             reset_states(model)
