@@ -12,7 +12,8 @@ Where ranks can diverge, and what the compressors do about it:
 
 Every helper is a no-op (identity) when ``torch.distributed`` is not initialized or the world
 has one rank, so the compressors call them unconditionally and single-process runs are
-unchanged. All of them except :func:`unwrap`/:func:`rank`/:func:`world_size` are *collectives*:
+unchanged. Those that communicate (the all-reduce/gather/broadcast helpers, :func:`gather_state`,
+:func:`check_consistent`, and :func:`ddp_wrap`, whose DDP constructor syncs) are *collectives*:
 every rank must call them in the same order (as it does when all ranks run the same loop).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["active", "rank", "world_size", "is_main", "unwrap", "strip_prefix", "all_reduce_",
-           "all_reduce_floats", "all_gather_cat", "broadcast_object", "broadcast_",
+           "all_reduce_floats", "all_gather_cat", "broadcast_object",
            "state_tensors", "gather_state", "check_consistent", "ddp_wrap"]
 
 
@@ -80,7 +81,10 @@ def all_reduce_floats(values: Iterable[float], op: str = "sum") -> list[float]:
     vals = [float(v) for v in values]
     if not active() or not vals:
         return vals
-    return all_reduce_(torch.tensor(vals, dtype=torch.float64), op).tolist()
+    # NCCL reduces CUDA tensors only; gloo takes CPU ones
+    dev = (torch.device("cuda", torch.cuda.current_device())
+           if dist.get_backend() == "nccl" else torch.device("cpu"))
+    return all_reduce_(torch.tensor(vals, dtype=torch.float64, device=dev), op).tolist()
 
 
 def all_gather_cat(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -102,20 +106,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-@torch.no_grad()
-def broadcast_(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
-    """Overwrite ``tensors`` in place with rank ``src``'s values (same shapes on every rank)."""
-    if not active():
-        return
-    for t in tensors:
-        if t.dtype == torch.bool:  # gloo has no bool broadcast: go through uint8
-            u = t.to(torch.uint8)
-            dist.broadcast(u, src=src)
-            t.copy_(u.bool())
-        else:
-            dist.broadcast(t, src=src)
 
 
 def state_tensors(obj: Any) -> dict[str, torch.Tensor]:
