@@ -107,8 +107,9 @@ def main() -> None:
     ws = D.world_size()
     if args.batch_size % ws:
         raise ValueError(f"--batch-size: {args.batch_size} is not divisible by {ws} ranks")
-    train_ds = TensorDataset(split.x_train, split.y_train)
-    test_ds = TensorDataset(split.x_test, split.y_test)
+    # the data set is small: keep it on the device, so evaluate() needs no transfers
+    train_ds = TensorDataset(split.x_train.to(device), split.y_train.to(device))
+    test_ds = TensorDataset(split.x_test.to(device), split.y_test.to(device))
     sampler = DistributedSampler(train_ds, seed=0) if D.active() else None
     train = DataLoader(train_ds, batch_size=args.batch_size // ws, sampler=sampler,
                        shuffle=sampler is None)
@@ -158,7 +159,8 @@ def main() -> None:
         path = os.path.join(args.out, "deployed.pt")
         save(deployed, path)
         deployed = load(path)
-        dep_acc = evaluate(deployed, DataLoader(test_ds, batch_size=256))["acc"]
+        cpu_test = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=256)
+        dep_acc = evaluate(deployed, cpu_test)["acc"]
         fmt = {n: f"{f['format']}/{f['layout']}" for n, f in layer_formats(deployed).items()}
         print(f"[deploy] saved {path}; deployed accuracy {dep_acc:.4f}; formats {fmt}", flush=True)
         if last not in fmt:
