@@ -120,9 +120,7 @@ def main() -> None:
         f"T={args.T}")
 
     core = SpikingMLP(split.features, args.hidden, split.classes, args.T, init_gain=4.0).to(device)
-    # DDP around the model (as is with one process); buffers are not re-broadcast every forward:
-    # the encoder thresholds are deterministic
-    model = D.ddp_wrap(core)
+    model = D.ddp_wrap(core)  # DDP around the model; the model itself with one process
 
     # 1. dense training
     opt = torch.optim.Adam(model.parameters(), args.lr)

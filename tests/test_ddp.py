@@ -360,10 +360,15 @@ def _worker_other(rank: int, out: str) -> None:
     # one-call helper: wraps its search and its fine-tuning in DDP itself (two wrappers in turn)
     mm_model = _mlp(seed=6)
     minimax_prune(mm_model, tr, budget=0.4, epochs=1, finetune_epochs=1, progress=False)
+    # tinySNN exploration: each rank evaluates its shard; the reduced accuracies pick one model
+    ex = tinysnn.explore(_mlp(seed=7), tr, weight_bits=(4, 2), state_bits=(8,),
+                         roundings=("stochastic",), modes=("post",))
     got = {"tiny": tiny, "pca": pca_state, "pca_widths": pres.widths_after,
+           "explore": [None] * WORLD,
            "minimax_prune": D.gather_state(mm_model),
            "temporal": D.gather_state(temporal), "T": [None] * WORLD}
     dist.all_gather_object(got["T"], (tres.T_final, tres.history))
+    dist.all_gather_object(got["explore"], ([r["acc"] for r in ex.records], ex.best["label"]))
     if rank == 0:
         torch.save(got, out)
 
@@ -377,6 +382,7 @@ def test_tinysnn_pca_temporal_helpers_identical_across_ranks(tmp_path):
     _assert_identical(res["minimax_prune"], "minimax_prune model")
     assert res["T"][0] == res["T"][1], f"ranks took different temporal decisions: {res['T']}"
     assert len(res["T"][0][1]) >= 1, "temporal pruning tried no T"
+    assert res["explore"][0] == res["explore"][1], f"tinySNN exploration differs: {res['explore']}"
     assert min(res["pca_widths"].values()) < 32, f"PCA pruned nothing: {res['pca_widths']}"
 
 

@@ -19,7 +19,6 @@ every rank must call them in the same order (as it does when all ranks run the s
 from __future__ import annotations
 
 import hashlib
-import inspect
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -160,18 +159,13 @@ def check_consistent(obj: Any, what: str = "compression state") -> None:
 def ddp_wrap(model: nn.Module) -> nn.Module:
     """``DistributedDataParallel(model)`` when a multi-rank group runs, else ``model`` as is.
 
-    Used by the one-call helpers (``pca_prune``, ``lite_search``, tinySNN in-training) that
-    build a model or change its parameters and then fine-tune it: without the wrapper each rank
-    would train on its own shard and drift apart. ``broadcast_buffers=False``: our buffers
-    (encoder thresholds) are deterministic, and a per-forward broadcast would make every
-    forward a collective.
+    Used by the one-call helpers (``minimax_prune``, ``lite_search``, ``pca_prune``, tinySNN
+    in-training) that fine-tune a model they built or changed: without the wrapper each rank
+    would train on its own shard and drift apart. DDP's defaults stay (rank 0's buffers, e.g.
+    batch-norm statistics, are broadcast before each training forward); evaluation runs on the
+    unwrapped model, so it never becomes a collective.
     """
     if not active() or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
     dev = next(model.parameters()).device
-    DDP = nn.parallel.DistributedDataParallel
-    # newer torch renamed the switch (broadcast_buffers is deprecated there)
-    no_sync = ({"forward_sync_buffers": False}
-               if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
-               else {"broadcast_buffers": False})
-    return DDP(model, device_ids=[dev] if dev.type == "cuda" else None, **no_sync)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
