@@ -219,6 +219,8 @@ class JointSearch:
     def _rate_hook(self, name: str):
         def hook(mod: nn.Module, inputs: Any) -> None:
             x = inputs[0]
+            if D.active() and not torch.is_grad_enabled():
+                return  # a rank-local evaluation forward (e.g. rank 0 only) must not feed shared state
             with torch.no_grad():
                 self._pending[name].append(float(x.detach().float().mean()))
         return hook

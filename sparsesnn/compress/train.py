@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as D
+
 
 def reset_states(model: nn.Module) -> None:
     """Clear the membrane state of every stateful neuron (modules with ``.v`` and ``.reset()``)."""
@@ -40,8 +42,6 @@ def evaluate(model: nn.Module, loader: Iterable, *, activity: Any = None,
     ranks must call it; decisions taken from accuracy (temporal pruning, tinySNN's exploration)
     use it so ranks cannot decide differently.
     """
-    from . import distributed as D
-
     model = D.unwrap(model)  # no DDP forward here: its buffer broadcast would be a collective
     was_training = model.training
     model.eval()
