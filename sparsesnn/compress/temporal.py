@@ -90,9 +90,9 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
             accuracy at the start; a step that drops more is undone and the search stops.
         hooks: passed to :func:`fit` (e.g. an ADMM object in its retraining phase).
 
-    Under DDP pass the wrapped model (fine-tuning goes through it) and shard both loaders
-    (``DistributedSampler``): accuracies are all-reduced and the accept/undo decision is rank
-    0's, broadcast, so every rank takes the same path and ends with the same T.
+    Under DDP pass the wrapped model or the bare one (then wrapped for fine-tuning) and shard
+    both loaders (``DistributedSampler``): accuracies are all-reduced and the accept/undo
+    decision is rank 0's, broadcast, so every rank takes the same path and ends with the same T.
     """
     core = D.unwrap(model)  # T, state_dict and evaluation live on the user's model
     T0 = get_timesteps(core)
@@ -119,7 +119,7 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
         set_timesteps(core, T)
         if epochs_per_step > 0:
             opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-            finetune(model, train_loader, opt, epochs=epochs_per_step, hooks=hooks,
+            finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs_per_step, hooks=hooks,
                 desc=f"temporal T={T}", progress=progress)
         acc = evaluate(core, val_loader, reduce=True)["acc"]
         ok = bool(D.broadcast_object(base - acc <= tol))
