@@ -9,6 +9,7 @@ from .projections import (dequantize, fake_quantize, project, project_sparse, qu
 from .state import CompressionState, compressible_layers, get_state
 from .train import evaluate, fit, reset_states
 from . import tinysnn  # noqa: E402  (tinysnn.explore, QuantConfig, ...)
+from . import distributed  # noqa: E402  (rank-consistency helpers for DDP)
 from .minimax import MinimaxPruner, minimax_prune
 from .pca import pca_prune, spatial_prune
 from .search import JointSearch, lite_search
@@ -19,5 +20,5 @@ __all__ = [
     "compressible_layers", "get_state", "project", "project_sparse", "sparsity_mask", "quantize",
     "dequantize", "fake_quantize", "fit", "evaluate", "reset_states",
     "pca_prune", "spatial_prune", "temporal_prune", "MinimaxPruner", "minimax_prune", "tinysnn",
-    "JointSearch", "lite_search",
+    "JointSearch", "lite_search", "distributed",
 ]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..ops._checks import check_finite
+from . import distributed as D
 
 
 def neuron_types() -> tuple[type, ...]:
@@ -50,6 +51,13 @@ class ActivityRegularizer:
         self.target_rate = check_finite("target_rate", target_rate)
         if not 0.0 <= self.target_rate <= 1.0:
             raise ValueError(f"target_rate: expected a rate in [0, 1], got {target_rate}")
+        # DDP: hook the wrapped model's neurons; names may carry the 'module.' prefix
+        wrapped = D.unwrap(model) is not model
+        model = D.unwrap(model)
+        if isinstance(layers, Mapping):
+            layers = {D.strip_prefix(n, wrapped): w for n, w in layers.items()}
+        elif layers is not None:
+            layers = [D.strip_prefix(n, wrapped) for n in layers]
         modules = dict(model.named_modules())
         if layers is None:
             chosen = {n: self.weight for n in neuron_layers(model)}
@@ -66,6 +74,7 @@ class ActivityRegularizer:
         self._captured: dict[str, list[torch.Tensor]] = {n: [] for n in chosen}
         self._spikes: dict[str, float] = {n: 0.0 for n in chosen}  # running sums for rates
         self._counts: dict[str, int] = {n: 0 for n in chosen}
+        self.last_rates: dict[str, float] = {}  # global (all-rank) rates of the last penalty()
         self._hooks = [modules[n].register_forward_hook(self._make_hook(n)) for n in chosen]
 
     def _make_hook(self, name: str):
@@ -81,24 +90,47 @@ class ActivityRegularizer:
         return hook
 
     def penalty(self) -> torch.Tensor:
-        """Weighted firing-rate penalty of the forwards since the last call; clears the record."""
-        total: torch.Tensor | None = None
+        """Weighted firing-rate penalty of the forwards since the last call; clears the record.
+
+        Under DDP the rate is the *global* one (all ranks' spikes, one all-reduce per call), so
+        the ``relu(rate - target_rate)`` gate and the loss value agree on every rank and equal
+        the single-process value on the global batch; the gradient stays the local rate's,
+        which DDP then averages into the global rate's gradient.
+        """
+        rates: dict[str, torch.Tensor] = {}
         for name, w in self.layer_weights.items():
             caps = self._captured[name]
-            if not caps or w == 0:
-                caps.clear()
-                continue
-            rate = torch.stack([c.float().mean() for c in caps]).mean()
+            if caps and w != 0:
+                rates[name] = torch.stack([c.float().mean() for c in caps]).mean()
+            caps.clear()
+        if rates and D.active():
+            glob = D.all_reduce_(torch.stack([r.detach() for r in rates.values()]), "mean")
+            rates = {n: r + (g - r.detach()) for (n, r), g in zip(rates.items(), glob)}
+        self.last_rates = {n: float(r.detach()) for n, r in rates.items()}
+        total: torch.Tensor | None = None
+        for name, rate in rates.items():
             if self.target_rate > 0:
                 rate = torch.relu(rate - self.target_rate)
-            term = w * rate
+            term = self.layer_weights[name] * rate
             total = term if total is None else total + term
-            caps.clear()
         return total if total is not None else torch.zeros(())
 
-    def spike_rates(self, reset: bool = True) -> dict[str, float]:
-        """Mean firing rate per watched layer since the last reset."""
-        out = {n: (self._spikes[n] / self._counts[n] if self._counts[n] else 0.0) for n in self._spikes}
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The global rates the last penalty used (identical on every rank under DDP)."""
+        return {f"{n}.rate": torch.tensor(r, dtype=torch.float64) for n, r in self.last_rates.items()}
+
+    def spike_rates(self, reset: bool = True, reduce: bool = False) -> dict[str, float]:
+        """Mean firing rate per watched layer since the last reset.
+
+        ``reduce=True`` sums spikes and counts over all ranks first (a collective: every rank
+        must call it); the default stays local so rank-0-only reporting cannot hang.
+        """
+        names = list(self._spikes)
+        spikes, counts = [self._spikes[n] for n in names], [self._counts[n] for n in names]
+        if reduce:
+            both = D.all_reduce_floats(spikes + counts, "sum")
+            spikes, counts = both[:len(names)], both[len(names):]
+        out = {n: (s / c if c else 0.0) for n, s, c in zip(names, spikes, counts)}
         if reset:
             self.reset_stats()
         return out

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..ops._checks import check_greater, check_positive_int
+from . import distributed as D
 from . import projections as P
 from .state import CompressionState, compressible_layers, set_state
 
@@ -89,6 +90,9 @@ class ADMM:
                  update_every: int | None = None, proximal: float | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+        # under DDP the layers are the wrapped model's; names may come with the 'module.' prefix
+        wrapped = D.unwrap(model) is not model
+        model = D.unwrap(model)
         self.model = model
         self.rho = check_greater("rho", rho, 0.0)
         self.rho_growth = check_greater("rho_growth", rho_growth, 0.0)
@@ -104,8 +108,8 @@ class ADMM:
         if bits is not None:
             P.check_bits("bits", bits)
         available = compressible_layers(model)
-        exclude = list(exclude)
-        targets = dict(targets or {})
+        exclude = [D.strip_prefix(n, wrapped) for n in exclude]
+        targets = {D.strip_prefix(n, wrapped): v for n, v in dict(targets or {}).items()}
         for where, names in (("targets", list(targets)), ("exclude", exclude)):
             bad = [n for n in names if n not in available]
             if bad:
@@ -247,6 +251,23 @@ class ADMM:
     def states(self) -> dict[str, CompressionState]:
         return {n: getattr(layer, "sparsesnn_compression") for n, layer in self.layers.items()
                 if hasattr(layer, "sparsesnn_compression")}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything that must agree across ranks (``distributed.check_consistent``): weights,
+        Z, U, rho and step count (ADMM phase); masks, scales and shadow weights (retraining)."""
+        out: dict[str, torch.Tensor] = {"rho": torch.tensor(self.rho, dtype=torch.float64),
+                                        "steps": torch.tensor(self.steps)}
+        for n, layer in self.layers.items():
+            out[f"{n}.weight"] = layer.weight.detach()
+            for key, d in (("Z", self.Z), ("U", self.U), ("latent", self._latent), ("last", self._last)):
+                if n in d:
+                    out[f"{n}.{key}"] = d[n]
+            st = getattr(layer, "sparsesnn_compression", None)
+            if st is not None and st.mask is not None:
+                out[f"{n}.mask"] = st.mask
+            if st is not None and st.scale is not None:
+                out[f"{n}.scale"] = st.scale
+        return out
 
     def sparsity(self) -> dict[str, float]:
         """Measured fraction of zero weights per layer."""

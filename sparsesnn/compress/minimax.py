@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..ops._checks import check_finite, check_greater, check_positive_int
+from . import distributed as D
 from .state import CompressionState, compressible_layers, set_state
 from ._finetune import finetune
 
@@ -76,8 +77,11 @@ class MinimaxPruner:
         self.lr_y = check_greater("lr_y", lr_y, 0.0)
         self.update_every = check_positive_int("update_every", update_every)
         self.normalize = bool(normalize)
+        # DDP: prune the wrapped model's layers (same parameters); accept 'module.' names
+        wrapped = D.unwrap(model) is not model
+        model = D.unwrap(model)
         available = compressible_layers(model)
-        exclude = list(exclude)
+        exclude = [D.strip_prefix(n, wrapped) for n in exclude]
         bad = [n for n in exclude if n not in available]
         if bad:
             raise ValueError(f"exclude: unknown layer names {bad}; compressible layers are {list(available)}")
@@ -201,6 +205,19 @@ class MinimaxPruner:
         return {n: getattr(m, "sparsesnn_compression") for n, m in self.layers.items()
                 if hasattr(m, "sparsesnn_compression")}
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """State that must agree across ranks: pruned fraction ``p``, dual ``y``, step count,
+        weights and (after finalize) masks. ``p``/``y`` follow from the weights alone, which DDP
+        keeps identical, so they agree without communication; this lets a test check it."""
+        out: dict[str, torch.Tensor] = {"p": torch.tensor(self.p, dtype=torch.float64),
+                                        "y": torch.tensor(self.y, dtype=torch.float64),
+                                        "steps": torch.tensor(self.steps)}
+        for n, m in self.layers.items():
+            out[f"{n}.weight"] = m.weight.detach()
+            if n in self._masks:
+                out[f"{n}.mask"] = self._masks[n]
+        return out
+
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
@@ -218,11 +235,11 @@ def minimax_prune(model: nn.Module, train_loader: Iterable, budget: float, *, ep
     finetune_epochs = check_positive_int("finetune_epochs", finetune_epochs, minimum=0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if epochs:
-        finetune(model, train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
+        finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
             progress=progress)
     pruner.finalize()
     if finetune_epochs:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        finetune(model, train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
+        finetune(D.ddp_wrap(model), train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
             desc="minimax fine-tune", progress=progress)
     return pruner

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..ops._checks import check_finite, check_positive_int
 from .activity import neuron_types
+from . import distributed as D
 from ._finetune import finetune
 from .train import reset_states
 
@@ -143,7 +144,9 @@ def collect_membrane(model: nn.Module, loader: Iterable, neuron: nn.Module,
         model.train(was_training)
     if not us:
         raise ValueError("loader: produced no calibration batch")
-    return torch.cat(us), torch.cat(ss)
+    # DDP: every rank sees its own shard; gather all ranks' samples (rank order) so the PCA,
+    # the kept neurons and the least-squares fold are the same computation on every rank
+    return D.all_gather_cat(torch.cat(us)), D.all_gather_cat(torch.cat(ss))
 
 
 @dataclass
@@ -223,6 +226,10 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
         a :class:`PCAResult` with the widths before/after and the kept neuron indices.
     """
     variance = check_variance(variance)
+    if D.unwrap(model) is not model:
+        raise ValueError("model: spatial_prune rebuilds layers with new shapes, which a DDP "
+                         "wrapper cannot follow; run it on the bare model on every rank, then "
+                         "wrap the result in DistributedDataParallel")
     max_samples = check_positive_int("max_samples", max_samples)
     min_width = check_positive_int("min_width", min_width)
     triples = prunable_layers(model)
@@ -263,6 +270,6 @@ def pca_prune(model: nn.Module, calib_loader: Iterable, train_loader: Iterable |
     res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples)
     if epochs > 0 and train_loader is not None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        res.history = finetune(model, train_loader, opt, epochs=epochs, val_loader=val_loader,
+        res.history = finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, val_loader=val_loader,
                           desc="pca fine-tune", progress=progress)
     return res

@@ -37,6 +37,7 @@ from torch.nn.utils import parametrize
 
 from ..ops._checks import check_finite, check_greater, check_positive_int
 from ..quant import QuantSpec, dequantize, quantize
+from . import distributed as D
 from .admm import ADMM
 from .minimax import check_budget
 from .state import compressible_layers
@@ -159,6 +160,10 @@ class JointSearch:
                  tau: float = 0.2) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if D.unwrap(model) is not model:
+            raise ValueError("model: JointSearch adds parameters (alpha, theta, beta) that an "
+                             "existing DDP wrapper would not see; build it on the bare model and "
+                             "wrap JointSearch.model in DistributedDataParallel afterwards")
         bits = list(bit_candidates)
         if not bits or any(isinstance(b, bool) or b not in SEARCH_BITS for b in bits):
             raise ValueError(f"bit_candidates: expected a non-empty subset of {SEARCH_BITS}, got {bit_candidates!r}")
@@ -199,8 +204,14 @@ class JointSearch:
             parametrize.register_parametrization(m, "weight", mw)
             self.mixers[n] = mw
         self.model = _TimeMix(model, Ts)
+        if len(Ts) == 1:
+            # beta is unused with one T: no gradient ever, and DDP rejects parameters that get none
+            self.model.beta.requires_grad_(False)
         self.T_max = max(Ts)
         self._rates: dict[str, float] = {n: 0.0 for n in self.layers}
+        # per-forward local input rates, folded into _rates at the next costs(): under DDP they
+        # are averaged over ranks first (local data), so the EMA is identical on every rank
+        self._pending: dict[str, list[float]] = {n: [] for n in self.layers}
         self._rate_hooks = [m.register_forward_pre_hook(self._rate_hook(n)) for n, m in self.layers.items()]
         self.history: list[dict[str, float]] = []
         self.last_cost: dict[str, float] = {}
@@ -208,9 +219,23 @@ class JointSearch:
     def _rate_hook(self, name: str):
         def hook(mod: nn.Module, inputs: Any) -> None:
             x = inputs[0]
-            with torch.no_grad():  # running mean of the input spike rate
-                self._rates[name] = 0.9 * self._rates[name] + 0.1 * float(x.detach().float().mean())
+            if D.active() and not torch.is_grad_enabled():
+                return  # a rank-local evaluation forward (e.g. rank 0 only) must not feed shared state
+            with torch.no_grad():
+                self._pending[name].append(float(x.detach().float().mean()))
         return hook
+
+    def _flush_rates(self) -> None:
+        """Running mean of the input spike rates; one all-reduce under DDP (a collective)."""
+        names = list(self._pending)
+        flat = [v for n in names for v in self._pending[n]]
+        flat = D.all_reduce_floats(flat, "mean")
+        i = 0
+        for n in names:
+            for _ in self._pending[n]:
+                self._rates[n] = 0.9 * self._rates[n] + 0.1 * flat[i]
+                i += 1
+            self._pending[n].clear()
 
     # ------------------------------------------------------------------ parameters and cost
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -227,6 +252,7 @@ class JointSearch:
 
     def costs(self) -> dict[str, torch.Tensor]:
         """Normalized expected model bits and bit-SynOps (differentiable in the arch params)."""
+        self._flush_rates()
         bits = 0.0
         ops = 0.0
         ops_dense = 0.0
@@ -256,6 +282,19 @@ class JointSearch:
         if self.last_cost:
             self.history.append({**self.last_cost, "lam_bits": self.lam_bits,
                                  "E_T": float(self.model.expected_T().detach())})
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything that must agree across ranks: architecture parameters, the dual
+        ``lam_bits``, the running input spike rates and the (float) weights."""
+        out: dict[str, torch.Tensor] = {"beta": self.model.beta.detach(),
+                                        "lam_bits": torch.tensor(self.lam_bits, dtype=torch.float64)}
+        for n, m in self.layers.items():
+            mw = self.mixers[n]
+            out[f"{n}.alpha"] = mw.alpha.detach()
+            out[f"{n}.theta"] = mw.theta.detach()
+            out[f"{n}.rate"] = torch.tensor(self._rates[n], dtype=torch.float64)
+            out[f"{n}.weight"] = m.parametrizations.weight.original.detach()
+        return out
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
@@ -329,7 +368,7 @@ def apply_config(model: nn.Module, config: SearchConfig, train_loader: Iterable 
     admm.finalize()
     if train_loader is not None and epochs > 0:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        finetune(model, train_loader, opt, epochs=epochs, hooks=[admm], desc="search fine-tune",
+        finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, hooks=[admm], desc="search fine-tune",
             progress=progress)
     return admm
 
@@ -348,7 +387,7 @@ def lite_search(model: nn.Module, train_loader: Iterable, *, epochs: int = 2,
                             {"params": js.arch_parameters(), "lr": arch_lr}])
     try:
         if epochs:
-            finetune(js.model, train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
+            finetune(D.ddp_wrap(js.model), train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
                 progress=progress)
         cfg = js.decode()
     finally:

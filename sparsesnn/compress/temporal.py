@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..ops._checks import check_finite, check_positive_int
+from . import distributed as D
 from ._finetune import finetune
 from .train import evaluate
 
@@ -88,8 +89,13 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
         tolerance: largest allowed accuracy drop (fraction, e.g. 0.01 = 1 point) versus the
             accuracy at the start; a step that drops more is undone and the search stops.
         hooks: passed to :func:`fit` (e.g. an ADMM object in its retraining phase).
+
+    Under DDP pass the wrapped model or the bare one (then wrapped for fine-tuning) and shard
+    both loaders (``DistributedSampler``): accuracies are all-reduced and the accept/undo
+    decision is rank 0's, broadcast, so every rank takes the same path and ends with the same T.
     """
-    T0 = get_timesteps(model)
+    core = D.unwrap(model)  # T, state_dict and evaluation live on the user's model
+    T0 = get_timesteps(core)
     target_T = check_positive_int("target_T", target_T)
     epochs_per_step = check_positive_int("epochs_per_step", epochs_per_step, minimum=0)
     tol = check_finite("tolerance", tolerance)
@@ -105,22 +111,22 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
                 raise ValueError(f"schedule: expected strictly decreasing values below T={T0}, "
                                  f"got {list(schedule)}")
             prev = t
-    base = evaluate(model, val_loader)["acc"]
+    base = evaluate(core, val_loader, reduce=True)["acc"]
     res = TemporalResult(T0, T0, base, base, "target")
     for T in sched:
-        saved = copy.deepcopy(model.state_dict())
-        prev_T = get_timesteps(model)
-        set_timesteps(model, T)
+        saved = copy.deepcopy(core.state_dict())
+        prev_T = get_timesteps(core)
+        set_timesteps(core, T)
         if epochs_per_step > 0:
             opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-            finetune(model, train_loader, opt, epochs=epochs_per_step, hooks=hooks,
+            finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs_per_step, hooks=hooks,
                 desc=f"temporal T={T}", progress=progress)
-        acc = evaluate(model, val_loader)["acc"]
-        ok = base - acc <= tol
+        acc = evaluate(core, val_loader, reduce=True)["acc"]
+        ok = bool(D.broadcast_object(base - acc <= tol))
         res.history.append({"T": T, "acc": acc, "accepted": float(ok)})
         if not ok:
-            set_timesteps(model, prev_T)
-            model.load_state_dict(saved)
+            set_timesteps(core, prev_T)
+            core.load_state_dict(saved)
             res.stopped = "tolerance"
             break
         res.T_final, res.final_acc = T, acc

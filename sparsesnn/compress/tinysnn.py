@@ -34,6 +34,7 @@ from ..fixed_point import FixedPoint
 from ..ops._checks import check_finite, check_positive_int
 from ..quant import QuantSpec, dequantize, quantize
 from ..quant.spec import STORAGE_BITS
+from . import distributed as D
 from .activity import neuron_layers
 from .state import CompressionState, compressible_layers, set_state
 from ._finetune import finetune
@@ -138,10 +139,11 @@ def quantize_weights(model: nn.Module, bits: Any, rounding: str = "nearest", see
 
 
 def _layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Module]:
-    available = compressible_layers(model)
+    wrapped = D.unwrap(model) is not model  # DDP: its layers, names with or without 'module.'
+    available = compressible_layers(D.unwrap(model))
     if layers is None:
         return available
-    layers = list(layers)
+    layers = [D.strip_prefix(n, wrapped) for n in layers]
     bad = [n for n in layers if n not in available]
     if bad:
         raise ValueError(f"layers: unknown layer names {bad}; compressible layers are {list(available)}")
@@ -166,6 +168,8 @@ class InTrainingQuantizer:
 
     Stochastic rounding draws fresh noise every step (seed + step), as in-training stochastic
     rounding does; :meth:`finalize` quantizes the shadow weights once more and fixes them.
+    The noise comes from that explicit seed, never the global RNG, so under DDP every rank
+    draws the same noise and the quantized weights stay identical.
     """
 
     def __init__(self, model: nn.Module, bits: Any, rounding: str = "nearest", seed: int = 0,
@@ -197,13 +201,24 @@ class InTrainingQuantizer:
     def finalize(self) -> None:
         self._requantize()
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Shadow and quantized weights, scales and step count (identical on every rank)."""
+        out: dict[str, torch.Tensor] = {"steps": torch.tensor(self.steps)}
+        for n, layer in self.layers.items():
+            out[f"{n}.latent"] = self._latent[n]
+            out[f"{n}.weight"] = layer.weight.detach()
+            st = getattr(layer, "sparsesnn_compression", None)
+            if st is not None and st.scale is not None:
+                out[f"{n}.scale"] = st.scale
+        return out
+
 
 def apply_config(model: nn.Module, config: QuantConfig, train_loader: Iterable | None = None, *,
                  epochs: int = 1, lr: float = 5e-4, progress: bool = False) -> nn.Module:
     """A quantized copy of ``model`` for ``config`` (in-training mode fine-tunes it)."""
     if not isinstance(config, QuantConfig):
         raise ValueError(f"config: expected a QuantConfig, got {type(config).__name__}")
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(D.unwrap(model))
     quantize_neurons(m, config.state_bits, config.rounding, config.int_bits, config.seed)
     if config.mode == "post":
         quantize_weights(m, config.weight_bits, config.rounding, config.seed)
@@ -213,7 +228,9 @@ def apply_config(model: nn.Module, config: QuantConfig, train_loader: Iterable |
     epochs = check_positive_int("epochs", epochs)
     q = InTrainingQuantizer(m, config.weight_bits, config.rounding, config.seed)
     opt = torch.optim.Adam(m.parameters(), lr=lr)
-    finetune(m, train_loader, opt, epochs=epochs, hooks=[q], desc=f"qat {config.label()}", progress=progress)
+    # DDP: the copy is trained through its own wrapper, or each rank would fit its own shard
+    finetune(D.ddp_wrap(m), train_loader, opt, epochs=epochs, hooks=[q], desc=f"qat {config.label()}",
+             progress=progress)
     q.finalize()
     return m
 
@@ -300,7 +317,9 @@ def explore(model: nn.Module, val_loader: Iterable, train_loader: Iterable | Non
             int_bits: int = 3, seed: int = 0, progress: bool = False) -> Exploration:
     """Evaluate every combination; return records, the Pareto front and the smallest model
     with accuracy >= ``accuracy_constraint`` (an absolute accuracy in [0, 1]; None: the
-    smallest on the front). ``best_model`` is that model, quantized (deployable)."""
+    smallest on the front). ``best_model`` is that model, quantized (deployable).
+    Under torch.distributed every rank must call it (accuracies are all-reduced so all ranks
+    pick the same configuration)."""
     for b in weight_bits:
         _check_weight_bits(b)
     for s in state_bits:
@@ -322,7 +341,8 @@ def explore(model: nn.Module, val_loader: Iterable, train_loader: Iterable | Non
     for idx, (md, wb, sb, rd) in enumerate(combos):
         cfg = QuantConfig(wb, sb, rd, md, int_bits, seed)
         m = apply_config(model, cfg, train_loader, epochs=epochs, lr=lr, progress=progress)
-        acc = evaluate(m, val_loader)["acc"]
+        # reduce: under DDP the choice of the best model must be the same on every rank
+        acc = evaluate(m, val_loader, reduce=True)["acc"]
         rec = {**asdict(cfg), "label": cfg.label(), "acc": acc, **memory_bytes(m, cfg), "index": idx}
         res.records.append(rec)
         cur = smallest_meeting(res.records, accuracy_constraint if accuracy_constraint is not None else -1.0)

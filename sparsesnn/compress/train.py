@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as D
+
 
 def reset_states(model: nn.Module) -> None:
     """Clear the membrane state of every stateful neuron (modules with ``.v`` and ``.reset()``)."""
@@ -34,8 +36,15 @@ def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool, l
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, activity: Any = None,
-             progress: bool = False, desc: str = "eval") -> dict[str, float]:
-    """Accuracy and loss of ``model`` on ``loader`` (batches ``(x, y)``); spike rate if ``activity``."""
+             progress: bool = False, desc: str = "eval", reduce: bool = False) -> dict[str, float]:
+    """Accuracy and loss of ``model`` on ``loader`` (batches ``(x, y)``); spike rate if ``activity``.
+
+    ``reduce=True`` (under torch.distributed, each rank holding a shard of the data) sums the
+    counts over all ranks so every rank gets the same, global result. It is a collective: all
+    ranks must call it; decisions taken from accuracy (temporal pruning, tinySNN's exploration)
+    use it so ranks cannot decide differently.
+    """
+    model = D.unwrap(model)  # no DDP forward here: its buffer broadcast would be a collective
     was_training = model.training
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
@@ -48,9 +57,11 @@ def evaluate(model: nn.Module, loader: Iterable, *, activity: Any = None,
         correct += int((out.argmax(-1) == y).sum())
         total += y.numel()
     model.train(was_training)
+    if reduce:
+        correct, total, loss_sum = D.all_reduce_floats([correct, total, loss_sum], "sum")
     res = {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
     if activity is not None:
-        rates = activity.spike_rates()
+        rates = activity.spike_rates(reduce=reduce)
         res["spike_rate"] = sum(rates.values()) / max(len(rates), 1)
     return res
 
@@ -93,6 +104,9 @@ def _fit(model, loader, optimizer, epochs, hooks, loss_fn, val_loader, scheduler
         if activity is not None:
             activity.reset_stats()
         loss_sum, correct, seen = 0.0, 0, 0
+        sampler = getattr(loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(epoch)  # DistributedSampler: a new shuffle per epoch, same on all ranks
         inner = _progress(loader, _len(loader), f"{desc} epoch {epoch + 1}/{epochs}", progress)
         for x, y in inner:
             reset_states(model)
