@@ -41,10 +41,14 @@ requires_cuda = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs
                  pytest.mark.usefixtures("cuda_kernels_built")]
 
 
-@pytest.fixture
-def cuda_kernels_built():
+def check_cuda_kernels_built() -> None:
     if not _ext.cuda_available():
         pytest.fail(f"a GPU is present but the CUDA kernels were not built or loaded: {_ext.info()}")
+
+
+@pytest.fixture
+def cuda_kernels_built():
+    check_cuda_kernels_built()
 
 
 @pytest.fixture(scope="session")
