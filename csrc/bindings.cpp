@@ -2,7 +2,8 @@
 //
 // Python passes raw addresses (tensor.data_ptr()), sizes and, for CUDA, the stream handle;
 // all checking of shapes, dtypes and devices happens in Python before a pointer is taken.
-// Every kernel call releases the GIL.
+// Every kernel call releases the GIL. CUDA entry points also take the tensors' device index
+// (made current for the call) and raise RuntimeError naming the op when a launch fails.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -125,22 +126,29 @@ void bind_lif(py::module_& m) {
 #if defined(SPARSESNN_WITH_CUDA)
   m.def(
       "lif_forward_cuda",
-      [](const LifParams& p, int dtype, std::uintptr_t x, std::uintptr_t v0, std::uintptr_t s,
-         std::uintptr_t v_last, std::uintptr_t h, std::uintptr_t stream) {
-        lif_forward_cuda(p, dtype, ptr<const void>(x), ptr<const float>(v0), ptr<void>(s),
-                         ptr<float>(v_last), ptr<float>(h), stream_ptr(stream));
+      [](const LifParams& p, int dtype, std::uintptr_t decay, std::uintptr_t x, std::uintptr_t v0,
+         std::uintptr_t s, std::uintptr_t v_last, std::uintptr_t h, int device,
+         std::uintptr_t stream) {
+        lif_forward_cuda(p, dtype, ptr<const float>(decay), ptr<const void>(x),
+                         ptr<const float>(v0), ptr<void>(s), ptr<float>(v_last), ptr<float>(h),
+                         device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "lif_backward_cuda",
-      [](const LifParams& p, int dtype, std::uintptr_t gs, std::uintptr_t gv_last,
-         std::uintptr_t h, std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0,
-         std::uintptr_t gdecay, std::uintptr_t stream) {
-        lif_backward_cuda(p, dtype, ptr<const void>(gs), ptr<const float>(gv_last),
-                          ptr<const float>(h), ptr<const float>(v0), ptr<void>(gx),
-                          ptr<float>(gv0), ptr<float>(gdecay), stream_ptr(stream));
+      [](const LifParams& p, int dtype, std::uintptr_t decay, std::uintptr_t gs,
+         std::uintptr_t gv_last, std::uintptr_t h, std::uintptr_t v0, std::uintptr_t gx,
+         std::uintptr_t gv0, std::uintptr_t gdecay, std::uintptr_t work, int device,
+         std::uintptr_t stream) {
+        lif_backward_cuda(p, dtype, ptr<const float>(decay), ptr<const void>(gs),
+                          ptr<const float>(gv_last), ptr<const float>(h), ptr<const float>(v0),
+                          ptr<void>(gx), ptr<float>(gv0), ptr<float>(gdecay), ptr<double>(work),
+                          device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
+  m.def("lif_cuda_work_doubles", &lif_cuda_work_doubles);
+  m.def("cuda_launch_error_selftest", &cuda_launch_error_selftest,
+        py::call_guard<py::gil_scoped_release>());
 #endif
 }
 
@@ -215,33 +223,35 @@ void bind_spike_ops(py::module_& m) {
   m.def(
       "spike_linear_forward_cuda",
       [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t wt, std::uintptr_t bias,
-         std::uintptr_t out, std::uintptr_t stream) {
+         std::uintptr_t out, int device, std::uintptr_t stream) {
         spike_linear_forward_cuda(p, ptr<const void>(s), ptr<const float>(wt),
-                                  ptr<const float>(bias), ptr<float>(out), stream_ptr(stream));
+                                  ptr<const float>(bias), ptr<float>(out), device,
+                                  stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "spike_linear_grad_weight_cuda",
       [](const SpikeLinearParams& p, std::uintptr_t s, std::uintptr_t gout, std::uintptr_t gw,
-         std::uintptr_t stream) {
+         int device, std::uintptr_t stream) {
         spike_linear_grad_weight_cuda(p, ptr<const void>(s), ptr<const float>(gout),
-                                      ptr<float>(gw), stream_ptr(stream));
+                                      ptr<float>(gw), device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "spike_conv2d_forward_cuda",
       [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t wr, std::uintptr_t bias,
-         std::uintptr_t out, std::uintptr_t stream) {
+         std::uintptr_t out, int device, std::uintptr_t stream) {
         spike_conv2d_forward_cuda(p, ptr<const void>(s), ptr<const float>(wr),
-                                  ptr<const float>(bias), ptr<float>(out), stream_ptr(stream));
+                                  ptr<const float>(bias), ptr<float>(out), device,
+                                  stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "spike_conv2d_grad_weight_cuda",
       [](const SpikeConv2dParams& p, std::uintptr_t s, std::uintptr_t gout_cl, std::uintptr_t gw,
-         std::uintptr_t stream) {
+         int device, std::uintptr_t stream) {
         spike_conv2d_grad_weight_cuda(p, ptr<const void>(s), ptr<const float>(gout_cl),
-                                      ptr<float>(gw), stream_ptr(stream));
+                                      ptr<float>(gw), device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
 #endif
@@ -353,45 +363,50 @@ void bind_packed(py::module_& m) {
 #if defined(SPARSESNN_WITH_CUDA)
   m.def(
       "pack_cuda",
-      [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out,
+      [](std::uintptr_t codes, int64_t N, int64_t K, int bits, std::uintptr_t out, int device,
          std::uintptr_t stream) {
-        pack_cuda(ptr<const int8_t>(codes), N, K, bits, ptr<uint8_t>(out), stream_ptr(stream));
+        pack_cuda(ptr<const int8_t>(codes), N, K, bits, ptr<uint8_t>(out), device,
+                  stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "unpack_cuda",
-      [](std::uintptr_t packed, int64_t N, int64_t K, int bits, std::uintptr_t out,
+      [](std::uintptr_t packed, int64_t N, int64_t K, int bits, std::uintptr_t out, int device,
          std::uintptr_t stream) {
-        unpack_cuda(ptr<const uint8_t>(packed), N, K, bits, ptr<int8_t>(out), stream_ptr(stream));
+        unpack_cuda(ptr<const uint8_t>(packed), N, K, bits, ptr<int8_t>(out), device,
+                    stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "packed_linear_cuda",
       [](const PackedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
-         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t stream) {
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, int device,
+         std::uintptr_t stream) {
         packed_linear_cuda(p, spike, ptr<const float>(x), ptr<const void>(w),
                            ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
-                           stream_ptr(stream));
+                           device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "pruned_linear_cuda",
       [](const PrunedLinearParams& p, bool spike, std::uintptr_t x, std::uintptr_t row_ptr,
          std::uintptr_t index, std::uintptr_t values, std::uintptr_t scale, std::uintptr_t bias,
-         std::uintptr_t y, std::uintptr_t work, std::uintptr_t stream) {
+         std::uintptr_t y, std::uintptr_t work, int device, std::uintptr_t stream) {
         pruned_linear_cuda(p, spike, ptr<const float>(x), ptr<const int32_t>(row_ptr),
                            ptr<const void>(index), ptr<const void>(values),
                            ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
-                           ptr<float>(work), stream_ptr(stream));
+                           ptr<float>(work), device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
+  m.def("pruned_linear_cuda_work_floats", &pruned_linear_cuda_work_floats);
   m.def(
       "packed_conv2d_cuda",
       [](const PackedConv2dParams& p, bool spike, std::uintptr_t x, std::uintptr_t w,
-         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t stream) {
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, int device,
+         std::uintptr_t stream) {
         packed_conv2d_cuda(p, spike, ptr<const float>(x), ptr<const void>(w),
                            ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y),
-                           stream_ptr(stream));
+                           device, stream_ptr(stream));
       },
       py::call_guard<py::gil_scoped_release>());
 #endif

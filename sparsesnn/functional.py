@@ -199,7 +199,7 @@ def _spike_input(s: Tensor, check_binary: bool) -> Tensor:
     C.check_dtype("s", s, _SPIKE_DTYPES)
     if s.is_floating_point() and s.dtype != torch.float32:
         s = s.float()  # differentiable: the gradient flows back in s's own dtype
-    if check_binary:
+    if check_binary and C.data_checks(s):  # on CUDA opt-in: the check is a host sync
         _, bad = spike_stats(s.contiguous())
         if bad:
             C.check_binary("s", s)  # raises, naming a bad value
@@ -234,7 +234,8 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         weight_t: optional input-major copy ``weight.t().contiguous()`` ``[K, N]``. When
             omitted it is built once per weight version and cached (``ops.layout_cache``),
             so repeated calls with the same weight do not re-transpose it.
-        check_binary: verify that ``s`` is binary (one pass; skip only if known).
+        check_binary: verify that ``s`` is binary (one pass; skip only if known). On CUDA
+            only with ``SPARSESNN_CUDA_CHECKS=1``: the check reads back to the host.
     Returns:
         ``[..., N]`` fp32, equal to ``F.linear(s.float(), weight, bias)`` up to fp32 rounding.
     """

@@ -106,7 +106,8 @@ def lif_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reverse recurrence over saved ``H``: ``(grad_x, grad_v0, grad_decay)`` (all fp32).
 
-    ``grad_decay`` is dL/d(decay) summed over time and neurons (a 0-dim tensor).
+    ``grad_decay`` is dL/d(decay) summed over time and neurons (a 0-dim tensor); zero for IF
+    (``leak=False``), whose H does not depend on decay.
     """
     hard = v_reset is not None
     vr = float(v_reset) if hard else 0.0
@@ -127,6 +128,8 @@ def lif_backward(
         gh = grad_spikes[t].float() * g + gv * dv_dh
         gx[t] = gh * dh_dx
         gv = gh * dh_dv
+        if not leak:
+            continue  # IF: H does not depend on decay, so no decay gradient
         if t > 0:
             hp = h[t - 1]
             sp = (hp >= vth).float()

@@ -34,7 +34,21 @@ def backend(request, monkeypatch):
     return request.param
 
 
-requires_cuda = pytest.mark.skipif(not _ext.cuda_available(), reason="needs CUDA kernels and a GPU")
+# CUDA tests skip only where there is no GPU. With a GPU but without the CUDA kernels they
+# fail (cuda_kernels_built): otherwise a build that silently dropped CUDA would pass the
+# first GPU run by testing the reference against itself.
+requires_cuda = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+                 pytest.mark.usefixtures("cuda_kernels_built")]
+
+
+def check_cuda_kernels_built() -> None:
+    if not _ext.cuda_available():
+        pytest.fail(f"a GPU is present but the CUDA kernels were not built or loaded: {_ext.info()}")
+
+
+@pytest.fixture
+def cuda_kernels_built():
+    check_cuda_kernels_built()
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,22 @@ def test_plif_decay_gradient(backend, v_reset, decay_input):
     assert g[2].abs() > 0  # the decay really receives a gradient
 
 
+@pytest.mark.parametrize("v_reset", RESETS)
+def test_if_neuron_decay_gradient_is_zero(backend, v_reset):
+    """IF (no leak) does not depend on decay: a decay gradient asked of it is exactly zero in
+    the kernel and in the reference (the reference used to return a nonzero value)."""
+    n = Neuron(v_reset=v_reset, leak=False)
+    x = _inputs(7, (5, 40))
+    decay = torch.tensor(0.4, requires_grad=True)
+    s, v, _ = plif_op(x, None, decay, *n.pack(), True)
+    gs, gv = torch.randn_like(s), torch.randn_like(v)
+    (g,) = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), [decay])
+    assert g.item() == 0.0
+    h = R.lif_forward(x, None, 0.4, 1.0, v_reset, True, False)[2]
+    _, _, gd = R.lif_backward(gs, gv, h, None, 0.4, 1.0, v_reset, True, False, False, "sigmoid", 4.0)
+    assert gd.item() == 0.0
+
+
 def test_requires_grad_on_either_input(backend):
     x = _inputs(6, (20,), requires_grad=False)
     v0 = torch.rand(20).requires_grad_(True)

@@ -1,4 +1,7 @@
-"""CUDA event-driven kernels against the CPU results (run only where a GPU is lent)."""
+"""CUDA event-driven kernels against the CPU results.
+
+Skipped without a GPU; with a GPU but without the CUDA kernels these tests fail (conftest).
+"""
 from __future__ import annotations
 
 import pytest
@@ -42,6 +45,31 @@ def test_spike_conv2d_cuda_matches_cpu(density, kw):
     out_c.backward(g.cuda())
     torch.testing.assert_close(out_c.cpu(), out, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(wc.grad.cpu(), w.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [
+    dict(C=4, O=300, k=(3, 3), kw=dict(padding=1)),                       # O/groups > 256 threads
+    dict(C=6, O=520, k=(1, 1), kw=dict(groups=2)),                        # Og = 260, 1x1
+    dict(C=8, O=12, k=(5, 2), kw=dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
+    dict(C=6, O=9, k=(1, 7), kw=dict(groups=3, padding=(0, 3))),
+    dict(C=4, O=8, k=(4, 4), kw=dict(padding="same", dilation=2)),        # asymmetric "same"
+])
+def test_spike_conv2d_cuda_bias_and_shapes(case):
+    """Bias in the gradient test, many output channels, non-3x3 kernels, stride/dilation/groups."""
+    torch.manual_seed(3)
+    g_ = case["kw"].get("groups", 1)
+    s = (torch.rand(2, case["C"], 10, 13) < 0.15).float()
+    w = torch.randn(case["O"], case["C"] // g_, *case["k"], requires_grad=True)
+    b = torch.randn(case["O"], requires_grad=True)
+    out = SF.spike_conv2d(s, w, b, **case["kw"])
+    g = torch.randn_like(out)
+    out.backward(g)
+    wc, bc = w.detach().cuda().requires_grad_(), b.detach().cuda().requires_grad_()
+    out_c = SF.spike_conv2d(s.cuda(), wc, bc, **case["kw"])
+    out_c.backward(g.cuda())
+    torch.testing.assert_close(out_c.cpu(), out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(wc.grad.cpu(), w.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bc.grad.cpu(), b.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_modules_on_cuda():

@@ -20,19 +20,20 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// Sum of v over the block, added atomically to *out (one atomic per block).
-__device__ __forceinline__ void block_atomic_add(float v, float* out) {
+// Sum of v over the block in a fixed order (shuffle tree, then warp sums in warp order), so
+// the result does not change from run to run. Valid in thread 0; every thread must call it.
+__device__ __forceinline__ double block_sum(double v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  __shared__ float warp_sums[32];
+  __shared__ double warp_sums[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) warp_sums[warp] = v;
   __syncthreads();
   if (warp == 0) {
     const int nwarps = (blockDim.x + 31) >> 5;
-    v = lane < nwarps ? warp_sums[lane] : 0.0f;
+    v = lane < nwarps ? warp_sums[lane] : 0.0;
     for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) atomicAdd(out, v);
   }
+  return v;
 }
 
 }  // namespace sparsesnn

@@ -1,6 +1,7 @@
 // pack / unpack on CUDA (layout: sparsesnn/pack.h). One thread per packed byte / per code.
 #include <cuda_runtime.h>
 
+#include "launch.cuh"
 #include "sparsesnn/pack.h"
 
 namespace sparsesnn {
@@ -36,18 +37,24 @@ __global__ void unpack_kernel(const uint8_t* __restrict__ packed, int64_t N, int
 
 }  // namespace
 
-void pack_cuda(const int8_t* codes, int64_t N, int64_t K, int bits, uint8_t* packed, void* stream) {
+void pack_cuda(const int8_t* codes, int64_t N, int64_t K, int bits, uint8_t* packed, int device,
+               void* stream) {
   const int64_t rb = packed_row_bytes(N, bits), total = K * rb;
   if (total == 0) return;
+  DeviceGuard guard(device, "pack");
   const auto s = static_cast<cudaStream_t>(stream);
   pack_kernel<<<(total + kThreads - 1) / kThreads, kThreads, 0, s>>>(codes, N, K, bits, rb, packed);
+  check_launch("pack");
 }
 
-void unpack_cuda(const uint8_t* packed, int64_t N, int64_t K, int bits, int8_t* codes, void* stream) {
+void unpack_cuda(const uint8_t* packed, int64_t N, int64_t K, int bits, int8_t* codes, int device,
+                 void* stream) {
   const int64_t rb = packed_row_bytes(N, bits), total = N * K;
   if (total == 0) return;
+  DeviceGuard guard(device, "unpack");
   const auto s = static_cast<cudaStream_t>(stream);
   unpack_kernel<<<(total + kThreads - 1) / kThreads, kThreads, 0, s>>>(packed, N, K, bits, rb, codes);
+  check_launch("unpack");
 }
 
 }  // namespace sparsesnn

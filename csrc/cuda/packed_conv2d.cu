@@ -1,9 +1,11 @@
 // Packed-weight conv2d on CUDA: one thread per output element (image, o, oy, ox), ox fastest,
 // so a warp reads neighbouring input pixels (coalesced) and one packed byte (broadcast). The
 // taps run in row order r = (c, ky, kx), so scale groups (ranges of r) fold as they end.
-// Binary input: integer sums of codes; analog: fp32 sums of x * code.
+// Binary input: integer sums of codes; analog: fp32 sums of x * code. In spike mode an input
+// other than 0/1 still goes to the fp32 lanes, so unchecked analog input is summed correctly.
 #include <cuda_runtime.h>
 
+#include "launch.cuh"
 #include "sparsesnn/pack.h"
 #include "sparsesnn/packed_conv2d.h"
 
@@ -11,6 +13,19 @@ namespace sparsesnn {
 namespace {
 
 constexpr int kThreads = 256;
+
+// out + scale * (codes of the group), rounded step by step: nvcc would otherwise contract it
+// into an FMA and differ from the CPU kernel by an ulp when there are several groups.
+template <bool F32>
+__device__ __forceinline__ float fold(float out, float scale, int mul, int off, int32_t iacc,
+                                      int32_t cnt, float facc, float xs) {
+  if (F32) return __fadd_rn(out, facc);
+  float codes = static_cast<float>(mul * iacc - off * cnt);
+  if (facc != 0.0f || xs != 0.0f)
+    codes = __fadd_rn(codes, __fsub_rn(__fmul_rn(static_cast<float>(mul), facc),
+                                       __fmul_rn(static_cast<float>(off), xs)));
+  return __fadd_rn(out, __fmul_rn(scale, codes));
+}
 
 template <int BITS>
 __global__ void packed_conv2d_kernel(PackedConv2dParams p, bool spike, const float* __restrict__ x,
@@ -36,8 +51,7 @@ __global__ void packed_conv2d_kernel(PackedConv2dParams p, bool spike, const flo
   int64_t g = 0;
   for (int64_t r = 0; r < KK; ++r) {
     if (r / glen != g) {  // group g ends: fold it
-      out += F32 ? facc : scale[o * G + g] * (spike ? static_cast<float>(mul * iacc - off * cnt)
-                                                    : static_cast<float>(mul) * facc - static_cast<float>(off) * xs);
+      out = fold<F32>(out, F32 ? 1.0f : scale[o * G + g], mul, off, iacc, cnt, facc, xs);
       iacc = cnt = 0;
       facc = xs = 0.0f;
       g = r / glen;
@@ -49,30 +63,30 @@ __global__ void packed_conv2d_kernel(PackedConv2dParams p, bool spike, const flo
     if (xv == 0.0f) continue;
     if constexpr (F32) {
       const float wv = static_cast<const float*>(weights)[r * rb + o];
-      facc += spike ? wv : xv * wv;
+      facc = __fadd_rn(facc, __fmul_rn(xv, wv));  // exact product for x == 1
     } else {
       const unsigned u = (static_cast<const uint8_t*>(weights)[r * rb + o / P] >> shift) & ((1u << BITS) - 1u);
-      if (spike) {
+      if (spike && xv == 1.0f) {
         iacc += static_cast<int32_t>(u);
         ++cnt;
       } else {
-        facc += xv * static_cast<float>(u);
-        xs += xv;
+        facc = __fadd_rn(facc, __fmul_rn(xv, static_cast<float>(u)));
+        xs = __fadd_rn(xs, xv);
       }
     }
   }
-  out += F32 ? facc : scale[o * G + g] * (spike ? static_cast<float>(mul * iacc - off * cnt)
-                                                : static_cast<float>(mul) * facc - static_cast<float>(off) * xs);
-  y[i] = out + (bias ? bias[o] : 0.0f);
+  out = fold<F32>(out, F32 ? 1.0f : scale[o * G + g], mul, off, iacc, cnt, facc, xs);
+  y[i] = __fadd_rn(out, bias ? bias[o] : 0.0f);
 }
 
 }  // namespace
 
 void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
                         const void* weights, const float* scale, const float* bias, float* y,
-                        void* stream) {
+                        int device, void* stream) {
   const int64_t total = p.NB * p.O * p.OH * p.OW;
   if (total == 0) return;
+  DeviceGuard guard(device, "packed_conv2d");
   const auto s = static_cast<cudaStream_t>(stream);
   const unsigned blocks = static_cast<unsigned>((total + kThreads - 1) / kThreads);
   switch (p.bits) {
@@ -82,6 +96,7 @@ void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
     case 1: packed_conv2d_kernel<1><<<blocks, kThreads, 0, s>>>(p, spike, x, weights, scale, bias, y); break;
     default: packed_conv2d_kernel<32><<<blocks, kThreads, 0, s>>>(p, spike, x, weights, scale, bias, y); break;
   }
+  check_launch("packed_conv2d");
 }
 
 }  // namespace sparsesnn

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "launch.cuh"
 #include "sparsesnn/spike_conv2d.h"
 
 namespace sparsesnn {
@@ -75,21 +76,25 @@ __global__ void grad_weight_kernel(SpikeConv2dParams p, const S* __restrict__ s,
 }  // namespace
 
 void spike_conv2d_forward_cuda(const SpikeConv2dParams& p, const void* s, const float* weight_r,
-                               const float* bias, float* out, void* stream) {
+                               const float* bias, float* out, int device, void* stream) {
   const int64_t total = p.N * p.O * p.OH * p.OW;
   if (total == 0) return;
+  DeviceGuard guard(device, "spike_conv2d");
   const int blocks = static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
   auto st = static_cast<cudaStream_t>(stream);
   if (p.spike_type == 0)
     forward_kernel<float><<<blocks, kThreads, 0, st>>>(p, static_cast<const float*>(s), weight_r, bias, out);
   else
     forward_kernel<uint8_t><<<blocks, kThreads, 0, st>>>(p, static_cast<const uint8_t*>(s), weight_r, bias, out);
+  check_launch("spike_conv2d");
 }
 
 void spike_conv2d_grad_weight_cuda(const SpikeConv2dParams& p, const void* s,
-                                   const float* grad_out_cl, float* grad_weight, void* stream) {
+                                   const float* grad_out_cl, float* grad_weight, int device,
+                                   void* stream) {
   const int64_t blocks = p.C * p.KH * p.KW;
   if (blocks == 0 || p.O == 0) return;
+  DeviceGuard guard(device, "spike_conv2d_grad_weight");
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, ((p.O / p.groups + 31) / 32) * 32));
   auto st = static_cast<cudaStream_t>(stream);
   if (p.spike_type == 0)
@@ -98,6 +103,7 @@ void spike_conv2d_grad_weight_cuda(const SpikeConv2dParams& p, const void* s,
   else
     grad_weight_kernel<uint8_t><<<static_cast<unsigned>(blocks), threads, 0, st>>>(
         p, static_cast<const uint8_t*>(s), grad_out_cl, grad_weight);
+  check_launch("spike_conv2d_grad_weight");
 }
 
 }  // namespace sparsesnn

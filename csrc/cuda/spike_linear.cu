@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "launch.cuh"
 #include "sparsesnn/spike_linear.h"
 
 namespace sparsesnn {
@@ -19,7 +20,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxGridY = 65535;
 
 template <typename S>
 __global__ void forward_kernel(SpikeLinearParams p, const S* __restrict__ s,
@@ -105,25 +105,30 @@ dim3 grid_for(int64_t tiles, int64_t rows) {
 }  // namespace
 
 void spike_linear_forward_cuda(const SpikeLinearParams& p, const void* s, const float* weight_t,
-                               const float* bias, float* out, void* stream) {
+                               const float* bias, float* out, int device, void* stream) {
   if (p.M == 0 || p.N == 0) return;
+  DeviceGuard guard(device, "spike_linear");
   const dim3 grid = grid_for((p.N + kThreads - 1) / kThreads, p.M);
   auto st = static_cast<cudaStream_t>(stream);
   if (p.spike_type == 0)
     forward_kernel<float><<<grid, kThreads, 0, st>>>(p, static_cast<const float*>(s), weight_t, bias, out);
   else
     forward_kernel<uint8_t><<<grid, kThreads, 0, st>>>(p, static_cast<const uint8_t*>(s), weight_t, bias, out);
+  check_launch("spike_linear");
 }
 
 void spike_linear_grad_weight_cuda(const SpikeLinearParams& p, const void* s,
-                                   const float* grad_out, float* grad_weight, void* stream) {
+                                   const float* grad_out, float* grad_weight, int device,
+                                   void* stream) {
   if (p.K == 0 || p.N == 0) return;
+  DeviceGuard guard(device, "spike_linear_grad_weight");
   const dim3 grid = grid_for((p.N + kThreads - 1) / kThreads, (p.K + kKB - 1) / kKB);
   auto st = static_cast<cudaStream_t>(stream);
   if (p.spike_type == 0)
     grad_weight_kernel<float><<<grid, kThreads, 0, st>>>(p, static_cast<const float*>(s), grad_out, grad_weight);
   else
     grad_weight_kernel<uint8_t><<<grid, kThreads, 0, st>>>(p, static_cast<const uint8_t*>(s), grad_out, grad_weight);
+  check_launch("spike_linear_grad_weight");
 }
 
 }  // namespace sparsesnn

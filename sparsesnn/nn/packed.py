@@ -122,6 +122,15 @@ class _PackedBase(nn.Module):
     def _spike_mode(self, x: Tensor) -> bool:
         if self.input_mode == "analog":
             return False
+        if x.is_cuda:
+            # No host read on CUDA (it would stall the stream and break graph capture): the CUDA
+            # kernels sum inputs equal to 1 in integers and any other value in fp32, so the
+            # spike kernel is right for analog input too, and it walks every input whatever
+            # the density, so dense_threshold has nothing to choose. The binary check of
+            # input_mode="spike" is opt-in there (SPARSESNN_CUDA_CHECKS=1).
+            if self.input_mode == "spike" and C.data_checks(x):
+                C.check_binary("input", x)
+            return True
         binary = _is_binary(x)
         if self.input_mode == "spike" and not binary:
             C.check_binary("input", x)

@@ -6,7 +6,8 @@ reaches a kernel.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import os
+from typing import Iterable, Optional
 
 import torch
 
@@ -84,3 +85,22 @@ def check_binary(name: str, t: torch.Tensor) -> None:
             f"{name}: expected binary spikes (0/1) for the event-driven kernel, found value {bad}; "
             "route analog input through the dense path"
         )
+
+
+# Data-dependent checks (binary spikes) read a result back to the host: on CUDA that stalls the
+# stream and breaks CUDA graph capture, so there they run only when enabled (tests, debugging).
+CUDA_CHECKS = os.environ.get("SPARSESNN_CUDA_CHECKS", "0") not in ("", "0")
+
+
+def data_checks(t: torch.Tensor) -> bool:
+    """Whether data-dependent checks run for ``t``: always on CPU, on CUDA only with
+    ``SPARSESNN_CUDA_CHECKS=1`` (or ``_checks.CUDA_CHECKS = True``)."""
+    return not t.is_cuda or CUDA_CHECKS
+
+
+def check_devices(ref_name: str, ref: torch.Tensor, **tensors: Optional[torch.Tensor]) -> None:
+    """Every given tensor (None skipped) must be on ``ref``'s device: a kernel reads them all
+    through raw pointers, where a host pointer on the GPU is an illegal address."""
+    for name, t in tensors.items():
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{name}: expected device {ref.device} (same as {ref_name}), got {t.device}")

@@ -88,8 +88,22 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _forward(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron, want_h: bool):
-    """``(spikes, v_last, H or an empty tensor)``; only CUDA and the reference can emit H."""
+def _device_decay(decay, like: Tensor) -> tuple[float, Optional[Tensor]]:
+    """``(p.decay, fp32 device tensor or None)`` for a CUDA kernel: a decay tensor on ``like``'s
+    device is read by the kernel itself (``float()`` of it would stall the stream on a host
+    sync). The caller keeps the returned tensor alive across the launch."""
+    if isinstance(decay, Tensor):
+        if decay.device == like.device:
+            return 0.0, decay.detach().to(torch.float32).reshape(())
+        return float(decay), None  # a CPU scalar: reading it costs no sync
+    return float(decay), None
+
+
+def _forward(x: Tensor, v0: Optional[Tensor], decay, n: Neuron, want_h: bool):
+    """``(spikes, v_last, H or an empty tensor)``; only CUDA and the reference can emit H.
+    ``decay``: a float, or PLIF's 0-dim tensor."""
+    if not (x.is_cuda and _ext.use_kernel(x)):
+        decay = float(decay)
     if not _ext.use_kernel(x):
         s, v_last, h = reference.lif_forward(x, v0, decay, n.v_threshold, n.v_reset,
                                              n.decay_input, n.leak, n.quant)
@@ -102,9 +116,10 @@ def _forward(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron, want_h: b
     spikes = torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
     h = torch.empty(x.shape if want_h else (0,), dtype=torch.float32, device=x.device)
-    p = _params(T, N, decay, n)
-    _ext._C.lif_forward_cuda(p, _CUDA_DTYPES[x.dtype], x.data_ptr(), _ptr(v0), spikes.data_ptr(),
-                             v_last.data_ptr(), _ptr(h) if want_h else 0, _ext.cuda_stream(x.device))
+    d, d_dev = _device_decay(decay, x)
+    _ext._C.lif_forward_cuda(_params(T, N, d, n), _CUDA_DTYPES[x.dtype], _ptr(d_dev), x.data_ptr(),
+                             _ptr(v0), spikes.data_ptr(), v_last.data_ptr(),
+                             _ptr(h) if want_h else 0, x.device.index, _ext.cuda_stream(x.device))
     return spikes, v_last, h
 
 
@@ -140,7 +155,7 @@ def lif_op(x: Tensor, v0: Optional[Tensor], decay: float, scalars: list[float],
 def plif_op(x: Tensor, v0: Optional[Tensor], decay: Tensor, scalars: list[float],
             options: list[int], save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """PLIF: as ``lif`` with a learnable 0-dim ``decay`` tensor (``sigmoid(w)``)."""
-    return _forward(x, v0, float(decay), Neuron.unpack(scalars, options), save_h and _saves_h(x))
+    return _forward(x, v0, decay, Neuron.unpack(scalars, options), save_h and _saves_h(x))
 
 
 @torch.library.custom_op("sparsesnn::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -154,11 +169,12 @@ def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], x: Optio
     same fixed-point state as the forward). ``decay`` is a 0-dim tensor so PLIF's backward
     needs no host read while tracing.
     """
-    decay = float(decay)
     n = Neuron.unpack(scalars, options)
     if (x is None) == (h is None):
         raise ValueError("lif_backward: give exactly one of x (to recompute H) and h (saved H)")
     like = x if x is not None else h
+    if not (like.is_cuda and _ext.use_kernel(like)):
+        decay = float(decay)  # the CUDA kernel reads a device decay itself: no host sync
     recompute_in_kernel = x is not None and _ext.use_kernel(x) and not x.is_cuda
     if h is None and not recompute_in_kernel:
         h = _forward(x, v0, decay, n, True)[2]
@@ -172,13 +188,19 @@ def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], x: Optio
     grad_v_last = grad_v_last.contiguous() if grad_v_last is not None else None
     gx = torch.empty_like(grad_spikes)
     gv0 = torch.empty(like.shape[1:], dtype=torch.float32, device=like.device)
-    p = _params(T, N, decay, n)
     if like.is_cuda:
+        h = h.contiguous()  # named: a temporary's memory could be reused before the kernel runs
+        d, d_dev = _device_decay(decay, like)
         gd = torch.zeros((), dtype=torch.float32, device=like.device)
-        _ext._C.lif_backward_cuda(p, _CUDA_DTYPES[gx.dtype], grad_spikes.data_ptr(), _ptr(grad_v_last),
-                                  h.contiguous().data_ptr(), _ptr(v0), gx.data_ptr(), gv0.data_ptr(),
-                                  gd.data_ptr() if want_decay else 0, _ext.cuda_stream(like.device))
+        work = torch.empty(_ext._C.lif_cuda_work_doubles(N) if want_decay else 0,
+                           dtype=torch.float64, device=like.device)
+        _ext._C.lif_backward_cuda(_params(T, N, d, n), _CUDA_DTYPES[gx.dtype], _ptr(d_dev),
+                                  grad_spikes.data_ptr(), _ptr(grad_v_last), h.data_ptr(), _ptr(v0),
+                                  gx.data_ptr(), gv0.data_ptr(), gd.data_ptr() if want_decay else 0,
+                                  work.data_ptr() if want_decay else 0, like.device.index,
+                                  _ext.cuda_stream(like.device))
         return gx, gv0, gd
+    p = _params(T, N, decay, n)
     x = x.contiguous()
     g = _ext._C.lif_backward_cpu(p, grad_spikes.data_ptr(), _ptr(grad_v_last), x.data_ptr(),
                                  _ptr(v0), gx.data_ptr(), gv0.data_ptr(), want_decay)
@@ -230,8 +252,8 @@ def _backward(ctx, grad_s: Optional[Tensor], grad_v: Optional[Tensor], want_deca
     x, h, v0, decay = ctx.saved_tensors
     shape, dtype, device = ctx.x_meta
     grad_s = grad_s if grad_s is not None else torch.zeros(shape, dtype=dtype, device=device)
-    decay = (decay.detach() if decay is not None
-             else torch.tensor(ctx.decay, dtype=torch.float32, device=device))
+    # LIF's float decay travels as a CPU scalar: a device copy would cost a transfer + a sync.
+    decay = decay.detach() if decay is not None else torch.tensor(ctx.decay, dtype=torch.float32)
     gx, gv0, gd = lif_backward_op(grad_s, grad_v, x, h, v0, decay, *ctx.neuron, want_decay)
     gv0 = None if v0 is None else gv0.to(ctx.v0_dtype)
     if not want_decay:

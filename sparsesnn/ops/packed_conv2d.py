@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from ._checks import check_devices
+from .packed_linear import check_spike_input
 
 
 def out_size(n: int, k: int, s: int, p: int, d: int) -> int:
@@ -30,7 +32,10 @@ def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_channels: 
 def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
                      out_channels: int, kernel_size: list[int], stride: list[int],
                      padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
-    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32."""
+    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32. ``spike``: as
+    ``sparsesnn::packed_linear``."""
+    check_spike_input(x, spike)
+    check_devices("x", x, weights=weights, scale=scale, bias=bias)
     NB, C, H, W = x.shape
     OH = out_size(H, kernel_size[0], stride[0], padding[0], dilation[0])
     OW = out_size(W, kernel_size[1], stride[1], padding[1], dilation[1])
@@ -48,7 +53,7 @@ def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[T
     b = bias.data_ptr() if bias is not None else 0
     if x.is_cuda:
         _ext._C.packed_conv2d_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
-                                   y.data_ptr(), _ext.cuda_stream(x.device))
+                                   y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
     else:
         _ext._C.packed_conv2d_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
                                   y.data_ptr())

@@ -14,12 +14,23 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from . import _checks as C
 
 
 def _params(M: int, K: int, N: int, bits: int, group_size: int):
     p = _ext._C.PackedLinearParams()
     p.M, p.K, p.N, p.bits, p.group_size, p.threads = M, K, N, bits, group_size, _ext.num_threads()
     return p
+
+
+def check_spike_input(x: Tensor, spike: bool) -> None:
+    """``spike=True`` means binary x: the CPU spike kernels count any nonzero as 1."""
+    if not spike or x.numel() == 0 or not C.data_checks(x):
+        return
+    if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and _ext.available():
+        if _ext._C.is_binary_f32_cpu(x.data_ptr(), x.numel()):
+            return
+    C.check_binary("x", x)
 
 
 def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_features: int,
@@ -38,9 +49,13 @@ def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_features: 
 @torch.library.custom_op("sparsesnn::packed_linear", mutates_args=(), device_types=("cpu", "cuda"))
 def packed_linear_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
                      out_features: int, group_size: int, spike: bool) -> Tensor:
-    """``x [M, K]`` fp32 -> ``[M, N]`` fp32."""
+    """``x [M, K]`` fp32 -> ``[M, N]`` fp32. ``spike=True`` requires binary x (checked on CPU;
+    on CUDA only with ``SPARSESNN_CUDA_CHECKS=1``, and the CUDA kernel sums other values
+    correctly anyway)."""
     M, K = x.shape
     N = out_features
+    check_spike_input(x, spike)
+    C.check_devices("x", x, weights=weights, scale=scale, bias=bias)
     if not _ext.use_kernel(x):
         return reference.packed_linear(x, weights, scale, bias, bits, N, group_size)
     y = torch.empty(M, N, dtype=torch.float32, device=x.device)
@@ -49,7 +64,7 @@ def packed_linear_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[T
         b = bias.data_ptr() if bias is not None else 0
         if x.is_cuda:
             _ext._C.packed_linear_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
-                                       y.data_ptr(), _ext.cuda_stream(x.device))
+                                       y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
         else:
             _ext._C.packed_linear_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
                                       y.data_ptr())

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from .. import _ext, reference
+from . import _checks as C
+from .packed_linear import check_spike_input
 from .pruned_blocks import cpu_blocks
 
 
@@ -30,9 +32,11 @@ def dequantized_weight(row_ptr: Tensor, index: Tensor, values: Tensor, scale: Te
 def pruned_linear_op(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, scale: Tensor,
                      bias: Optional[Tensor], bits: int, out_features: int, group_size: int,
                      spike: bool) -> Tensor:
-    """``x [M, K]`` fp32 -> ``[M, N]`` fp32."""
+    """``x [M, K]`` fp32 -> ``[M, N]`` fp32. ``spike``: as ``sparsesnn::packed_linear``."""
     M, K = x.shape
     N = out_features
+    check_spike_input(x, spike)
+    C.check_devices("x", x, row_ptr=row_ptr, index=index, values=values, scale=scale, bias=bias)
     if not _ext.use_kernel(x):
         return reference.pruned_linear(x, row_ptr, index, values, scale, bias, bits, N, group_size)
     p = _ext._C.PrunedLinearParams()
@@ -40,12 +44,13 @@ def pruned_linear_op(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, 
     p.index16, p.threads = index.dtype == torch.uint16, _ext.num_threads()
     b = bias.data_ptr() if bias is not None else 0
     if x.is_cuda:
-        y = torch.zeros(M, N, dtype=torch.float32, device=x.device)
-        work = torch.zeros(M, N, dtype=torch.float32, device=x.device)
+        y = torch.empty(M, N, dtype=torch.float32, device=x.device)
+        # Per-block scratch (not [M, N]); the kernel leaves it zero again.
+        work = torch.zeros(_ext._C.pruned_linear_cuda_work_floats(p), dtype=torch.float32, device=x.device)
         if M and N:
             _ext._C.pruned_linear_cuda(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
                                        values.data_ptr(), scale.data_ptr(), b, y.data_ptr(),
-                                       work.data_ptr(), _ext.cuda_stream(x.device))
+                                       work.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
         return y
     y = torch.empty(M, N, dtype=torch.float32, device=x.device)
     blocks = cpu_blocks(row_ptr, index, values, bits, N) if spike and M and N else None

@@ -59,7 +59,7 @@ def spike_conv2d_op(s: Tensor, weight: Tensor, weight_r: Tensor, bias: Optional[
     bias_ptr = 0 if bias is None else bias.data_ptr()
     if s.is_cuda:
         _ext._C.spike_conv2d_forward_cuda(p, s.data_ptr(), weight_r.data_ptr(), bias_ptr, out.data_ptr(),
-                                          _ext.cuda_stream(s.device))
+                                          s.device.index, _ext.cuda_stream(s.device))
     else:
         _ext._C.spike_conv2d_forward_cpu(p, s.data_ptr(), weight_r.data_ptr(), bias_ptr, out.data_ptr())
     return out
@@ -78,7 +78,7 @@ def spike_conv2d_grad_weight_op(s: Tensor, grad_out: Tensor, weight_size: list[i
     p = _params(s, weight_size, stride, padding, list(grad_out.shape[-2:]), dilation, groups)
     if s.is_cuda:
         _ext._C.spike_conv2d_grad_weight_cuda(p, s.data_ptr(), grad_cl.data_ptr(), gw.data_ptr(),
-                                              _ext.cuda_stream(s.device))
+                                              s.device.index, _ext.cuda_stream(s.device))
     else:
         _ext._C.spike_conv2d_grad_weight_cpu(p, s.data_ptr(), grad_cl.data_ptr(), gw.data_ptr())
     return gw

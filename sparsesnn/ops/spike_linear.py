@@ -29,10 +29,11 @@ def spike_stats(s: Tensor) -> tuple[int, int]:
     if _ext.available() and s.device.type == "cpu" and s.dtype in SPIKE_TYPES and s.is_contiguous():
         nz, bad = _ext._C.spike_count_cpu(s.data_ptr(), SPIKE_TYPES[s.dtype], s.numel(), _ext.num_threads())
         return int(nz), int(bad)
-    nz = int(torch.count_nonzero(s))
     if s.dtype == torch.bool:
-        return nz, 0
-    return nz, int(torch.count_nonzero((s != 0) & (s != 1)))
+        return int(torch.count_nonzero(s)), 0
+    # Both counts in one device-to-host read: on CUDA each read is a stream sync.
+    nz, bad = torch.stack([torch.count_nonzero(s), torch.count_nonzero((s != 0) & (s != 1))]).tolist()
+    return nz, bad
 
 
 def _transpose(weight: Tensor) -> Tensor:
@@ -71,7 +72,7 @@ def spike_linear_op(s: Tensor, weight: Tensor, weight_t: Tensor, bias: Optional[
     p = _params(M, K, N, s)
     if s.is_cuda:
         _ext._C.spike_linear_forward_cuda(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias),
-                                          out.data_ptr(), _ext.cuda_stream(s.device))
+                                          out.data_ptr(), s.device.index, _ext.cuda_stream(s.device))
     else:
         _ext._C.spike_linear_forward_cpu(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias), out.data_ptr())
     return out
@@ -90,7 +91,7 @@ def spike_linear_grad_weight_op(s: Tensor, grad_out: Tensor) -> Tensor:
     p = _params(M, K, N, s)
     if s.is_cuda:
         _ext._C.spike_linear_grad_weight_cuda(p, s.data_ptr(), grad_out.data_ptr(), gw.data_ptr(),
-                                              _ext.cuda_stream(s.device))
+                                              s.device.index, _ext.cuda_stream(s.device))
     else:
         _ext._C.spike_linear_grad_weight_cpu(p, s.data_ptr(), grad_out.data_ptr(), gw.data_ptr())
     return gw

@@ -49,14 +49,23 @@ void lif_backward_cpu(const LifParams& p, const float* grad_spikes, const float*
                       double* grad_decay);
 
 #if defined(SPARSESNN_WITH_CUDA)
-// CUDA versions (backward reads a saved H rather than recomputing it): x / spikes / grad tensors in `dtype` (fp32, fp16, bf16); h, v0, v_last and
-// grad_v0 stay fp32 so the recurrence and the saved state are exact. grad_decay is a device
-// float accumulated with atomics (caller zeroes it). stream is a cudaStream_t.
-void lif_forward_cuda(const LifParams& p, int dtype, const void* x, const float* v0,
-                      void* spikes, float* v_last, float* h_out, void* stream);
-void lif_backward_cuda(const LifParams& p, int dtype, const void* grad_spikes,
+// CUDA versions (backward reads a saved H rather than recomputing it): x / spikes / grad tensors
+// in `dtype` (fp32, fp16, bf16); h, v0, v_last and grad_v0 stay fp32 so the recurrence and the
+// saved state are exact. decay_dev: PLIF's decay as a device float (read by the kernel, so no
+// host synchronisation), or null to use p.decay. grad_decay (device float, may be null) is
+// written, not accumulated: a per-block partial in `work` (lif_cuda_work_doubles(N) doubles),
+// then a fixed-order sum, so it is deterministic; zero for IF (!leak). Every CUDA entry point
+// runs on `device` (restoring the current device after) and throws std::runtime_error when a
+// launch fails. stream is a cudaStream_t.
+int64_t lif_cuda_work_doubles(int64_t N);
+void lif_forward_cuda(const LifParams& p, int dtype, const float* decay_dev, const void* x,
+                      const float* v0, void* spikes, float* v_last, float* h_out, int device,
+                      void* stream);
+void lif_backward_cuda(const LifParams& p, int dtype, const float* decay_dev, const void* grad_spikes,
                        const float* grad_v_last, const float* h, const float* v0, void* grad_x,
-                       float* grad_v0, float* grad_decay, void* stream);
+                       float* grad_v0, float* grad_decay, double* work, int device, void* stream);
+// Always fails (an invalid launch) and throws: tests check the error path with it.
+void cuda_launch_error_selftest(int device);
 #endif
 
 }  // namespace sparsesnn

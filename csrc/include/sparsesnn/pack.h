@@ -31,8 +31,11 @@ void unpack_cpu(const uint8_t* packed, int64_t N, int64_t K, int bits, int8_t* c
 void pack_stream_cpu(const int8_t* codes, int64_t nnz, int bits, uint8_t* out);
 
 #if defined(SPARSESNN_WITH_CUDA)
-void pack_cuda(const int8_t* codes, int64_t N, int64_t K, int bits, uint8_t* packed, void* stream);
-void unpack_cuda(const uint8_t* packed, int64_t N, int64_t K, int bits, int8_t* codes, void* stream);
+// device: the tensors' CUDA device (made current for the call); stream: a cudaStream_t.
+void pack_cuda(const int8_t* codes, int64_t N, int64_t K, int bits, uint8_t* packed, int device,
+               void* stream);
+void unpack_cuda(const uint8_t* packed, int64_t N, int64_t K, int bits, int8_t* codes, int device,
+                 void* stream);
 #endif
 
 }  // namespace sparsesnn

@@ -29,7 +29,7 @@ void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const floa
 #if defined(SPARSESNN_WITH_CUDA)
 void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
                         const void* weights, const float* scale, const float* bias, float* y,
-                        void* stream);
+                        int device, void* stream);
 #endif
 
 }  // namespace sparsesnn

@@ -36,10 +36,12 @@ void packed_dense_linear_cpu(const PackedLinearParams& p, const float* x, const 
                              const float* scale, const float* bias, float* y);
 
 #if defined(SPARSESNN_WITH_CUDA)
-// spike == true requires binary x (integer accumulation); false: fp32 accumulation.
+// spike == true: inputs equal to 1 are summed in integers (exact), any other nonzero input in
+// fp32, so non-binary x is still summed correctly; false: fp32 accumulation. device: the
+// tensors' CUDA device; launch failures throw std::runtime_error.
 void packed_linear_cuda(const PackedLinearParams& p, bool spike, const float* x,
                         const void* weights, const float* scale, const float* bias, float* y,
-                        void* stream);
+                        int device, void* stream);
 #endif
 
 }  // namespace sparsesnn

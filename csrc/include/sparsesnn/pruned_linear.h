@@ -27,11 +27,15 @@ void pruned_linear_cpu(const PrunedLinearParams& p, bool spike, const float* x,
                        const float* scale, const float* bias, float* y);
 
 #if defined(SPARSESNN_WITH_CUDA)
-// y must be zero-initialised by the caller; work [M, N] fp32 scratch (may alias nothing).
+// Deterministic (no atomics; same summation order as the CPU kernel). Requires index strictly
+// ascending within each input's entries. y is overwritten. work: pruned_linear_cuda_work_floats(p)
+// floats of scratch, zero-filled by the caller once (the kernel leaves it zero). spike: as
+// packed_linear_cuda (non-binary x is still summed correctly). device: the tensors' device.
+int64_t pruned_linear_cuda_work_floats(const PrunedLinearParams& p);
 void pruned_linear_cuda(const PrunedLinearParams& p, bool spike, const float* x,
                         const int32_t* row_ptr, const void* index, const void* values,
                         const float* scale, const float* bias, float* y, float* work,
-                        void* stream);
+                        int device, void* stream);
 #endif
 
 }  // namespace sparsesnn

@@ -39,9 +39,10 @@ void spike_conv2d_grad_weight_cpu(const SpikeConv2dParams& p, const void* s,
 #if defined(SPARSESNN_WITH_CUDA)
 // CUDA: same layouts; s fp32 or uint8/bool, everything else fp32.
 void spike_conv2d_forward_cuda(const SpikeConv2dParams& p, const void* s, const float* weight_r,
-                               const float* bias, float* out, void* stream);
+                               const float* bias, float* out, int device, void* stream);
 void spike_conv2d_grad_weight_cuda(const SpikeConv2dParams& p, const void* s,
-                                   const float* grad_out_cl, float* grad_weight, void* stream);
+                                   const float* grad_out_cl, float* grad_weight, int device,
+                                   void* stream);
 #endif
 
 }  // namespace sparsesnn

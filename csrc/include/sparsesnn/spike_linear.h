@@ -35,11 +35,13 @@ void spike_count_cpu(const void* s, int spike_type, int64_t n, int threads, int6
                      int64_t* nonbinary);
 
 #if defined(SPARSESNN_WITH_CUDA)
-// CUDA: s fp32 or uint8/bool, weights and outputs fp32; stream is a cudaStream_t.
+// CUDA: s fp32 or uint8/bool, weights and outputs fp32; device: the tensors' CUDA device
+// (made current for the call); stream is a cudaStream_t. Launch failures throw.
 void spike_linear_forward_cuda(const SpikeLinearParams& p, const void* s, const float* weight_t,
-                               const float* bias, float* out, void* stream);
+                               const float* bias, float* out, int device, void* stream);
 void spike_linear_grad_weight_cuda(const SpikeLinearParams& p, const void* s,
-                                   const float* grad_out, float* grad_weight, void* stream);
+                                   const float* grad_out, float* grad_weight, int device,
+                                   void* stream);
 #endif
 
 }  // namespace sparsesnn
