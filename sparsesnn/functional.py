@@ -54,42 +54,31 @@ def _state_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
     return (state_quant.bits, state_quant.frac_bits, state_quant.mode, state_quant.seed)
 
 
-def _build_neuron(v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha,
-                  state_quant) -> Neuron:
+def _build_settings(tau, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha,
+                    state_quant) -> tuple[float, Neuron]:
+    """Validated ``(decay, Neuron)``; ``tau`` None: no leak (decay 1)."""
+    decay = 1.0 if tau is None else 1.0 / C.check_greater("tau", tau, 1.0)
     C.check_finite("v_threshold", v_threshold)
     if v_reset is not None:
         C.check_finite("v_reset", v_reset)
     _, kind, alpha = _resolve_surrogate(surrogate, alpha)
-    return Neuron(float(v_threshold), None if v_reset is None else float(v_reset), alpha,
-                  bool(decay_input), leak, bool(detach_reset), kind, _state_args(state_quant))
+    return decay, Neuron(float(v_threshold), None if v_reset is None else float(v_reset), alpha,
+                         bool(decay_input), leak, bool(detach_reset), kind, _state_args(state_quant))
 
 
-def _build_decay(tau) -> float:
-    return 1.0 / C.check_greater("tau", tau, 1.0)
+_cached_settings = functools.lru_cache(maxsize=256)(_build_settings)
 
 
-_cached_neuron = functools.lru_cache(maxsize=256)(_build_neuron)
-_cached_decay = functools.lru_cache(maxsize=256)(_build_decay)
-
-
-def _validated(cached, build, *settings):
-    """``build(*settings)``, memoized so a small call validates each distinct setting once;
+def _settings(*args) -> tuple[float, Neuron]:
+    """:func:`_build_settings`, memoized so a small call validates each distinct setting once;
     uncached while tracing (dynamo traces the plain function) or for an unhashable argument
-    (``build`` then raises its clear error)."""
+    (the plain function then raises its clear error)."""
     if torch.compiler.is_compiling():
-        return build(*settings)
+        return _build_settings(*args)
     try:
-        return cached(*settings)
+        return _cached_settings(*args)
     except TypeError:
-        return build(*settings)
-
-
-def _neuron(*settings) -> Neuron:
-    return _validated(_cached_neuron, _build_neuron, *settings)
-
-
-def _decay(tau) -> float:
-    return _validated(_cached_decay, _build_decay, tau)
+        return _build_settings(*args)
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
@@ -132,8 +121,9 @@ def lif(
     Returns:
         ``(spikes [T, *] in x.dtype, v_last [*] fp32)``.
     """
-    n = _neuron(v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha, state_quant)
-    return _run_neuron(x, v0, _decay(tau), n)
+    decay, n = _settings(tau, v_threshold, v_reset, decay_input, True, detach_reset, surrogate,
+                         alpha, state_quant)
+    return _run_neuron(x, v0, decay, n)
 
 
 def if_neuron(
@@ -148,8 +138,9 @@ def if_neuron(
     state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire (no leak): ``H = V + X``; otherwise as :func:`lif`."""
-    n = _neuron(v_threshold, v_reset, True, False, detach_reset, surrogate, alpha, state_quant)
-    return _run_neuron(x, v0, 1.0, n)
+    decay, n = _settings(None, v_threshold, v_reset, True, False, detach_reset, surrogate, alpha,
+                         state_quant)
+    return _run_neuron(x, v0, decay, n)
 
 
 def plif(
@@ -175,7 +166,8 @@ def plif(
     # Value checks read the tensor, which torch.compile cannot trace; eager mode checks.
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(w).all()):
         raise ValueError(f"w: expected a finite floating-point value, got {w.detach().flatten()[0].item()}")
-    n = _neuron(v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha, state_quant)
+    _, n = _settings(None, v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha,
+                     state_quant)
     x, v0 = _neuron_inputs(x, v0)
     decay = torch.sigmoid(w.reshape(()).to(device=x.device, dtype=torch.float32))
     if eager_cpu(x, v0, decay):

@@ -49,7 +49,7 @@ class BaseNeuron(nn.Module):
 
     def reset(self) -> None:
         """Forget the membrane potential (next call starts from ``v_reset`` / 0)."""
-        self.v = None
+        self.__dict__["v"] = None  # a plain attribute: skips nn.Module.__setattr__'s checks
 
     def _run(self, x: Tensor, v0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -64,7 +64,9 @@ class BaseNeuron(nn.Module):
                 "call reset() between inputs of different shapes"
             )
         spikes, v = self._run(seq, v0)
-        self.v = v.to(x.dtype) if x.is_floating_point() else v
+        # ``v`` is a plain tensor attribute (never a parameter or buffer): a direct write skips
+        # nn.Module.__setattr__'s type checks, which cost more than a small kernel call.
+        self.__dict__["v"] = v if v.dtype == x.dtype or not x.is_floating_point() else v.to(x.dtype)
         return spikes[0] if single else spikes
 
     def extra_repr(self) -> str:

@@ -126,10 +126,14 @@ def _forward(x: Tensor, v0: Optional[Tensor], decay, n: Neuron, want_h: bool):
 def lif_inference(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> tuple[Tensor, Tensor]:
     """``(spikes, v_last)`` from the CPU kernel. Also the fast path of ``functional`` for
     validated, contiguous CPU input when no gradient or tracing is involved (``ops._fast``)."""
+    shape = x.shape
     spikes = torch.empty_like(x)
-    v_last = torch.empty(x.shape[1:], dtype=torch.float32)
-    p = _params(x.shape[0], math.prod(x.shape[1:]), decay, n)
-    _ext._C.lif_forward_cpu(p, x.data_ptr(), _ptr(v0), spikes.data_ptr(), v_last.data_ptr())
+    # torch.empty(*ints) parses several times faster than torch.empty(torch.Size, dtype=...)
+    v_last = torch.empty(*shape[1:]) if len(shape) > 1 else torch.empty(())
+    T = shape[0]
+    p = _params(T, x.numel() // T if T else math.prod(shape[1:]), decay, n)
+    _ext._C.lif_forward_cpu(p, x.data_ptr(), 0 if v0 is None else v0.data_ptr(), spikes.data_ptr(),
+                            v_last.data_ptr())
     return spikes, v_last
 
 
