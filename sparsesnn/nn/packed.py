@@ -8,6 +8,8 @@ applied once per output); analog input runs the dense-path packed kernels.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Optional, Union
 
 import torch
@@ -31,6 +33,8 @@ __all__ = ["PackedSpikingLinear", "PackedSpikingConv2d", "PRUNED_LAYOUT_MIN_SPAR
 # of the weights is exactly zero (below it the index overhead outweighs the skipped synapses).
 PRUNED_LAYOUT_MIN_SPARSITY = 0.5
 _INPUT_MODES = ("auto", "spike", "analog")
+_INPUT_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool,
+                           torch.uint8))
 _BUFFERS = ("weights", "scale", "bias", "row_ptr", "index", "values")
 
 
@@ -142,6 +146,7 @@ class _PackedBase(nn.Module):
         return True
 
 
+@functools.lru_cache(maxsize=None)
 def _bits(fmt: str) -> int:
     return 32 if fmt == "fp32" else QuantSpec(fmt).storage_bits
 
@@ -273,24 +278,27 @@ class PackedSpikingLinear(_PackedBase):
     def forward(self, s: Tensor) -> Tensor:
         C.check_tensor("input", s)
         C.check_min_dim("input", s, 1, "([..., K])")
-        if s.shape[-1] != self.in_features:
-            raise ValueError(f"input: expected last dim {self.in_features} (in_features), got shape {tuple(s.shape)}")
-        ref = self.weights if self.weights is not None else self.values
+        K, N = self.in_features, self.out_features
+        if s.shape[-1] != K:
+            raise ValueError(f"input: expected last dim {K} (in_features), got shape {tuple(s.shape)}")
+        buf = self._buffers  # one dict instead of nn.Module.__getattr__ per buffer (small calls)
+        pruned = self.layout == "pruned"
+        ref = buf["values"] if pruned else buf["weights"]
         C.check_same_device("input", s, "weights", ref)
-        if s.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool, torch.uint8):
+        if s.dtype not in _INPUT_DTYPES:
             raise ValueError(f"input: expected a float, bool or uint8 tensor, got dtype {s.dtype}")
-        x = s.reshape(-1, self.in_features).to(torch.float32).contiguous()
+        x = (s if s.dim() == 2 else s.reshape(-1, K))
+        x = (x if x.dtype == torch.float32 else x.float()).contiguous()
         spike = self._spike_mode(s if s.dtype == torch.bool else x)
         fast = eager_cpu(x, ref)
-        if self.layout == "pruned":
+        if pruned:
             op = direct(pruned_linear_op) if fast else pruned_linear_op
-            y = op(x, self.row_ptr, self.index, self.values, self.scale, self.bias, self.bits,
-                   self.out_features, self.group_size, spike)
+            y = op(x, buf["row_ptr"], buf["index"], ref, buf["scale"], buf["bias"], self.bits, N,
+                   self.group_size, spike)
         else:
             op = direct(packed_linear_op) if fast else packed_linear_op
-            y = op(x, self.weights, self.scale, self.bias, self.bits, self.out_features,
-                   self.group_size, spike)
-        return y.reshape(*s.shape[:-1], self.out_features)
+            y = op(x, ref, buf["scale"], buf["bias"], self.bits, N, self.group_size, spike)
+        return y if s.dim() == 2 else y.reshape(*s.shape[:-1], N)
 
 
 def _pair(v: Any, name: str) -> tuple[int, int]:
