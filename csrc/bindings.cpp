@@ -17,6 +17,7 @@
 #include "sparsesnn/pack.h"
 #include "sparsesnn/packed_conv2d.h"
 #include "sparsesnn/packed_linear.h"
+#include "sparsesnn/cache_info.h"
 #include "sparsesnn/pruned_blocks.h"
 #include "sparsesnn/pruned_linear.h"
 
@@ -80,6 +81,10 @@ py::dict build_info() {
 #if defined(__VERSION__)
   d["compiler"] = std::string(__VERSION__);
 #endif
+  const CacheSizes& caches = cache_sizes();  // what the kernels size their chunks by
+  d["l1d_bytes"] = caches.l1d;
+  d["l2_bytes"] = caches.l2;
+  d["l3_bytes"] = caches.l3;
   return d;
 }
 

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "parallel.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -31,13 +33,7 @@ inline void parallel_items(int64_t n, int threads, F&& body) {
   (void)nt;
 }
 
-// Threads worth using for `work` elementary operations (float adds / spikes scanned): a
-// parallel region costs a fork/join, and on a loaded machine waiting for a descheduled worker
-// can cost far more than the whole job, so small jobs stay on the calling thread.
-inline int threads_for(int64_t work, int threads) {
-  constexpr int64_t kMinWorkPerThread = int64_t(1) << 19;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / kMinWorkPerThread)));
-}
+using sparsesnn::threads_for;  // defined in parallel.h
 
 // Floats per output tile: 8 zmm accumulators (128 floats, 512 B of each weight row per event)
 // keeps the per-event work long enough to hide the row fetch while leaving registers free.

@@ -100,7 +100,7 @@ void lif_forward_cpu(const LifParams& p, const float* x, const float* v0, float*
   if (p.N == 0) return;
   const MarchFn march_chunk = select_march<kEmitSpikes>(p);
   const bool stream = streams(p);
-  parallel_chunks(p.N, kChunk, p.threads, [&](int64_t a, int64_t b) {
+  parallel_chunks(p.N, forward_chunk_size(), p.threads, [&](int64_t a, int64_t b) {
     march_chunk(p, x, v0, spikes + a, p.N, v_last, a, b, stream);
   });
 }

@@ -16,13 +16,18 @@ namespace sparsesnn {
 namespace lif_cpu {
 namespace {
 
-// Backward chunks are sized so the recomputed H (T x chunk floats) fits in this many bytes.
-constexpr int64_t kHBufBytes = int64_t(256) << 10;
+// Backward chunks are sized so the recomputed H (T x chunk floats) takes a quarter of L2
+// (within 128 KiB - 1 MiB), leaving room for the rows streamed through beside it.
+int64_t h_buffer_bytes() {
+  static const int64_t bytes =
+      std::clamp<int64_t>(cache_sizes().l2 / 4, int64_t(128) << 10, int64_t(1) << 20);
+  return bytes;
+}
 
-// Neurons per backward chunk: as many as keep T rows of recomputed H within kHBufBytes,
+// Neurons per backward chunk: as many as keep T rows of recomputed H within h_buffer_bytes(),
 // a multiple of 16 (whole cache lines), at least 16.
 int64_t backward_chunk_size(int64_t T) {
-  const int64_t fit = kHBufBytes / int64_t(sizeof(float)) / std::max<int64_t>(T, 1);
+  const int64_t fit = h_buffer_bytes() / int64_t(sizeof(float)) / std::max<int64_t>(T, 1);
   return std::clamp<int64_t>(fit / 16 * 16, 16, kChunk);
 }
 

@@ -3,15 +3,25 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "sparsesnn/cache_info.h"
 #include "sparsesnn/lif.h"
 #include "stream_store.h"
 
 namespace sparsesnn {
 namespace lif_cpu {
 
-// Forward neurons per chunk: long unit-stride runs per timestep keep the hardware prefetchers
-// busy (measured: 512 -> 55% of copy bandwidth, 8192 -> 80-90%); state of 32 KiB on the stack.
+// Most neurons per chunk (the state arrays live on the stack): long unit-stride runs per
+// timestep keep the hardware prefetchers busy (measured: 512 -> 55% of copy bandwidth, 8192
+// -> 80-90%).
 constexpr int64_t kChunk = 8192;
+
+// Forward neurons per chunk on this CPU: kChunk where the chunk's state (4 bytes a neuron)
+// stays under 1/32 of L2 beside the streamed rows, fewer on a small L2; a multiple of 16.
+inline int64_t forward_chunk_size() {
+  static const int64_t chunk =
+      std::clamp<int64_t>(cache_sizes().l2 / 32 / int64_t(sizeof(float)) / 16 * 16, 1024, kChunk);
+  return chunk;
+}
 // Rows are processed in blocks of this many floats: the unit of prefetching and of staging
 // streamed outputs in L1.
 constexpr int64_t kBlock = 512;
@@ -38,7 +48,7 @@ inline void prefetch_block(const float* row, int64_t len) {
 
 // Whether [T, N] outputs are big enough to write with streaming stores.
 inline bool streams(const LifParams& p) {
-  return p.T * p.N * int64_t(sizeof(float)) >= kStreamMinBytes;
+  return p.T * p.N * int64_t(sizeof(float)) >= stream_min_bytes();
 }
 
 // Writes H [T, n1 - n0] (row t at hb + t * (n1 - n0)) of neurons [n0, n1), recomputed from x

@@ -45,6 +45,13 @@ inline std::pair<std::vector<int32_t>, std::vector<int64_t>> list_rows_nonzero(
   return {std::move(idx), std::move(count)};
 }
 
+// Threads worth using for kernels that touch `per_event` weights for each listed input.
+inline int threads_for_events(const std::vector<int64_t>& count, int64_t per_event, int threads) {
+  int64_t events = 0;
+  for (const int64_t c : count) events += c;
+  return threads_for(events * per_event, threads);
+}
+
 // Inputs per scale group (the whole row when group_size is 0 or covers K).
 inline int64_t group_len(int64_t K, int64_t group_size) {
   return (group_size <= 0 || group_size >= K) ? std::max<int64_t>(K, 1) : group_size;

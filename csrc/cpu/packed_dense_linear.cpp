@@ -19,6 +19,7 @@ namespace {
 using packed_detail::for_group_runs;
 using packed_detail::group_len;
 using packed_detail::list_rows_nonzero;
+using packed_detail::threads_for_events;
 using packed_detail::num_groups;
 using packed_detail::work_chunk;
 
@@ -149,12 +150,13 @@ void run_panels(const PackedLinearParams& p, const float* x, const uint8_t* w, c
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; ++k) xs[m * G + k / glen] += x[m * K + k];
   const int64_t panels = (N + kPanelN - 1) / kPanelN;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(p.threads, panels));
+  const int nt = threads_for(M * K * N, p.threads);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(nt, panels));
   // Each thread owns a contiguous range of output panels; the k blocks run outermost so a
   // block of weight rows stays cached (and its pages in the TLB) while all panels use it.
   // Few rows (M < 4): a block is one row k, read once front to back.
   const int64_t kblock = M >= 4 ? kPanelK : 1;
-  parallel_chunks(parts, 1, p.threads, [&](int64_t q0, int64_t q1) {
+  parallel_chunks(parts, 1, nt, [&](int64_t q0, int64_t q1) {
     for (int64_t part = q0; part < q1; ++part) {
       const int64_t t0 = panels * part / parts, t1 = panels * (part + 1) / parts;
       const int64_t width = (t1 - t0) * kPanelN;
@@ -224,7 +226,8 @@ void run(const PackedLinearParams& p, const float* x, const uint8_t* w, const fl
   const std::vector<int32_t>& act = lists.first;
   const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kTile - 1) / kTile;
-  parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
+  const int nt = threads_for_events(cnt, N, p.threads);
+  parallel_chunks(tiles * M, work_chunk(tiles, M, nt), nt, [&](int64_t i0, int64_t i1) {
     alignas(64) float accf[kTile];
     alignas(64) float yf[kTile];
     for (int64_t it = i0; it < i1; ++it) {

@@ -21,6 +21,7 @@ namespace {
 using packed_detail::for_group_runs;
 using packed_detail::group_len;
 using packed_detail::list_rows_nonzero;
+using packed_detail::threads_for_events;
 using packed_detail::num_groups;
 using packed_detail::work_chunk;
 
@@ -112,7 +113,8 @@ void run_int(const PackedLinearParams& p, const float* x, const uint8_t* w, cons
   const std::vector<int32_t>& act = lists.first;
   const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kIntTile - 1) / kIntTile;
-  parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
+  const int nt = threads_for_events(cnt, N, p.threads);
+  parallel_chunks(tiles * M, work_chunk(tiles, M, nt), nt, [&](int64_t i0, int64_t i1) {
     alignas(64) int32_t acc32[kIntTile];
     alignas(64) float yf[kIntTile];
     for (int64_t it = i0; it < i1; ++it) {
@@ -139,7 +141,8 @@ void run_f32(const PackedLinearParams& p, const float* x, const float* wt, const
   const std::vector<int32_t>& act = lists.first;
   const std::vector<int64_t>& cnt = lists.second;
   const int64_t tiles = (N + kF32Tile - 1) / kF32Tile;
-  parallel_chunks(tiles * M, work_chunk(tiles, M, p.threads), p.threads, [&](int64_t i0, int64_t i1) {
+  const int nt = threads_for_events(cnt, N, p.threads);
+  parallel_chunks(tiles * M, work_chunk(tiles, M, nt), nt, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
       const int64_t t = it / M, m = it % M;
       const int64_t n0 = t * kF32Tile, tile_n = std::min<int64_t>(kF32Tile, N - n0);

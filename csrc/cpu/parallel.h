@@ -5,6 +5,15 @@
 
 namespace sparsesnn {
 
+// Threads worth using for `work` elementary operations (float adds / spikes scanned): a
+// parallel region costs a fork/join, and on a loaded machine waiting for a descheduled worker
+// can cost far more than the whole job, so small jobs stay on the calling thread.
+inline int threads_for(int64_t work, int threads) {
+  constexpr int64_t kMinWorkPerThread = int64_t(1) << 19;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / kMinWorkPerThread)));
+}
+
+
 template <typename F>
 inline void parallel_chunks(int64_t n, int64_t chunk, int threads, F&& body) {
   const int64_t nchunks = (n + chunk - 1) / chunk;

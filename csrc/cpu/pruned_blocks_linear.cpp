@@ -14,7 +14,8 @@ namespace {
 
 using packed_detail::for_group_runs;
 using packed_detail::group_len;
-using packed_detail::list_nonzero;
+using packed_detail::list_rows_nonzero;
+using packed_detail::threads_for_events;
 
 // acc[i] += the codes c[0, popcount(mask)), placed at the set bits i of mask.
 inline void add_block(int32_t* acc, uint16_t mask, const int8_t* c) {
@@ -39,10 +40,13 @@ void pruned_blocks_spike_linear_cpu(const PrunedLinearParams& p, const float* x,
   if (M == 0 || N == 0) return;
   const int64_t NB = (N + 15) / 16, glen = group_len(K, p.group_size);
   const int64_t G = (K + glen - 1) / glen;
+  const auto lists = list_rows_nonzero(x, M, K, p.threads);
+  // Work: each active input touches its blocks (16 outputs each), about the average count.
+  const int nt = threads_for_events(lists.second, 16 * block_ptr[K] / std::max<int64_t>(K, 1) + 1,
+                                    p.threads);
   // Few rows: also split the output blocks between threads (each owns its blocks).
-  const int64_t parts = M >= p.threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(p.threads, NB / 16));
-  parallel_chunks(M * parts, 1, p.threads, [&](int64_t w0, int64_t w1) {
-    std::vector<int32_t> act(static_cast<size_t>(K));
+  const int64_t parts = M >= nt ? 1 : std::max<int64_t>(1, std::min<int64_t>(nt, NB / 16));
+  parallel_chunks(M * parts, 1, nt, [&](int64_t w0, int64_t w1) {
     // 64-byte aligned accumulators: a block's add is then one cache line, not a split load
     // and store (split accesses also defeat store-to-load forwarding between inputs).
     std::vector<int32_t> iacc_buf(static_cast<size_t>(NB * 16 + 16));
@@ -52,9 +56,10 @@ void pruned_blocks_spike_linear_cpu(const PrunedLinearParams& p, const float* x,
       const int64_t m = w / parts, part = w % parts;
       const int64_t b0 = NB * part / parts, b1 = NB * (part + 1) / parts;
       const int64_t n0 = b0 * 16, n1 = std::min(N, b1 * 16);
-      const int64_t na = list_nonzero(x + m * K, K, act.data());
+      const int32_t* act = lists.first.data() + m * K;
+      const int64_t na = lists.second[m];
       std::fill(yf.begin() + n0, yf.begin() + b1 * 16, 0.0f);
-      for_group_runs(act.data(), na, glen, [&](int64_t b, int64_t e, int64_t g) {
+      for_group_runs(act, na, glen, [&](int64_t b, int64_t e, int64_t g) {
         std::fill(iacc + n0, iacc + b1 * 16, 0);
         for (int64_t i = b; i < e; ++i) {
           const int32_t k = act[i];

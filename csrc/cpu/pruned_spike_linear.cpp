@@ -33,8 +33,10 @@ void run(const PrunedLinearParams& p, const float* x, const int32_t* rp, const I
   const int64_t G = (K + glen - 1) / glen;
   // Few rows: also split the outputs between threads. Indices are ascending within an input's
   // entries, so each thread finds its output range by binary search and owns its outputs.
-  const int64_t parts = M >= p.threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(p.threads, N / 256));
-  parallel_chunks(M * parts, 1, p.threads, [&](int64_t w0, int64_t w1) {
+  // Work bound: every row touching every stored synapse.
+  const int nt = threads_for(M * int64_t(rp[K]), p.threads);
+  const int64_t parts = M >= nt ? 1 : std::max<int64_t>(1, std::min<int64_t>(nt, N / 256));
+  parallel_chunks(M * parts, 1, nt, [&](int64_t w0, int64_t w1) {
     std::vector<int32_t> act(static_cast<size_t>(K));
     std::vector<int32_t> iacc(static_cast<size_t>(N));
     std::vector<float> facc(static_cast<size_t>(N)), yf(static_cast<size_t>(N));

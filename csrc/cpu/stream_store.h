@@ -2,8 +2,11 @@
 // first reads the line it writes (read-for-ownership), so writing a big output costs two
 // memory transfers per byte; a streaming store costs one and does not evict useful data.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#include "sparsesnn/cache_info.h"
 
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
@@ -12,10 +15,14 @@
 
 namespace sparsesnn {
 
-// Outputs of at least this many bytes are streamed: about half the 32 MiB L3 of the dev
-// machine, above which an output is evicted before the next op could read it from cache.
-// A judgment, not a tuned value.
-constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
+// Outputs of at least this many bytes are streamed: half the last-level cache as the OS
+// reports it (within 4-64 MiB), above which an output is evicted before the next op could
+// read it from cache. A judgment, not a tuned value.
+inline int64_t stream_min_bytes() {
+  static const int64_t bytes =
+      std::min<int64_t>(std::max<int64_t>(cache_sizes().l3 / 2, int64_t(4) << 20), int64_t(64) << 20);
+  return bytes;
+}
 
 // dst[0:n] = src[0:n] with streaming stores where the ISA has them.
 inline void stream_row(float* dst, const float* src, int64_t n) {

@@ -15,16 +15,16 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .. import _ext
 from ..ops import _checks as C
 from ..ops._fast import direct, eager_cpu
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
 from ..ops.packed_conv2d import packed_conv2d_op
 from ..ops.packed_linear import dequantized_weight as _lin_dequant
-from ..ops.packed_linear import packed_linear_op
+from ..ops.packed_linear import packed_linear_cpu, packed_linear_op
 from ..ops.pruned_linear import dequantized_weight as _pruned_dequant
-from ..ops.pruned_linear import pruned_linear_op
+from ..ops.pruned_linear import pruned_linear_cpu, pruned_linear_op
+from ..ops.spike_linear import spike_stats
 from ..quant import QuantSpec, as_spec, pack, quantize
 
 __all__ = ["PackedSpikingLinear", "PackedSpikingConv2d", "PRUNED_LAYOUT_MIN_SPARSITY"]
@@ -36,16 +36,6 @@ _INPUT_MODES = ("auto", "spike", "analog")
 _INPUT_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool,
                            torch.uint8))
 _BUFFERS = ("weights", "scale", "bias", "row_ptr", "index", "values")
-
-
-def _is_binary(x: Tensor) -> bool:
-    """Whether ``x`` holds only 0 and 1 (one fused pass on CPU fp32 contiguous input)."""
-    if x.dtype == torch.bool or x.numel() == 0:
-        return True
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
-            and _ext.use_kernel(x)):
-        return bool(_ext._C.is_binary_f32_cpu(x.data_ptr(), x.numel()))
-    return bool(((x == 0) | (x == 1)).all())
 
 
 def _float_weight(layer: nn.Module, name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -135,15 +125,15 @@ class _PackedBase(nn.Module):
             if self.input_mode == "spike" and C.data_checks(x):
                 C.check_binary("input", x)
             return True
-        binary = _is_binary(x)
-        if self.input_mode == "spike" and not binary:
-            C.check_binary("input", x)
-        if not binary:
+        if not x.numel():
+            return True
+        nonzero, nonbinary = spike_stats(x)  # one pass: binarity and density
+        if nonbinary:
+            if self.input_mode == "spike":
+                C.check_binary("input", x)
             return False
         # Above the measured break-even density the dense-path kernel is faster.
-        if self.dense_threshold < 1.0 and x.numel():
-            return float(torch.count_nonzero(x)) / x.numel() <= self.dense_threshold
-        return True
+        return self.dense_threshold >= 1.0 or nonzero / x.numel() <= self.dense_threshold
 
 
 @functools.lru_cache(maxsize=None)
@@ -290,13 +280,14 @@ class PackedSpikingLinear(_PackedBase):
         x = (s if s.dim() == 2 else s.reshape(-1, K))
         x = (x if x.dtype == torch.float32 else x.float()).contiguous()
         spike = self._spike_mode(s if s.dtype == torch.bool else x)
+        # Inference fast path: input validated above (binary when spike), straight to the kernel.
         fast = eager_cpu(x, ref)
         if pruned:
-            op = direct(pruned_linear_op) if fast else pruned_linear_op
+            op = pruned_linear_cpu if fast else pruned_linear_op
             y = op(x, buf["row_ptr"], buf["index"], ref, buf["scale"], buf["bias"], self.bits, N,
                    self.group_size, spike)
         else:
-            op = direct(packed_linear_op) if fast else packed_linear_op
+            op = packed_linear_cpu if fast else packed_linear_op
             y = op(x, ref, buf["scale"], buf["bias"], self.bits, N, self.group_size, spike)
         return y if s.dim() == 2 else y.reshape(*s.shape[:-1], N)
 

@@ -8,6 +8,8 @@ integer buffers); the backward is the ``sparsesnn::packed_linear_backward`` op.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Optional
 
 import torch
@@ -18,9 +20,28 @@ from . import _checks as C
 
 
 def _params(M: int, K: int, N: int, bits: int, group_size: int):
+    return _cached_params(M, K, N, bits, group_size, _ext.num_threads())
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_params(M: int, K: int, N: int, bits: int, group_size: int, threads: int):
+    """Kernel parameters, built once per shape (never mutated after)."""
     p = _ext._C.PackedLinearParams()
-    p.M, p.K, p.N, p.bits, p.group_size, p.threads = M, K, N, bits, group_size, _ext.num_threads()
+    p.M, p.K, p.N, p.bits, p.group_size, p.threads = M, K, N, bits, group_size, threads
     return p
+
+
+def packed_linear_cpu(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+                      out_features: int, group_size: int, spike: bool) -> Tensor:
+    """The CPU kernel on validated input: ``x [M, K]`` fp32 contiguous, binary if ``spike``.
+    The op calls it after its checks; modules call it directly on their inference fast path."""
+    M, K = x.shape
+    y = torch.empty(M, out_features)
+    if M and out_features:
+        _ext._C.packed_linear_cpu(_params(M, K, out_features, bits, group_size), spike, x.data_ptr(),
+                                  weights.data_ptr(), scale.data_ptr(),
+                                  0 if bias is None else bias.data_ptr(), y.data_ptr())
+    return y
 
 
 def check_spike_input(x: Tensor, spike: bool) -> None:
@@ -58,16 +79,14 @@ def packed_linear_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[T
     C.check_devices("x", x, weights=weights, scale=scale, bias=bias)
     if not _ext.use_kernel(x):
         return reference.packed_linear(x, weights, scale, bias, bits, N, group_size)
+    if not x.is_cuda:
+        return packed_linear_cpu(x, weights, scale, bias, bits, N, group_size, spike)
     y = torch.empty(M, N, dtype=torch.float32, device=x.device)
     if M and N:
         p = _params(M, K, N, bits, group_size)
         b = bias.data_ptr() if bias is not None else 0
-        if x.is_cuda:
-            _ext._C.packed_linear_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
-                                       y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
-        else:
-            _ext._C.packed_linear_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
-                                      y.data_ptr())
+        _ext._C.packed_linear_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
+                                   y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
     return y
 
 

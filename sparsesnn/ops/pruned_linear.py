@@ -5,6 +5,8 @@ Gradient flows to ``x`` only, through ``sparsesnn::pruned_linear_backward``.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Optional
 
 import torch
@@ -28,6 +30,37 @@ def dequantized_weight(row_ptr: Tensor, index: Tensor, values: Tensor, scale: Te
     return dense.float() * s
 
 
+@functools.lru_cache(maxsize=1024)
+def _cpu_params(M: int, K: int, N: int, bits: int, group_size: int, index16: bool, threads: int):
+    p = _ext._C.PrunedLinearParams()
+    p.M, p.K, p.N, p.bits, p.group_size = M, K, N, bits, group_size
+    p.index16, p.threads = index16, threads
+    return p
+
+
+def pruned_linear_cpu(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, scale: Tensor,
+                      bias: Optional[Tensor], bits: int, out_features: int, group_size: int,
+                      spike: bool) -> Tensor:
+    """The CPU kernels on validated input: ``x [M, K]`` fp32 contiguous, binary if ``spike``
+    (then the blocked layout's kernel, see ``pruned_blocks``). The op calls it after its
+    checks; modules call it directly on their inference fast path."""
+    M, K = x.shape
+    N = out_features
+    y = torch.empty(M, N)
+    if not (M and N):
+        return y
+    p = _cpu_params(M, K, N, bits, group_size, index.dtype == torch.uint16, _ext.num_threads())
+    b = 0 if bias is None else bias.data_ptr()
+    blocks = cpu_blocks(row_ptr, index, values, bits, N) if spike else None
+    if blocks is not None:
+        _ext._C.pruned_blocks_spike_linear_cpu(p, x.data_ptr(), *(t.data_ptr() for t in blocks),
+                                               scale.data_ptr(), b, y.data_ptr())
+    else:
+        _ext._C.pruned_linear_cpu(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
+                                  values.data_ptr(), scale.data_ptr(), b, y.data_ptr())
+    return y
+
+
 @torch.library.custom_op("sparsesnn::pruned_linear", mutates_args=(), device_types=("cpu", "cuda"))
 def pruned_linear_op(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, scale: Tensor,
                      bias: Optional[Tensor], bits: int, out_features: int, group_size: int,
@@ -39,27 +72,19 @@ def pruned_linear_op(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor, 
     C.check_devices("x", x, row_ptr=row_ptr, index=index, values=values, scale=scale, bias=bias)
     if not _ext.use_kernel(x):
         return reference.pruned_linear(x, row_ptr, index, values, scale, bias, bits, N, group_size)
+    if not x.is_cuda:
+        return pruned_linear_cpu(x, row_ptr, index, values, scale, bias, bits, N, group_size, spike)
     p = _ext._C.PrunedLinearParams()
     p.M, p.K, p.N, p.bits, p.group_size = M, K, N, bits, group_size
     p.index16, p.threads = index.dtype == torch.uint16, _ext.num_threads()
     b = bias.data_ptr() if bias is not None else 0
-    if x.is_cuda:
-        y = torch.empty(M, N, dtype=torch.float32, device=x.device)
-        # Per-block scratch (not [M, N]); the kernel leaves it zero again.
-        work = torch.zeros(_ext._C.pruned_linear_cuda_work_floats(p), dtype=torch.float32, device=x.device)
-        if M and N:
-            _ext._C.pruned_linear_cuda(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
-                                       values.data_ptr(), scale.data_ptr(), b, y.data_ptr(),
-                                       work.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
-        return y
     y = torch.empty(M, N, dtype=torch.float32, device=x.device)
-    blocks = cpu_blocks(row_ptr, index, values, bits, N) if spike and M and N else None
-    if blocks is not None:
-        _ext._C.pruned_blocks_spike_linear_cpu(p, x.data_ptr(), *(t.data_ptr() for t in blocks),
-                                               scale.data_ptr(), b, y.data_ptr())
-    elif M and N:
-        _ext._C.pruned_linear_cpu(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
-                                  values.data_ptr(), scale.data_ptr(), b, y.data_ptr())
+    # Per-block scratch (not [M, N]); the kernel leaves it zero again.
+    work = torch.zeros(_ext._C.pruned_linear_cuda_work_floats(p), dtype=torch.float32, device=x.device)
+    if M and N:
+        _ext._C.pruned_linear_cuda(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),
+                                   values.data_ptr(), scale.data_ptr(), b, y.data_ptr(),
+                                   work.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
     return y
 
 
