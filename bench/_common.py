@@ -60,16 +60,16 @@ def start(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ---- processes ----------------------------------------------------------------------------
-def isolated(target: str, *, optional: bool = False, **kwargs: Any) -> Any:
+def isolated(target: str, *, optional: bool = False, env: Optional[dict[str, str]] = None,
+             **kwargs: Any) -> Any:
     """Run ``module:function(**kwargs)`` in a fresh Python process and return its result.
 
-    The child gets this process's environment and thread count; ``module`` is imported from
+    The child gets this process's environment (plus ``env``) and thread count; ``module`` is imported from
     ``bench/`` (or anywhere on the path). Its progress output is echoed here as it comes.
     Raises ``RuntimeError`` with the child's stderr if it fails; with ``optional``, a child
     that failed on an ImportError (a peer library not installed) returns ``None`` instead.
     """
-    env = dict(os.environ)
-    env[THREADS_ENV] = str(torch.get_num_threads())
+    env = {**os.environ, **(env or {}), THREADS_ENV: str(torch.get_num_threads())}
     cmd = [sys.executable, str(BENCH / "_worker.py"), target, json.dumps(kwargs)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

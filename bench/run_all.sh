@@ -12,6 +12,7 @@ py=${PYTHON:-python}
 # cost out of the timed sweeps without changing what the modules then do.
 "$py" -c "import sparsesnn; print('calibration:', sparsesnn.calibrate())"
 "$py" bench/bench_lif.py $q
+"$py" bench/bench_allocator.py $q
 "$py" bench/bench_spike_linear.py $q
 "$py" bench/bench_spike_conv.py $q
 "$py" bench/bench_packed.py $q

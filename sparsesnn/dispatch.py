@@ -29,7 +29,7 @@ from . import _ext
 ENV_BREAK_EVEN = "SPARSESNN_BREAK_EVEN"
 ENV_CACHE_FILE = "SPARSESNN_CALIBRATION_FILE"
 OPS = ("linear", "conv2d")
-_FORMAT = 1
+_FORMAT = 2  # 2: crossings fixed (1 could record ~0 when only the lowest density was slow)
 
 _lock = threading.Lock()
 _memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
@@ -106,6 +106,8 @@ def _crossing(densities: list[float], ratios: list[float]) -> float:
     """Density where event/dense time reaches 1, interpolated linearly at the last upward
     crossing (one noisy point at a low density does not end the search); the last density
     tried if event-driven is faster throughout; toward 0 if it is never faster."""
+    if ratios and ratios[-1] < 1.0:
+        return densities[-1]  # still faster at the highest density tried
     points = [(0.0, 0.0)] + list(zip(densities, ratios))
     for (d0, r0), (d1, r1) in zip(reversed(points[:-1]), reversed(points[1:])):
         if r0 < 1.0 <= r1:

@@ -26,6 +26,9 @@ def test_crossing_interpolates():
     assert dispatch._crossing([0.1, 0.2], [2.0, 3.0]) == pytest.approx(0.05)  # always slower
     # One noisy low-density point does not hide the real (last) crossing.
     assert dispatch._crossing([0.01, 0.03, 0.06, 0.1], [0.5, 1.1, 0.6, 1.5]) == pytest.approx(0.06 + 0.04 * 0.4 / 0.9)
+    # Slower only at the lowest density (a noisy first point) and faster everywhere after:
+    # event-driven wins through the last density tried, not below the first.
+    assert dispatch._crossing([0.01, 0.03, 0.06], [1.2, 0.8, 0.7]) == 0.06
     assert dispatch._stop([0.5, 1.4]) is False and dispatch._stop([1.4, 1.5]) is True
 
 
