@@ -54,6 +54,6 @@ class SpikingMLP(nn.Module):
         for name in self._order:
             m = getattr(self, name)
             if isinstance(m, LIF):
-                m.v = None  # one call = one sequence
+                m.reset()  # one call = one sequence
             h = m(h)
         return h.mean(0)
