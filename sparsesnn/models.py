@@ -52,7 +52,7 @@ class SpikingMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encode(x)
         for name in self._order:
-            m = getattr(self, name)
+            m = self._modules[name]
             if isinstance(m, LIF):
                 m.reset()  # one call = one sequence
             h = m(h)
