@@ -54,10 +54,13 @@ def _state_args(state_quant: Optional[FixedPoint]) -> tuple[int, int, int, int]:
     return (state_quant.bits, state_quant.frac_bits, state_quant.mode, state_quant.seed)
 
 
+_NO_TAU = object()  # IF (no leak) and PLIF (decay from its parameter) take no tau
+
+
 def _build_settings(tau, v_threshold, v_reset, decay_input, leak, detach_reset, surrogate, alpha,
                     state_quant) -> tuple[float, Neuron]:
-    """Validated ``(decay, Neuron)``; ``tau`` None: no leak (decay 1)."""
-    decay = 1.0 if tau is None else 1.0 / C.check_greater("tau", tau, 1.0)
+    """Validated ``(decay, Neuron)``; ``tau`` ``_NO_TAU``: decay 1 (unused by PLIF)."""
+    decay = 1.0 if tau is _NO_TAU else 1.0 / C.check_greater("tau", tau, 1.0)
     C.check_finite("v_threshold", v_threshold)
     if v_reset is not None:
         C.check_finite("v_reset", v_reset)
@@ -138,8 +141,8 @@ def if_neuron(
     state_quant: Optional[FixedPoint] = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire (no leak): ``H = V + X``; otherwise as :func:`lif`."""
-    decay, n = _settings(None, v_threshold, v_reset, True, False, detach_reset, surrogate, alpha,
-                         state_quant)
+    decay, n = _settings(_NO_TAU, v_threshold, v_reset, True, False, detach_reset, surrogate,
+                         alpha, state_quant)
     return _run_neuron(x, v0, decay, n)
 
 
@@ -166,8 +169,8 @@ def plif(
     # Value checks read the tensor, which torch.compile cannot trace; eager mode checks.
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(w).all()):
         raise ValueError(f"w: expected a finite floating-point value, got {w.detach().flatten()[0].item()}")
-    _, n = _settings(None, v_threshold, v_reset, decay_input, True, detach_reset, surrogate, alpha,
-                     state_quant)
+    _, n = _settings(_NO_TAU, v_threshold, v_reset, decay_input, True, detach_reset, surrogate,
+                     alpha, state_quant)
     x, v0 = _neuron_inputs(x, v0)
     decay = torch.sigmoid(w.reshape(()).to(device=x.device, dtype=torch.float32))
     if eager_cpu(x, v0, decay):

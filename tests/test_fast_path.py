@@ -174,3 +174,13 @@ def test_spiking_linear_compiles_without_graph_break(mode):
         expected = net(analog)
         reset_net(net)
         assert torch.equal(compiled(analog), expected)
+
+
+@pytest.mark.parametrize("bad", [dict(tau=None), dict(tau=1.0), dict(tau=[2.0]), dict(v_threshold=float("nan")),
+                                 dict(surrogate="nope")])
+def test_memoized_settings_still_reject_bad_values(bad):
+    x = torch.randn(3, 4)
+    for _ in range(2):  # the second call would hit a cache if a bad value were ever cached
+        with pytest.raises(ValueError):
+            F.lif(x, **bad)
+        F.lif(x)
