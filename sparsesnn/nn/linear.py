@@ -95,12 +95,8 @@ class SpikingLinear(nn.Linear):
 
     def _forward_traced(self, x: Tensor) -> Tensor:
         """Under torch.compile: the density is measured inside one op (no graph break)."""
-        if self.mode == "dense" or self.weight.dtype != torch.float32 or x.numel() == 0:
+        if not self._event_ok(x):
             return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
-        if self.mode == "auto" and x.numel() * self.out_features < self.min_macs:
-            return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
-        if x.dtype not in SPIKE_TYPES:
-            x = x.float()
         threshold = 2.0 if self.mode == "event" else (-1.0 if self.break_even is None else self.break_even)
         y = spike_linear_auto_op(x.reshape(-1, self.in_features).contiguous(), self.weight,
                                  self.bias, threshold)
