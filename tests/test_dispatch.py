@@ -56,7 +56,7 @@ def test_calibrate_writes_cache_and_lookup_uses_it(isolated):
 
 def test_lookup_from_cache_file_without_measuring(isolated, monkeypatch):
     key = dispatch.machine_key("cpu")
-    isolated.write_text(json.dumps({"format": 1, "machines": {key: {
+    isolated.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
         "linear": {"m": [1, 100], "break_even": [0.5, 0.3]},
         "conv2d": {"m": [64], "break_even": [0.1]}}}}))
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
