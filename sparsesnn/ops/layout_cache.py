@@ -49,7 +49,3 @@ def clear() -> None:
     with _lock:
         _entries.clear()
 
-
-def size() -> int:
-    """Number of cached layouts (for tests and memory accounting)."""
-    return len(_entries)

@@ -132,8 +132,7 @@ def lif_inference(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> t
     v_last = torch.empty(*shape[1:]) if len(shape) > 1 else torch.empty(())
     T = shape[0]
     p = _params(T, x.numel() // T if T else math.prod(shape[1:]), decay, n)
-    _ext._C.lif_forward_cpu(p, x.data_ptr(), 0 if v0 is None else v0.data_ptr(), spikes.data_ptr(),
-                            v_last.data_ptr())
+    _ext._C.lif_forward_cpu(p, x.data_ptr(), _ptr(v0), spikes.data_ptr(), v_last.data_ptr())
     return spikes, v_last
 
 
