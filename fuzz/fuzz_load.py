@@ -9,15 +9,42 @@ make a kernel read out of bounds is caught too (run under the ASan build for mem
 Mutated files write new seeds into the first corpus directory; use a scratch copy
 (``cp -r fuzz/corpus /tmp/corpus``) to keep the repository's seeds small.
 """
+import importlib
 import sys
+import types
 
 import atheris
-import torch  # imported before instrumentation: only sparsesnn code is instrumented
+import torch
 
-with atheris.instrument_imports():
-    from sparsesnn import model_file
-    from sparsesnn.nn import PackedSpikingConv2d, PackedSpikingLinear
+from sparsesnn import model_file
+from sparsesnn.nn import PackedSpikingConv2d, PackedSpikingLinear
 
+# The editable install loads sparsesnn through a custom finder that atheris.instrument_imports
+# does not see, so the loader's code is instrumented function by function (in place).
+_MODULES = ("sparsesnn.model_file", "sparsesnn.nn.packed", "sparsesnn.nn.neurons", "sparsesnn.models",
+            "sparsesnn.ops._checks", "sparsesnn.quant.spec", "sparsesnn.quant.quantizers",
+            "sparsesnn.fixed_point", "sparsesnn.surrogate")
+
+
+def _instrument(obj, seen: set) -> None:
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, types.FunctionType) and (obj.__module__ or "").startswith("sparsesnn"):
+        atheris.instrument_func(obj)
+    elif isinstance(obj, type) and obj.__module__.startswith("sparsesnn"):
+        for v in vars(obj).values():
+            _instrument(getattr(v, "fget", None) or getattr(v, "__func__", None) or v, seen)
+
+
+_seen: set = set()
+for _name in _MODULES:
+    for _obj in vars(importlib.import_module(_name)).values():
+        _instrument(_obj, _seen)
+for _entry in set(model_file._BY_NAME.values()):  # builders/checks registered as closures
+    for _f in (_entry.config, _entry.build, _entry.check, _entry.adopt):
+        if _f is not None:
+            _instrument(_f, _seen)
 torch.set_num_threads(1)
 
 
