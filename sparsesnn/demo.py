@@ -52,6 +52,46 @@ class DemoConfig:
     quick: bool = False
     ablate_activity: bool = True  # also compress without activity regularization (ablation)
 
+    def validate(self) -> "DemoConfig":
+        """Every setting checked before any work starts (ValueError naming the setting)."""
+        from .compress.projections import check_bits, check_sparsity
+        from .ops._checks import check_finite, check_positive_int
+
+        if self.data not in ("digits", "mnist"):
+            raise ValueError(f"data: expected 'digits' or 'mnist', got {self.data!r}")
+        if self.data == "mnist" and not self.path:
+            raise ValueError("path: --data mnist needs --path DIR with the four MNIST IDX files")
+        if self.data == "mnist" and not os.path.isdir(self.path):
+            raise ValueError(f"path: {self.path!r} is not a directory")
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 1 << 16
+                                  for h in self.hidden):
+            raise ValueError(f"hidden: expected one or more widths in [1, 65536], got {self.hidden!r}")
+        check_positive_int("T", self.T)
+        if self.T > 4096:
+            raise ValueError(f"T: expected at most 4096 timesteps, got {self.T}")
+        for name in ("epochs", "admm_epochs", "retrain_epochs"):
+            check_positive_int(name, getattr(self, name), 0)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("latency_runs", self.latency_runs)
+        if check_finite("lr", self.lr) <= 0:
+            raise ValueError(f"lr: expected a number > 0, got {self.lr}")
+        for name in ("rho", "proximal", "activity"):
+            if check_finite(name, getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
+        check_bits("bits", self.bits)
+        if not isinstance(self.sparsity, dict):
+            raise ValueError(f"sparsity: expected {{layer: sparsity}}, got {self.sparsity!r}")
+        layers = {f"fc{i + 1}" for i in range(len(self.hidden) + 1)}
+        for name, v in self.sparsity.items():
+            if name not in layers:
+                raise ValueError(f"sparsity: unknown layer {name!r}; the model has {sorted(layers)}")
+            check_sparsity(f"sparsity[{name!r}]", v)
+        if self.threads is not None:
+            check_positive_int("threads", self.threads)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
+        return self
+
 
 def _load(cfg: DemoConfig) -> Split:
     if cfg.data == "digits":
@@ -76,6 +116,7 @@ def _agreement(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> tuple
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train, compress, deploy, measure; returns the results dict (also written to ``cfg.out``)."""
+    cfg.validate()
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import model_file
 from .compress.state import compressible_layers, get_state
 from .compress.train import reset_states
 from .fold import fold_batchnorm
 from .quant import as_spec
 from .nn import PackedSpikingConv2d, PackedSpikingLinear
 
-__all__ = ["deploy", "save", "load", "layer_formats", "fold_batchnorm"]
+__all__ = ["deploy", "save", "load", "convert_legacy", "layer_formats", "fold_batchnorm"]
 
 
 def _layouts(cls: type) -> tuple[Any, ...]:
@@ -138,15 +140,34 @@ def layer_formats(model: nn.Module) -> dict[str, dict[str, Any]]:
     return res
 
 
-def save(model: nn.Module, path: str) -> None:
-    """Save a deployed model (architecture + packed buffers) to ``path``."""
-    reset_states(model)  # do not pickle the membrane state of the last batch
-    torch.save({"format": "sparsesnn.deployed/1", "model": model}, path)
+def save(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save a deployed model to ``path`` in the safe model-file format (architecture as JSON,
+    tensors as raw bytes, no pickle; see :mod:`sparsesnn.model_file`). Neuron state is reset
+    first (the membrane state of the last batch is not part of the model)."""
+    reset_states(model)
+    model_file.save(model, path)
 
 
-def load(path: str, map_location: Any = "cpu") -> nn.Module:
-    """Load a model written by :func:`save`. Uses pickle: load only files you trust."""
-    obj = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(obj, dict) or obj.get("format") != "sparsesnn.deployed/1":
-        raise ValueError(f"path: {path} is not a sparsesnn deployed model")
-    return obj["model"].eval()
+def load(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """Load a model written by :func:`save`, in eval mode. Safe on files from anywhere: loading
+    never runs code from the file; anything malformed is a ``ValueError``. Files of the old
+    pickle-based format are refused with a pointer to :func:`convert_legacy`."""
+    return model_file.load(path, map_location)
+
+
+def convert_legacy(path: str | os.PathLike, out: str | os.PathLike, *, trust: bool = False) -> nn.Module:
+    """Rewrite a model saved by sparsesnn <= 0.1 (pickle-based ``"sparsesnn.deployed/1"``) in
+    the safe format at ``out``; returns the model.
+
+    Unpickling runs code stored in the file: pass ``trust=True`` only for files whose source
+    you trust (e.g. ones you wrote yourself).
+    """
+    if trust is not True:
+        raise ValueError("trust: converting a pickle-based file unpickles it, which runs any code "
+                         "stored in it; pass trust=True only for a file from a trusted source")
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict) or obj.get("format") != model_file.LEGACY_FORMAT:
+        raise ValueError(f"path: {os.fspath(path)} is not a {model_file.LEGACY_FORMAT!r} file")
+    model = obj["model"].eval()
+    save(model, out)
+    return model

@@ -166,6 +166,9 @@ class PackedSpikingLinear(_PackedBase):
         self.group_size = int(spec.group_size or 0) if spec is not None else 0
         self.layout = "dense"
         self.input_mode, self.dense_threshold = input_mode, float(dense_threshold)
+        C.check_positive_int("in_features", self.in_features, 0)
+        C.check_positive_int("out_features", self.out_features, 0)
+        C.check_alloc("in_features*out_features", self.in_features * self.out_features, 4, "the weight")
         self._empty_buffers()
         # Placeholder weights (all-zero codes) so a freshly built module runs; from_float or
         # load_state_dict replaces them.
@@ -336,6 +339,10 @@ class PackedSpikingConv2d(_PackedBase):
         self.group_size = int(spec.group_size or 0) if spec is not None else 0
         self.layout = "dense"
         self.input_mode, self.dense_threshold = input_mode, float(dense_threshold)
+        C.check_positive_int("in_channels", self.in_channels, 0)
+        C.check_positive_int("out_channels", self.out_channels, 0)
+        C.check_alloc("kernel_size", self.in_channels * self.out_channels * self.kernel_size[0]
+                      * self.kernel_size[1], 4, "the weight")
         self._empty_buffers()
         w = torch.zeros(self.out_channels, self.in_channels, *self.kernel_size)
         self._set(w, torch.zeros(self.out_channels) if bias else None, spec, None)
@@ -417,6 +424,10 @@ class PackedSpikingConv2d(_PackedBase):
         H, W = x.shape[-2:]
         if H + 2 * self.padding[0] < self.dilation[0] * (kh - 1) + 1 or W + 2 * self.padding[1] < self.dilation[1] * (kw - 1) + 1:
             raise ValueError(f"input: spatial size {(H, W)} is smaller than the (dilated) kernel")
+        oh = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (W + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        C.check_alloc("padding", x.shape[0] * self.out_channels * oh * ow, 4,
+                      f"the output [{x.shape[0]}, {self.out_channels}, {oh}, {ow}]")
         spike = self._spike_mode(x)
         op = direct(packed_conv2d_op) if eager_cpu(x, self.weights) else packed_conv2d_op
         y = op(x, self.weights, self.scale, self.bias, self.bits, self.out_channels,
