@@ -359,6 +359,11 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     }
     if (pr.left() != 0) fail(where, "payload has " + std::to_string(pr.left()) + " unread bytes");
     if (op.out.numel() < 1 || op.out.numel() > (int64_t(1) << 34)) fail(where, "output size out of range");
+    if (op.kind == F::kLinear && op.has_blocks && op.in_binary && op.input_mode != 2 &&
+        op.dense_threshold >= 1.0f) {
+      // Spikes in, so only the blocked layout is ever read: drop the compressed rows.
+      op.row_ptr = op.index = op.values = Blob();
+    }
     for (const Blob* b : {&op.scale, &op.bias, &op.weights, &op.row_ptr, &op.index, &op.values,
                           &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes})
       if (b->mem) plan->weight_bytes += b->bytes();
