@@ -1,0 +1,146 @@
+"""Deployed model -> the op list of a plan (``csrc/runtime/format.h``).
+
+Containers are walked in forward order; every leaf module becomes zero or more ops. A module
+with no lowering raises one ``ValueError`` naming its path and type, so nothing is guessed.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import IF, LIF, PLIF, PackedSpikingConv2d, PackedSpikingLinear
+from ..ops.pruned_blocks import cpu_blocks
+from . import _format as F
+
+_MODES = {"auto": 0, "spike": 1, "analog": 2}
+
+
+class Lowering:
+    """The ops collected so far plus the per-sample shape they produce."""
+
+    def __init__(self, T: int, time_major: bool, dims: tuple[int, ...]) -> None:
+        self.T, self.input_time_major, self.input_dims = T, time_major, tuple(dims)
+        self.ops: list[tuple[int, bytes]] = []
+
+    def add(self, kind: int, payload: Optional[F.Payload] = None) -> None:
+        self.ops.append((kind, payload.bytes() if payload is not None else b""))
+
+    def to_bytes(self) -> bytes:
+        return F.write_plan(self.T, self.input_time_major, self.input_dims, self.ops)
+
+
+def _linear(m: PackedSpikingLinear, low: Lowering, path: str) -> None:
+    p = F.Payload().u32(m.in_features, m.out_features, m.bits, m.group_size,
+                        int(m.layout == "pruned"), _MODES[m.input_mode]).f32(m.dense_threshold)
+    p.tensor(m.scale if m.bits != 32 else None).tensor(m.bias)
+    if m.layout == "pruned":
+        index_dtype = torch.uint16 if m.index.dtype == torch.uint16 else torch.int32
+        p.tensor(m.row_ptr, torch.int32).tensor(m.index, index_dtype)
+        p.tensor(m.values, torch.float32 if m.bits == 32 else torch.uint8)
+        blocks = cpu_blocks(m.row_ptr, m.index, m.values, m.bits, m.out_features)
+        p.u32(blocks is not None)
+        if blocks is not None:  # the layout the eager CPU spike kernel reads, built by the same code
+            for t, dt in zip(blocks, (torch.int32, torch.uint16, torch.uint16, torch.int32, torch.int8)):
+                p.tensor(t, dt)
+    else:
+        p.tensor(m.weights, torch.float32 if m.bits == 32 else torch.uint8)
+    low.add(F.LINEAR, p)
+
+
+def _conv(m: PackedSpikingConv2d, low: Lowering, path: str) -> None:
+    if getattr(m, "layout", "dense") != "dense":
+        raise ValueError(f"runtime: module '{path}' ({type(m).__name__}) uses the "
+                         f"{m.layout!r} layout; the runtime supports the dense packed conv layout")
+    p = F.Payload().u32(m.in_channels, m.out_channels, *m.kernel_size, *m.stride, *m.padding,
+                        *m.dilation, m.bits, m.group_size, _MODES[m.input_mode]).f32(m.dense_threshold)
+    p.tensor(m.scale if m.bits != 32 else None).tensor(m.bias)
+    p.tensor(m.weights, torch.float32 if m.bits == 32 else torch.uint8)
+    low.add(F.CONV2D, p)
+
+
+def _neuron(m: nn.Module, low: Lowering, path: str) -> None:
+    if m.step_mode != "m":
+        raise ValueError(f"runtime: module '{path}' ({type(m).__name__}) has step_mode "
+                         f"{m.step_mode!r}; the runtime runs multi-step ('m') neurons")
+    if isinstance(m, LIF):
+        leak, decay = True, 1.0 / m.tau  # as functional.lif computes it
+    elif isinstance(m, PLIF):
+        leak, decay = True, float(torch.sigmoid(m.w.detach().reshape(()).to(torch.float32)))
+    else:
+        leak, decay = False, 1.0
+    decay_input = getattr(m, "decay_input", True)
+    q = m.state_quant
+    p = F.Payload().u32(leak, m.v_reset is not None, decay_input)
+    p.f32(decay, m.v_threshold, m.v_reset if m.v_reset is not None else 0.0)
+    if q is None:
+        p.u32(0, 0, 0).f32(0.0, 0.0, 0.0)
+    else:
+        p.u32(1, q.mode, q.seed).f32(q.step, q.min, q.max)
+    low.add(F.NEURON, p)
+
+
+def _skip(m: nn.Module, low: Lowering, path: str) -> None:
+    """Identity at inference (nn.Identity, dropout in eval mode)."""
+
+
+# Leaf lowerings by exact type; extended by the model lowerings below and by other modules.
+LEAVES: dict[type, Callable[[nn.Module, Lowering, str], None]] = {
+    PackedSpikingLinear: _linear, PackedSpikingConv2d: _conv, LIF: _neuron, IF: _neuron,
+    PLIF: _neuron, nn.Identity: _skip, nn.Dropout: _skip,
+}
+
+
+def lower_module(m: nn.Module, low: Lowering, path: str) -> None:
+    """Appends ``m``'s ops (containers: their children in order)."""
+    fn = LEAVES.get(type(m))
+    if fn is not None:
+        return fn(m, low, path)
+    if type(m) is nn.Sequential:
+        for name, child in m.named_children():
+            lower_module(child, low, f"{path}.{name}" if path else name)
+        return
+    raise ValueError(f"runtime: module '{path or '<root>'}' of type {type(m).__module__}."
+                     f"{type(m).__qualname__} has no native lowering; supported: "
+                     + ", ".join(sorted(t.__name__ for t in LEAVES)) + ", nn.Sequential, "
+                     + ", ".join(sorted(t.__name__ for t in MODELS)))
+
+
+def _spiking_mlp(model: nn.Module, example: Tensor) -> Lowering:
+    if example.dim() != 2:
+        raise ValueError(f"example_input: SpikingMLP takes [B, F], got shape {tuple(example.shape)}")
+    low = Lowering(model.T, False, tuple(example.shape[1:]))
+    low.add(F.ENCODE_THRESHOLD, F.Payload().tensor(model.thresholds.reshape(-1).float()))
+    for name in model._order:
+        lower_module(model._modules[name], low, name)
+    low.add(F.MEAN_T)
+    return low
+
+
+def _time_major(model: nn.Module, example: Tensor) -> Lowering:
+    if example.dim() < 3:
+        raise ValueError("example_input: a time-major model takes [T, B, ...] with at least one "
+                         f"feature dim, got shape {tuple(example.shape)}")
+    low = Lowering(int(example.shape[0]), True, tuple(example.shape[2:]))
+    lower_module(model, low, "")
+    return low
+
+
+def _models() -> dict[type, Callable[[nn.Module, Tensor], Lowering]]:
+    from ..models import SpikingMLP
+
+    return {SpikingMLP: _spiking_mlp}
+
+
+MODELS = _models()
+
+
+def lower(model: nn.Module, example_input: Tensor) -> Lowering:
+    """The plan of ``model`` for inputs shaped like ``example_input`` (any batch size)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(example_input, Tensor):
+        raise ValueError(f"example_input: expected a tensor, got {type(example_input).__name__}")
+    fn = MODELS.get(type(model), _time_major)
+    return fn(model, example_input)
