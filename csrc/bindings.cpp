@@ -20,6 +20,7 @@
 #include "sparsesnn/cache_info.h"
 #include "sparsesnn/pruned_blocks.h"
 #include "sparsesnn/pruned_linear.h"
+#include "sparsesnn/stdp_update.h"
 
 #if defined(SPARSESNN_OPENMP)
 #include <omp.h>
@@ -417,6 +418,41 @@ void bind_packed(py::module_& m) {
 #endif
 }
 
+// Event-driven pair STDP (in place on an input-major weight).
+void bind_stdp(py::module_& m) {
+  py::class_<StdpParams>(m, "StdpParams")
+      .def(py::init<>())
+      .def_readwrite("K", &StdpParams::K)
+      .def_readwrite("N", &StdpParams::N)
+      .def_readwrite("eta_pre", &StdpParams::eta_pre)
+      .def_readwrite("eta_post", &StdpParams::eta_post)
+      .def_readwrite("w_min", &StdpParams::w_min)
+      .def_readwrite("w_max", &StdpParams::w_max)
+      .def_readwrite("step", &StdpParams::step)
+      .def_readwrite("rounding", &StdpParams::rounding)
+      .def_readwrite("seed", &StdpParams::seed)
+      .def_readwrite("threads", &StdpParams::threads);
+  m.def(
+      "stdp_update_cpu",
+      [](const StdpParams& p, std::uintptr_t w, std::uintptr_t pre, std::uintptr_t post,
+         std::uintptr_t x_pre, std::uintptr_t x_post) {
+        return stdp_update_cpu(p, ptr<float>(w), ptr<const float>(pre), ptr<const float>(post),
+                               ptr<const float>(x_pre), ptr<const float>(x_post));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#if defined(SPARSESNN_WITH_CUDA)
+  m.def(
+      "stdp_update_cuda",
+      [](const StdpParams& p, std::uintptr_t w, std::uintptr_t pre, std::uintptr_t post,
+         std::uintptr_t x_pre, std::uintptr_t x_post, int device, std::uintptr_t stream) {
+        stdp_update_cuda(p, ptr<float>(w), ptr<const float>(pre), ptr<const float>(post),
+                         ptr<const float>(x_pre), ptr<const float>(x_post), device,
+                         stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -425,4 +461,5 @@ PYBIND11_MODULE(_C, m) {
   bind_lif(m);
   bind_spike_ops(m);
   bind_packed(m);
+  bind_stdp(m);
 }
