@@ -33,11 +33,11 @@ class QuantSettings:
     """Quantization of the learning (tinySNN): weights on a ``weight_bits`` unsigned grid over
     ``[0, w_max]``, every STDP update and normalization rounded with ``rounding``; neuron
     parameters (threshold, adaptation, leak and trace decays, inhibition) and the learned
-    thresholds ``theta`` on a ``param_bits`` fixed-point grid with ``param_frac_bits``."""
+    thresholds ``theta`` as ``param_bits`` fixed-point numbers, each parameter with its own
+    binary point fitted to its range (:meth:`format_for`)."""
 
     weight_bits: int = 8
-    param_bits: int = 16
-    param_frac_bits: int = 8
+    param_bits: int = 8
     rounding: str = "nearest"
     seed: int = 0
 
@@ -45,10 +45,13 @@ class QuantSettings:
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) \
                 or not 1 <= self.weight_bits <= 16:
             raise ValueError(f"weight_bits: expected an integer in [1, 16], got {self.weight_bits!r}")
-        self.param_format()  # validates param_bits, frac bits, rounding, seed
+        self.format_for(1.0)  # validates param_bits, rounding, seed
 
-    def param_format(self, rounding: Optional[str] = None) -> FixedPoint:
-        return FixedPoint(self.param_bits, self.param_frac_bits, rounding or self.rounding, self.seed)
+    def format_for(self, max_abs: float, rounding: Optional[str] = None) -> FixedPoint:
+        """``param_bits`` fixed point whose integer part holds ``max_abs`` (sign bit included)."""
+        int_bits = max(0, math.floor(math.log2(max_abs)) + 1) if max_abs > 0 else 0
+        frac = min(30, max(0, self.param_bits - 1 - int_bits))
+        return FixedPoint(self.param_bits, frac, rounding or self.rounding, self.seed)
 
     def weight_step(self, w_max: float) -> float:
         return w_max / (2 ** self.weight_bits - 1)
@@ -144,10 +147,15 @@ class DiehlCookNetwork:
         p = _Params(math.exp(-1.0 / c.tau_v), math.exp(-1.0 / c.tau_pre), math.exp(-1.0 / c.tau_post),
                     c.v_th, c.theta_plus, c.w_inh)
         if self.quant is not None:
-            fmt = self.quant.param_format()
-            p = _Params(*(fmt.quantize_value(v) for v in (p.decay_v, p.decay_pre, p.decay_post,
-                                                            p.v_th, p.theta_plus, p.w_inh)))
+            q = self.quant
+            p = _Params(*(q.format_for(abs(v)).quantize_value(v) for v in (
+                p.decay_v, p.decay_pre, p.decay_post, p.v_th, p.theta_plus, p.w_inh)))
         return p
+
+    def theta_format(self) -> FixedPoint:
+        """Format of the learned thresholds: room for twice the base threshold."""
+        assert self.quant is not None
+        return self.quant.format_for(2.0 * self.config.v_th)
 
     def _round_weights(self, w: Tensor, offset: int) -> Tensor:
         """Weights onto the ``weight_bits`` grid (training-time rounding of the normalization)."""
@@ -160,7 +168,7 @@ class DiehlCookNetwork:
 
     def _round_theta(self, offset: int) -> None:
         if self.quant is not None:
-            self.theta = self.quant.param_format().quantize(self.theta, index_offset=offset).clamp_min(0)
+            self.theta = self.theta_format().quantize(self.theta, index_offset=offset).clamp_min(0)
 
     def _normalize(self, offset: int = 0) -> None:
         col = self.weight_t.sum(0, keepdim=True).clamp_min(1e-12)
