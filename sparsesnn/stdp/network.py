@@ -222,6 +222,47 @@ class DiehlCookNetwork:
         return counts
 
     def _learn(self, s_in: Tensor, seed: int) -> Tensor:
+        """All ``T`` steps of one sample with learning: the compiled loop when built."""
+        if not _ext.available():
+            return self._learn_reference(s_in, seed)
+        p, c, q = self.params, self.config, self.quant
+        prm = _ext._C.StdpPresentParams()
+        prm.T = c.T
+        prm.stdp = self._stdp_params(seed)
+        prm.decay_v, prm.decay_pre, prm.decay_post = p.decay_v, p.decay_pre, p.decay_post
+        prm.v_th, prm.v_reset, prm.v_min = p.v_th, c.v_reset, c.v_min
+        prm.theta_plus, prm.w_inh = p.theta_plus, p.w_inh
+        if q is not None:
+            fmt = self.theta_format()
+            prm.theta_step, prm.theta_lo, prm.theta_hi = fmt.step, fmt.min, fmt.max
+            prm.theta_rounding, prm.theta_seed, prm.theta_offset = fmt.mode, fmt.seed, seed * c.T
+        s_in = s_in.contiguous()
+        counts = torch.empty(c.n_exc)
+        n_in, n_out, n_upd = _ext._C.stdp_present_cpu(prm, self.weight_t.data_ptr(), self.theta.data_ptr(),
+                                                      s_in.data_ptr(), counts.data_ptr())
+        st = self.stats
+        st.input_spikes += n_in
+        st.output_spikes += n_out
+        st.stdp_updates += n_upd
+        st.steps += c.T
+        return counts
+
+    def _stdp_params(self, seed: int):
+        c, q = self.config, self.quant
+        prm = _ext._C.StdpParams()
+        prm.K, prm.N = self.n_in, c.n_exc
+        prm.eta_pre, prm.eta_post, prm.w_min, prm.w_max = c.eta_pre, c.eta_post, 0.0, c.w_max
+        prm.step = q.weight_step(c.w_max) if q is not None else 0.0
+        prm.rounding = {"nearest": 0, "truncate": 1, "stochastic": 2}[q.rounding] if q is not None else 0
+        prm.seed = self._seed_base(seed)
+        prm.threads = 1
+        return prm
+
+    def _seed_base(self, seed: int) -> int:
+        return ((self.quant.seed if self.quant is not None else 0) * 1_000_003 + seed * 4099) & 0xFFFFFFFF
+
+    def _learn_reference(self, s_in: Tensor, seed: int) -> Tensor:
+        """The step loop in PyTorch (reference of the compiled ``stdp_present_cpu``)."""
         p, c, st = self.params, self.config, self.stats
         n = c.n_exc
         v = torch.full((n,), c.v_reset)
@@ -251,16 +292,13 @@ class DiehlCookNetwork:
         return counts
 
     def _kernel_call(self, seed: int):
-        """One STDP call per step: the compiled kernel straight (arguments already checked)."""
+        """One STDP update per step for the reference loop (the kernel when built)."""
         c, q = self.config, self.quant
         step = q.weight_step(c.w_max) if q is not None else 0.0
         mode = {"nearest": 0, "truncate": 1, "stochastic": 2}[q.rounding] if q is not None else 0
-        base = ((q.seed if q is not None else 0) * 1_000_003 + seed * 4099) & 0xFFFFFFFF
+        base = self._seed_base(seed)
         if _ext.available():
-            prm = _ext._C.StdpParams()
-            prm.K, prm.N = self.n_in, c.n_exc
-            prm.eta_pre, prm.eta_post, prm.w_min, prm.w_max = c.eta_pre, c.eta_post, 0.0, c.w_max
-            prm.step, prm.rounding, prm.threads = step, mode, 1
+            prm = self._stdp_params(seed)
 
             def call(pre: Tensor, post: Tensor, xp: Tensor, xq: Tensor, t: int) -> int:
                 prm.seed = (base + t) & 0xFFFFFFFF
