@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "sparsesnn/lif.h"
@@ -20,6 +21,8 @@
 #include "sparsesnn/cache_info.h"
 #include "sparsesnn/pruned_blocks.h"
 #include "sparsesnn/pruned_linear.h"
+#include "sparsesnn/stdp_present.h"
+#include "sparsesnn/stdp_update.h"
 
 #if defined(SPARSESNN_OPENMP)
 #include <omp.h>
@@ -417,6 +420,68 @@ void bind_packed(py::module_& m) {
 #endif
 }
 
+// Event-driven pair STDP (in place on an input-major weight).
+void bind_stdp(py::module_& m) {
+  py::class_<StdpParams>(m, "StdpParams")
+      .def(py::init<>())
+      .def_readwrite("K", &StdpParams::K)
+      .def_readwrite("N", &StdpParams::N)
+      .def_readwrite("eta_pre", &StdpParams::eta_pre)
+      .def_readwrite("eta_post", &StdpParams::eta_post)
+      .def_readwrite("w_min", &StdpParams::w_min)
+      .def_readwrite("w_max", &StdpParams::w_max)
+      .def_readwrite("step", &StdpParams::step)
+      .def_readwrite("rounding", &StdpParams::rounding)
+      .def_readwrite("seed", &StdpParams::seed)
+      .def_readwrite("threads", &StdpParams::threads);
+  m.def(
+      "stdp_update_cpu",
+      [](const StdpParams& p, std::uintptr_t w, std::uintptr_t pre, std::uintptr_t post,
+         std::uintptr_t x_pre, std::uintptr_t x_post) {
+        return stdp_update_cpu(p, ptr<float>(w), ptr<const float>(pre), ptr<const float>(post),
+                               ptr<const float>(x_pre), ptr<const float>(x_post));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  py::class_<StdpPresentParams>(m, "StdpPresentParams")
+      .def(py::init<>())
+      .def_readwrite("T", &StdpPresentParams::T)
+      .def_readwrite("stdp", &StdpPresentParams::stdp)
+      .def_readwrite("decay_v", &StdpPresentParams::decay_v)
+      .def_readwrite("decay_pre", &StdpPresentParams::decay_pre)
+      .def_readwrite("decay_post", &StdpPresentParams::decay_post)
+      .def_readwrite("v_th", &StdpPresentParams::v_th)
+      .def_readwrite("v_reset", &StdpPresentParams::v_reset)
+      .def_readwrite("v_min", &StdpPresentParams::v_min)
+      .def_readwrite("theta_plus", &StdpPresentParams::theta_plus)
+      .def_readwrite("w_inh", &StdpPresentParams::w_inh)
+      .def_readwrite("theta_step", &StdpPresentParams::theta_step)
+      .def_readwrite("theta_lo", &StdpPresentParams::theta_lo)
+      .def_readwrite("theta_hi", &StdpPresentParams::theta_hi)
+      .def_readwrite("theta_rounding", &StdpPresentParams::theta_rounding)
+      .def_readwrite("theta_seed", &StdpPresentParams::theta_seed)
+      .def_readwrite("theta_offset", &StdpPresentParams::theta_offset);
+  m.def(
+      "stdp_present_cpu",
+      [](const StdpPresentParams& p, std::uintptr_t w, std::uintptr_t theta, std::uintptr_t s_in,
+         std::uintptr_t counts) {
+        const StdpPresentStats st = stdp_present_cpu(p, ptr<float>(w), ptr<float>(theta),
+                                                     ptr<const float>(s_in), ptr<float>(counts));
+        return std::make_tuple(st.input_spikes, st.output_spikes, st.stdp_updates);
+      },
+      py::call_guard<py::gil_scoped_release>());
+#if defined(SPARSESNN_WITH_CUDA)
+  m.def(
+      "stdp_update_cuda",
+      [](const StdpParams& p, std::uintptr_t w, std::uintptr_t pre, std::uintptr_t post,
+         std::uintptr_t x_pre, std::uintptr_t x_post, int device, std::uintptr_t stream) {
+        stdp_update_cuda(p, ptr<float>(w), ptr<const float>(pre), ptr<const float>(post),
+                         ptr<const float>(x_pre), ptr<const float>(x_post), device,
+                         stream_ptr(stream));
+      },
+      py::call_guard<py::gil_scoped_release>());
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -425,4 +490,5 @@ PYBIND11_MODULE(_C, m) {
   bind_lif(m);
   bind_spike_ops(m);
   bind_packed(m);
+  bind_stdp(m);
 }

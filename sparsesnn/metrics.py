@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,8 @@ ENERGY_NOTE = ("estimate, not a measurement: 0.9 pJ per accumulate (AC) and 4.6 
 
 _PACKED = (PackedSpikingLinear, PackedSpikingConv2d)
 
-__all__ = ["report", "measure_latency", "synaptic_layers", "E_AC_PJ", "E_MAC_PJ", "ENERGY_NOTE"]
+__all__ = ["report", "measure_latency", "synaptic_layers", "noise_robustness", "E_AC_PJ", "E_MAC_PJ",
+           "ENERGY_NOTE"]
 
 
 def synaptic_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -181,3 +182,42 @@ def report(model: nn.Module, x: torch.Tensor | None = None, *, latency_input: to
         out["latency"] = measure_latency(lambda: model(latency_input), runs=latency_runs)
     return out
 
+
+
+@torch.no_grad()
+def noise_robustness(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5), *, seed: int = 0,
+                     clamp: tuple[float, float] | None = (0.0, 1.0)) -> dict[str, Any]:
+    """Accuracy on inputs corrupted by Gaussian noise, one figure per ``sigma`` (Chowdhury et
+    al. report pruned SNNs against unpruned ones this way).
+
+    ``predict`` maps a batch ``x [B, ...]`` to labels ``[B]`` or scores ``[B, C]`` (argmax
+    taken); the noisy input is ``x + sigma * N(0, 1)``, clamped to ``clamp`` (default [0, 1],
+    the range rate encoders accept; None: unclamped). The noise comes from its own generator
+    seeded with ``seed``, the same draw for every model compared. Returns ``{"sigmas": [...],
+    "accuracy": [...], "seed": seed}``.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x: expected a floating-point torch.Tensor, got {type(x).__name__}")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y: expected labels of shape ({x.shape[0]},), got {shape}")
+    sig = [float(s) for s in sigmas]
+    if not sig or any(not (s >= 0 and s < float("inf")) for s in sig):
+        raise ValueError(f"sigmas: expected finite numbers >= 0, got {list(sigmas)}")
+    if clamp is not None and not clamp[0] < clamp[1]:
+        raise ValueError(f"clamp: expected (low, high) with low < high, got {clamp}")
+    g = torch.Generator(device=x.device).manual_seed(int(seed))
+    noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+    accs = []
+    for s in sig:
+        xn = x + s * noise
+        if clamp is not None:
+            xn = xn.clamp(*clamp)
+        out = predict(xn)
+        pred = out.argmax(-1) if out.dim() == 2 else out
+        if pred.shape != y.shape:
+            raise ValueError(f"predict: expected labels [{y.shape[0]}] or scores [{y.shape[0]}, C], "
+                             f"got shape {tuple(out.shape)}")
+        accs.append(float((pred.to(y.device) == y).float().mean()))
+    return {"sigmas": sig, "accuracy": accs, "seed": int(seed)}
