@@ -50,12 +50,23 @@ def _mlp(hidden=(96, 80), keep=0.08, bits=4):
     return deploy(m, default_bits=bits)
 
 
+@pytest.fixture(params=[True, False], ids=["relayout", "keep_pruned"])
+def relayout(request, monkeypatch):
+    """With and without the plan's pruned -> dense packed re-layout (both must match eager)."""
+    from sparsesnn.runtime import _lower
+
+    monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("batch", [1, 3, 17, 64])
-def test_demo_mlp_matches_eager(batch):
+def test_demo_mlp_matches_eager(batch, relayout):
     d = _mlp()
     assert d.fc2.layout == "pruned" and d.fc1.layout == "dense"
     x = torch.rand(batch, 16, generator=torch.Generator().manual_seed(batch))
     plan = runtime.compile(d, x[:1])
+    dense_fc2 = d.fc2.in_features * d.fc2.out_features * d.fc2.bits // 8
+    assert (plan.weight_bytes() > dense_fc2) == relayout  # fc2 re-laid out as dense packed rows
     y = plan(x)
     ye = _eager(d, x)
     assert y.shape == ye.shape
@@ -63,7 +74,7 @@ def test_demo_mlp_matches_eager(batch):
     assert torch.equal(y.argmax(1), ye.argmax(1))
 
 
-def test_demo_mlp_hidden_spikes_identical():
+def test_demo_mlp_hidden_spikes_identical(relayout):
     d = _mlp()
     x = torch.rand(9, 16, generator=torch.Generator().manual_seed(3))
     s = d.encode(x)  # the spikes fc1 sees
@@ -77,7 +88,7 @@ def test_demo_mlp_hidden_spikes_identical():
 @pytest.mark.parametrize("bits", ["int8", "int4", "int2", "ternary", "binary", None])
 @pytest.mark.parametrize("keep", [1.0, 0.2])
 @pytest.mark.parametrize("analog", [False, True])
-def test_linear_formats_layouts_inputs(bits, keep, analog):
+def test_linear_formats_layouts_inputs(bits, keep, analog, relayout):
     torch.manual_seed(1)
     fc1, fc2 = nn.Linear(40, 70), nn.Linear(70, 33)
     with torch.no_grad():
@@ -177,7 +188,10 @@ def test_threads_share_one_plan():
     assert not errors
 
 
-def test_export_load_roundtrip(tmp_path):
+def test_export_load_roundtrip(tmp_path, monkeypatch):
+    from sparsesnn.runtime import _lower
+
+    monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", False)
     d = _mlp()
     x = torch.rand(7, 16)
     path = tmp_path / "m.ssnn"
