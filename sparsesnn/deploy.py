@@ -2,15 +2,21 @@
 
 ``deploy(model)`` replaces every synaptic layer (``nn.Linear``, ``SpikingLinear``, ``nn.Conv2d``,
 ``SpikingConv2d``) by ``PackedSpikingLinear`` / ``PackedSpikingConv2d``, choosing each layer's
-format from the compression state that :class:`sparsesnn.compress.ADMM` attached (mask ->
-compressed-row layout by input neuron, quantization spec + fitted scale -> packed low-bit
-codes). Neurons and every other module are kept. Because the float model's weights already lie
-on the quantized grid with the same scale, the packed layers compute the same function as the
-fake-quantized float model (up to float summation order).
+format from the compression state that :class:`sparsesnn.compress.ADMM` attached (quantization
+spec + fitted scale -> packed low-bit codes; mask -> pruned weights) and its layout (dense
+packed rows or compressed rows of the surviving weights) by the actual byte count of each.
+BatchNorm layers are first folded into the preceding conv/linear (:mod:`sparsesnn.fold`), so
+none is left. Neurons, pooling and every other module are kept. Because the float model's
+weights already lie on the quantized grid with the same scale (folding keeps them on a grid),
+the packed layers compute the same function as the BN-folded, fake-quantized float model (up
+to float summation order). Layers decide per call between the event-driven kernels (binary
+spikes: max pooling keeps them binary) and the dense/analog path (direct image input, average
+pooling, SEW residual sums).
 """
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -18,21 +24,42 @@ from torch import nn
 
 from .compress.state import compressible_layers, get_state
 from .compress.train import reset_states
+from .fold import fold_batchnorm
 from .quant import as_spec
 from .nn import PackedSpikingConv2d, PackedSpikingLinear
 
-__all__ = ["deploy", "save", "load", "layer_formats"]
+__all__ = ["deploy", "save", "load", "layer_formats", "fold_batchnorm"]
+
+
+def _layouts(cls: type) -> tuple[Any, ...]:
+    """The layouts ``cls.from_float`` can be asked for (None: its own default only)."""
+    if "layout" in inspect.signature(cls.from_float).parameters:
+        return ("dense", "pruned")
+    return (None,)
 
 
 def _convert(layer: nn.Module, default_spec: Any) -> nn.Module:
+    """The packed layer with the fewest bytes among the layouts that hold ``layer`` exactly."""
     st = get_state(layer)
     spec, scale, mask = (default_spec, None, None)
     if st is not None:
         spec, scale, mask = st.spec, st.scale, st.mask
-    is_conv = layer.weight.dim() == 4
-    if is_conv:
-        return PackedSpikingConv2d.from_float(layer, spec, scale=scale, mask=mask)
-    return PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask)
+    cls = PackedSpikingConv2d if layer.weight.dim() == 4 else PackedSpikingLinear
+    if mask is None and bool((layer.weight == 0).any()):
+        mask = layer.weight.detach() != 0  # zeros are pruned weights: the pruned layout may be smaller
+    best, errors = None, []
+    for layout in _layouts(cls):
+        kwargs = {} if layout is None else {"layout": layout}
+        try:
+            cand = cls.from_float(layer, spec, scale=scale, mask=mask, **kwargs)
+        except ValueError as exc:  # e.g. binary codes cannot hold pruned zeros in some layouts
+            errors.append(exc)
+            continue
+        if best is None or cand.model_bytes() < best.model_bytes():
+            best = cand
+    if best is None:
+        raise errors[0]
+    return best
 
 
 def _hook_dicts(module: nn.Module) -> list[dict]:
@@ -82,6 +109,7 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
         for m in out.modules():
             for hooks in _hook_dicts(m):
                 hooks.clear()
+    fold_batchnorm(out, inplace=True)
     layers = compressible_layers(out)
     for name, layer in layers.items():
         if layer.weight.dim() not in (2, 4):

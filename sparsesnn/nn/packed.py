@@ -185,14 +185,18 @@ class PackedSpikingLinear(_PackedBase):
     @classmethod
     def from_float(cls, layer: nn.Module, spec: Union[QuantSpec, int, str, None] = None, *,
                    scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                   input_mode: str = "auto", dense_threshold: float = 1.0) -> "PackedSpikingLinear":
+                   input_mode: str = "auto", dense_threshold: float = 1.0,
+                   layout: str = "auto") -> "PackedSpikingLinear":
         """Packs ``layer.weight`` ``[N, K]`` (+ ``layer.bias``).
 
         ``spec`` None keeps fp32 values (pruning only). ``scale`` is passed to
         :func:`sparsesnn.quant.quantize`. ``mask`` (bool ``[N, K]``) selects the compressed-row
         layout with only the surviving synapses; without it, a weight with at least
         ``PRUNED_LAYOUT_MIN_SPARSITY`` exact zeros uses that layout with ``mask = weight != 0``.
+        ``layout`` ``"dense"`` / ``"pruned"`` forces one layout (``"dense"`` with a mask stores
+        the pruned weights as zero codes; binary codes cannot, ValueError).
         """
+        C.check_choice("layout", layout, ("auto", "dense", "pruned"))
         spec = as_spec(spec)
         w, b = _float_weight(layer, "layer")
         if w.dim() != 2:
@@ -201,8 +205,13 @@ class PackedSpikingLinear(_PackedBase):
             raise ValueError("scale: given without a quantization spec")
         if mask is not None:
             mask = _check_mask(mask, tuple(w.shape)).to(w.device)
-        elif w.numel() and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY:
+        elif layout == "pruned" or (layout == "auto" and w.numel()
+                                    and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY):
             mask = w != 0
+        if layout == "dense" and mask is not None:
+            if spec is not None and spec.format == "binary" and not bool(mask.all()):
+                raise ValueError("mask: binary codes cannot represent pruned (zero) weights in the dense layout")
+            w, mask = w * mask, None
         N, K = w.shape
         m = cls(K, N, spec, bias=b is not None, input_mode=input_mode, dense_threshold=dense_threshold)
         if mask is None:
