@@ -271,3 +271,58 @@ def test_crafted_files_with_valid_checksum_rejected():
         Handle(_with_crc(b"SSNNPLAN" + struct.pack("<I", 99) + bytes(40)))
     with pytest.raises(ValueError, match="magic"):
         Handle(b"PK\x03\x04" + bytes(100))
+
+
+def _conv_models():
+    from sparsesnn.models import SEWResNet, SpikingLeNet, SpikingVGG
+
+    return {
+        "vgg_direct": (lambda: SpikingVGG([8, "M", 16, "A", 16], 3, 10, T, image_size=12, hidden=(24,),
+                                          dropout=0.1, encoder="direct"), (3, 12, 12)),
+        "vgg_rate_plif": (lambda: SpikingVGG([8, "M", 16], 3, 10, T, image_size=12, encoder="rate",
+                                             neuron="plif"), (3, 12, 12)),
+        "lenet": (lambda: SpikingLeNet(1, 10, T), (1, 28, 28)),
+        "sew_add": (lambda: SEWResNet((1, 1), (8, 16), 3, 10, T, connect="ADD"), (3, 10, 10)),
+        "sew_and_rate": (lambda: SEWResNet((1, 1), (8, 16), 3, 10, T, connect="AND", encoder="rate"), (3, 10, 10)),
+        "sew_iand_if": (lambda: SEWResNet((2,), (8,), 3, 10, T, connect="IAND", neuron="if"), (3, 10, 10)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_conv_models()))
+def test_conv_models_match_eager(name):
+    from sparsesnn.nn import BaseNeuron, BatchNorm2d
+
+    make, shape = _conv_models()[name]
+    torch.manual_seed(5)
+    model = make()
+    with torch.no_grad():  # BN statistics as after training, and weights that make neurons fire
+        for m in model.modules():
+            if isinstance(m, BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.0, 3.0)
+                m.bias.uniform_(0.0, 0.5)
+            elif getattr(m, "weight", None) is not None and m.weight.dim() in (2, 4):
+                m.weight.abs_().mul_(2.0)  # excitatory: every layer fires
+    d = deploy(model.eval(), default_bits=4)
+    spikes = []
+    for m in d.modules():
+        if isinstance(m, BaseNeuron):
+            m.register_forward_hook(lambda mod, i, o: spikes.append(float(o.sum())))
+    for batch in (1, 6):
+        x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(batch))
+        plan = runtime.compile(d, x[:1])
+        got = plan(x)
+        spikes.clear()
+        want = _eager(d, x)
+        assert all(s > 0 for s in spikes), spikes  # every spiking layer fires
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_unfolded_batchnorm_named():
+    from sparsesnn.models import SpikingVGG
+
+    model = SpikingVGG([4], 3, 10, T, image_size=8).eval()
+    with pytest.raises(ValueError, match=r"'stem\.0' of type sparsesnn\.nn\.conv\.SpikingConv2d"):
+        runtime.compile(model, torch.rand(1, 3, 8, 8))
