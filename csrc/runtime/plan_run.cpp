@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../cpu/parallel.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pruned_blocks.h"
@@ -36,10 +37,12 @@ bool spike_mode(const Op& op, const float* x, int64_t n, const char* name) {
   return static_cast<double>(count_nonzero(x, n)) / static_cast<double>(n) <= op.dense_threshold;
 }
 
-void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y) {
+void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y, int threads) {
   const int64_t H = op.in.dims[1], W = op.in.dims[2], OH = op.out.dims[1], OW = op.out.dims[2];
   const float div = static_cast<float>(op.kh * op.kw);
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  const int nt = threads_for(planes * H * W, threads);
+  parallel_chunks(planes, 1, nt, [&](int64_t p0, int64_t p1) {
+  for (int64_t pl = p0; pl < p1; ++pl) {
     const float* xp = x + pl * H * W;
     float* yp = y + pl * OH * OW;
     for (int64_t oy = 0; oy < OH; ++oy)
@@ -54,6 +57,7 @@ void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y)
         yp[oy * OW + ox] = is_max ? acc : acc / div;
       }
   }
+  });
 }
 
 void adaptive_avg_pool2d(const Op& op, const float* x, int64_t planes, float* y) {
@@ -188,7 +192,7 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
       }
       case F::kMaxPool2d:
       case F::kAvgPool2d:
-        pool2d(op, op.kind == F::kMaxPool2d, cur, rows * op.in.dims[0], out);
+        pool2d(op, op.kind == F::kMaxPool2d, cur, rows * op.in.dims[0], out, threads);
         break;
       default:
         throw std::logic_error("unknown op kind");
