@@ -13,7 +13,7 @@ from torch import nn
 from sparsesnn import FixedPoint, runtime
 from sparsesnn.deploy import deploy
 from sparsesnn.models import SpikingMLP
-from sparsesnn.nn import IF, LIF, PLIF, reset_net
+from sparsesnn.nn import IF, LIF, PLIF, PackedSpikingLinear, reset_net
 from sparsesnn.ops.pruned_blocks import cpu_blocks
 
 try:
@@ -96,8 +96,10 @@ def test_linear_formats_layouts_inputs(bits, keep, analog, relayout):
         fc1.weight.mul_(3.0)
     _prune(fc1, keep, 1)
     _prune(fc2, keep, 2)
-    model = deploy(nn.Sequential(fc1, LIF(), fc2, IF()), default_bits=bits)
-    assert model[0].layout == ("pruned" if keep < 1 else "dense")
+    layout = "pruned" if keep < 1 else "dense"  # forced: deploy picks the smaller layout
+    model = nn.Sequential(PackedSpikingLinear.from_float(fc1, bits, layout=layout), LIF(),
+                          PackedSpikingLinear.from_float(fc2, bits, layout=layout), IF()).eval()
+    assert model[0].layout == model[2].layout == layout
     g = torch.Generator().manual_seed(5)
     x = torch.rand(T, 6, 40, generator=g) * 2 if analog else _spikes((T, 6, 40), 0.4)
     plan = runtime.compile(model, x)
