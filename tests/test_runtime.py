@@ -13,7 +13,7 @@ from torch import nn
 from sparsesnn import FixedPoint, runtime
 from sparsesnn.deploy import deploy
 from sparsesnn.models import SpikingMLP
-from sparsesnn.nn import IF, LIF, PLIF, reset_net
+from sparsesnn.nn import IF, LIF, PLIF, PackedSpikingLinear, reset_net
 from sparsesnn.ops.pruned_blocks import cpu_blocks
 
 try:
@@ -50,12 +50,24 @@ def _mlp(hidden=(96, 80), keep=0.08, bits=4):
     return deploy(m, default_bits=bits)
 
 
+@pytest.fixture(params=[True, False], ids=["relayout", "keep_pruned"])
+def relayout(request, monkeypatch):
+    """With and without the plan's pruned -> dense packed re-layout (both must match eager)."""
+    from sparsesnn.runtime import _lower
+
+    monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("batch", [1, 3, 17, 64])
-def test_demo_mlp_matches_eager(batch):
+def test_demo_mlp_matches_eager(batch, relayout):
     d = _mlp()
     assert d.fc2.layout == "pruned" and d.fc1.layout == "dense"
     x = torch.rand(batch, 16, generator=torch.Generator().manual_seed(batch))
     plan = runtime.compile(d, x[:1])
+    dense_fc2 = d.fc2.in_features * d.fc2.out_features * d.fc2.bits // 8 + 4 * (d.fc2.scale.numel() + 80)
+    relaid = d.fc1.model_bytes() + d.fc3.model_bytes() + dense_fc2
+    assert (plan.weight_bytes() == relaid) == relayout  # fc2 re-laid out as dense packed rows
     y = plan(x)
     ye = _eager(d, x)
     assert y.shape == ye.shape
@@ -63,7 +75,7 @@ def test_demo_mlp_matches_eager(batch):
     assert torch.equal(y.argmax(1), ye.argmax(1))
 
 
-def test_demo_mlp_hidden_spikes_identical():
+def test_demo_mlp_hidden_spikes_identical(relayout):
     d = _mlp()
     x = torch.rand(9, 16, generator=torch.Generator().manual_seed(3))
     s = d.encode(x)  # the spikes fc1 sees
@@ -77,15 +89,17 @@ def test_demo_mlp_hidden_spikes_identical():
 @pytest.mark.parametrize("bits", ["int8", "int4", "int2", "ternary", "binary", None])
 @pytest.mark.parametrize("keep", [1.0, 0.2])
 @pytest.mark.parametrize("analog", [False, True])
-def test_linear_formats_layouts_inputs(bits, keep, analog):
+def test_linear_formats_layouts_inputs(bits, keep, analog, relayout):
     torch.manual_seed(1)
     fc1, fc2 = nn.Linear(40, 70), nn.Linear(70, 33)
     with torch.no_grad():
         fc1.weight.mul_(3.0)
     _prune(fc1, keep, 1)
     _prune(fc2, keep, 2)
-    model = deploy(nn.Sequential(fc1, LIF(), fc2, IF()), default_bits=bits)
-    assert model[0].layout == ("pruned" if keep < 1 else "dense")
+    layout = "pruned" if keep < 1 else "dense"  # forced: deploy picks the smaller layout
+    model = nn.Sequential(PackedSpikingLinear.from_float(fc1, bits, layout=layout), LIF(),
+                          PackedSpikingLinear.from_float(fc2, bits, layout=layout), IF()).eval()
+    assert model[0].layout == model[2].layout == layout
     g = torch.Generator().manual_seed(5)
     x = torch.rand(T, 6, 40, generator=g) * 2 if analog else _spikes((T, 6, 40), 0.4)
     plan = runtime.compile(model, x)
@@ -177,7 +191,10 @@ def test_threads_share_one_plan():
     assert not errors
 
 
-def test_export_load_roundtrip(tmp_path):
+def test_export_load_roundtrip(tmp_path, monkeypatch):
+    from sparsesnn.runtime import _lower
+
+    monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", False)
     d = _mlp()
     x = torch.rand(7, 16)
     path = tmp_path / "m.ssnn"
@@ -256,3 +273,58 @@ def test_crafted_files_with_valid_checksum_rejected():
         Handle(_with_crc(b"SSNNPLAN" + struct.pack("<I", 99) + bytes(40)))
     with pytest.raises(ValueError, match="magic"):
         Handle(b"PK\x03\x04" + bytes(100))
+
+
+def _conv_models():
+    from sparsesnn.models import SEWResNet, SpikingLeNet, SpikingVGG
+
+    return {
+        "vgg_direct": (lambda: SpikingVGG([8, "M", 16, "A", 16], 3, 10, T, image_size=12, hidden=(24,),
+                                          dropout=0.1, encoder="direct"), (3, 12, 12)),
+        "vgg_rate_plif": (lambda: SpikingVGG([8, "M", 16], 3, 10, T, image_size=12, encoder="rate",
+                                             neuron="plif"), (3, 12, 12)),
+        "lenet": (lambda: SpikingLeNet(1, 10, T), (1, 28, 28)),
+        "sew_add": (lambda: SEWResNet((1, 1), (8, 16), 3, 10, T, connect="ADD"), (3, 10, 10)),
+        "sew_and_rate": (lambda: SEWResNet((1, 1), (8, 16), 3, 10, T, connect="AND", encoder="rate"), (3, 10, 10)),
+        "sew_iand_if": (lambda: SEWResNet((2,), (8,), 3, 10, T, connect="IAND", neuron="if"), (3, 10, 10)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_conv_models()))
+def test_conv_models_match_eager(name):
+    from sparsesnn.nn import BaseNeuron, BatchNorm2d
+
+    make, shape = _conv_models()[name]
+    torch.manual_seed(5)
+    model = make()
+    with torch.no_grad():  # BN statistics as after training, and weights that make neurons fire
+        for m in model.modules():
+            if isinstance(m, BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.0, 3.0)
+                m.bias.uniform_(0.0, 0.5)
+            elif getattr(m, "weight", None) is not None and m.weight.dim() in (2, 4):
+                m.weight.abs_().mul_(2.0)  # excitatory: every layer fires
+    d = deploy(model.eval(), default_bits=4)
+    spikes = []
+    for m in d.modules():
+        if isinstance(m, BaseNeuron):
+            m.register_forward_hook(lambda mod, i, o: spikes.append(float(o.sum())))
+    for batch in (1, 6):
+        x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(batch))
+        plan = runtime.compile(d, x[:1])
+        got = plan(x)
+        spikes.clear()
+        want = _eager(d, x)
+        assert all(s > 0 for s in spikes), spikes  # every spiking layer fires
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_unfolded_batchnorm_named():
+    from sparsesnn.models import SpikingVGG
+
+    model = SpikingVGG([4], 3, 10, T, image_size=8).eval()
+    with pytest.raises(ValueError, match=r"'stem\.0' of type sparsesnn\.nn\.conv\.SpikingConv2d"):
+        runtime.compile(model, torch.rand(1, 3, 8, 8))

@@ -41,7 +41,11 @@
 //   8 MAX_POOL2D        u32 kh, kw, sh, sw, ph, pw. [.., C, H, W] -> [.., C, OH, OW]
 //   9 AVG_POOL2D        as 8; zero padding counted (PyTorch's count_include_pad=True).
 //  10 SAVE              u32 slot (0..15): remember the current value.
-//  11 ADD               u32 slot: current += saved value (same shape).
+//  11 ADD               u32 slot: current = saved + current (same shape).
+//  12 LOAD              u32 slot: current = saved value.
+//  13 MUL               u32 slot: current = saved * current (SEW "AND").
+//  14 IAND              u32 slot: current = (1 - saved) * current (SEW "IAND").
+//  15 ADAPTIVE_AVG_POOL2D  u32 oh, ow: PyTorch's adaptive windows [floor(i*H/oh), ceil((i+1)*H/oh)).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -57,7 +61,8 @@ constexpr uint32_t kMaxOps = 4096, kMaxRank = 6, kMaxT = 65536, kSlots = 16;
 
 enum OpKind : uint32_t {
   kEncodeThreshold = 1, kRepeat = 2, kLinear = 3, kConv2d = 4, kNeuron = 5, kFlatten = 6,
-  kMeanT = 7, kMaxPool2d = 8, kAvgPool2d = 9, kSave = 10, kAdd = 11,
+  kMeanT = 7, kMaxPool2d = 8, kAvgPool2d = 9, kSave = 10, kAdd = 11, kLoad = 12, kMul = 13,
+  kIand = 14, kAdaptiveAvgPool2d = 15,
 };
 enum DTypeCode : uint8_t { kF32 = 0, kI32 = 1, kU16 = 2, kU8 = 3, kI8 = 4 };
 

@@ -287,7 +287,7 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
   const uint32_t n_ops = read_u32_in(r, "n_ops", 1, F::kMaxOps, "header");
   bool binary = false;
   std::vector<Shape> slots(F::kSlots);
-  std::vector<bool> slot_set(F::kSlots, false);
+  std::vector<bool> slot_set(F::kSlots, false), slot_binary(F::kSlots, false);
   for (uint32_t i = 0; i < n_ops; ++i) {
     const std::string where = "op " + std::to_string(i);
     Op op;
@@ -340,18 +340,36 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
         read_pool(pr, op, where);
         binary = false;
         break;
+      case F::kAdaptiveAvgPool2d: {
+        const int64_t oh = read_u32_in(pr, "oh", 1, 1u << 20, where), ow = read_u32_in(pr, "ow", 1, 1u << 20, where);
+        if (cur.dims.size() != 3) fail(where, "input: expected per-sample [C, H, W]");
+        op.out = cur;
+        op.out.dims = {cur.dims[0], oh, ow};
+        binary = false;
+        break;
+      }
       case F::kSave:
-      case F::kAdd: {
+      case F::kAdd:
+      case F::kLoad:
+      case F::kMul:
+      case F::kIand: {
         op.slot = read_u32_in(pr, "slot", 0, F::kSlots - 1, where);
         op.out = cur;
         if (op.kind == F::kSave) {
           slots[op.slot] = cur;
           slot_set[op.slot] = true;
-        } else {
-          if (!slot_set[op.slot] || slots[op.slot].dims != cur.dims || slots[op.slot].time != cur.time)
-            fail(where, "add: slot empty or of a different shape");
-          binary = false;
+          slot_binary[op.slot] = binary;
+          break;
         }
+        if (!slot_set[op.slot]) fail(where, "slot " + std::to_string(op.slot) + " is empty");
+        if (op.kind == F::kLoad) {
+          op.out = slots[op.slot];
+          binary = slot_binary[op.slot];
+          break;
+        }
+        if (slots[op.slot].dims != cur.dims || slots[op.slot].time != cur.time)
+          fail(where, "slot " + std::to_string(op.slot) + " has a different shape");
+        binary = op.kind == F::kAdd ? false : (binary && slot_binary[op.slot]);
         break;
       }
       default:

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../cpu/parallel.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pruned_blocks.h"
@@ -36,10 +37,12 @@ bool spike_mode(const Op& op, const float* x, int64_t n, const char* name) {
   return static_cast<double>(count_nonzero(x, n)) / static_cast<double>(n) <= op.dense_threshold;
 }
 
-void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y) {
+void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y, int threads) {
   const int64_t H = op.in.dims[1], W = op.in.dims[2], OH = op.out.dims[1], OW = op.out.dims[2];
   const float div = static_cast<float>(op.kh * op.kw);
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  const int nt = threads_for(planes * H * W, threads);
+  parallel_chunks(planes, 1, nt, [&](int64_t p0, int64_t p1) {
+  for (int64_t pl = p0; pl < p1; ++pl) {
     const float* xp = x + pl * H * W;
     float* yp = y + pl * OH * OW;
     for (int64_t oy = 0; oy < OH; ++oy)
@@ -54,6 +57,24 @@ void pool2d(const Op& op, bool is_max, const float* x, int64_t planes, float* y)
         yp[oy * OW + ox] = is_max ? acc : acc / div;
       }
   }
+  });
+}
+
+void adaptive_avg_pool2d(const Op& op, const float* x, int64_t planes, float* y) {
+  const int64_t H = op.in.dims[1], W = op.in.dims[2], OH = op.out.dims[1], OW = op.out.dims[2];
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* xp = x + pl * H * W;
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const int64_t y0 = oy * H / OH, y1 = ((oy + 1) * H + OH - 1) / OH;
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        const int64_t x0 = ox * W / OW, x1 = ((ox + 1) * W + OW - 1) / OW;
+        float acc = 0.0f;
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = x0; ix < x1; ++ix) acc += xp[iy * W + ix];
+        y[(pl * OH + oy) * OW + ox] = acc / static_cast<float>((y1 - y0) * (x1 - x0));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -64,7 +85,7 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
     ws.vlast.assign(ops.size(), {});
     for (size_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
-      if (op.kind == F::kFlatten || op.kind == F::kSave) continue;  // alias their input
+      if (op.kind == F::kFlatten || op.kind == F::kSave || op.kind == F::kLoad) continue;  // aliases
       const int64_t rows = (op.out.time ? T : 1) * B;
       ws.out[i].resize(static_cast<size_t>(rows * op.out.numel()));
       if (op.kind == F::kNeuron) ws.vlast[i].resize(static_cast<size_t>(B * op.in.numel()));
@@ -139,11 +160,27 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         saved[op.slot] = cur;
         out = const_cast<float*>(cur);
         break;
+      case F::kLoad:
+        out = const_cast<float*>(saved[op.slot]);
+        break;
       case F::kAdd: {
         const float* s = saved[op.slot];
-        for (int64_t j = 0; j < n_in; ++j) out[j] = cur[j] + s[j];
+        for (int64_t j = 0; j < n_in; ++j) out[j] = s[j] + cur[j];
         break;
       }
+      case F::kMul: {
+        const float* s = saved[op.slot];
+        for (int64_t j = 0; j < n_in; ++j) out[j] = s[j] * cur[j];
+        break;
+      }
+      case F::kIand: {
+        const float* s = saved[op.slot];
+        for (int64_t j = 0; j < n_in; ++j) out[j] = (1.0f - s[j]) * cur[j];
+        break;
+      }
+      case F::kAdaptiveAvgPool2d:
+        adaptive_avg_pool2d(op, cur, rows * op.in.dims[0], out);
+        break;
       case F::kMeanT: {
         const int64_t n = B * op.in.numel();
         std::memcpy(out, cur, sizeof(float) * n);
@@ -155,7 +192,7 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
       }
       case F::kMaxPool2d:
       case F::kAvgPool2d:
-        pool2d(op, op.kind == F::kMaxPool2d, cur, rows * op.in.dims[0], out);
+        pool2d(op, op.kind == F::kMaxPool2d, cur, rows * op.in.dims[0], out, threads);
         break;
       default:
         throw std::logic_error("unknown op kind");

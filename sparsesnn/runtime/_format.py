@@ -12,7 +12,8 @@ MAGIC = b"SSNNPLAN"
 VERSION = 1
 
 # Op kinds and tensor dtype codes of format.h.
-ENCODE_THRESHOLD, REPEAT, LINEAR, CONV2D, NEURON, FLATTEN, MEAN_T, MAX_POOL2D, AVG_POOL2D, SAVE, ADD = range(1, 12)
+(ENCODE_THRESHOLD, REPEAT, LINEAR, CONV2D, NEURON, FLATTEN, MEAN_T, MAX_POOL2D, AVG_POOL2D, SAVE,
+ ADD, LOAD, MUL, IAND, ADAPTIVE_AVG_POOL2D) = range(1, 16)
 _DTYPES = {torch.float32: 0, torch.int32: 1, torch.uint16: 2, torch.uint8: 3, torch.int8: 4}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
 from typing import Optional
 
@@ -21,11 +22,10 @@ def _candidates() -> list[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     dirs = [here]
     try:  # editable installs put built files beside the compiled module, not in the source tree
-        from .. import _ext
-
-        if _ext._C is not None:
-            dirs.insert(0, os.path.join(os.path.dirname(_ext._C.__file__), "runtime"))
-    except Exception:  # pragma: no cover - _ext import never fails by design
+        spec = importlib.util.find_spec("sparsesnn._C")
+        if spec is not None and spec.origin:
+            dirs.insert(0, os.path.join(os.path.dirname(spec.origin), "runtime"))
+    except (ImportError, ValueError):  # pragma: no cover - no compiled module at all
         pass
     return [os.path.join(d, "libsparsesnn_runtime.so") for d in dirs]
 
