@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mlp: wide spiking MLP; conv: small VGG-style conv SNN with BatchNorm")
     d.add_argument("--out", default=None,
                    help="output directory (JSON, Markdown, PNG; default results/demo or results/demo_conv)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8; conv 6/6/6)")
     d.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="hidden widths (default 2048 2048; conv: fully connected widths, default 256)")
     d.add_argument("--T", type=int, default=4, help="timesteps")
