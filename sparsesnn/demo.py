@@ -78,6 +78,8 @@ def _load(cfg: DemoConfig) -> Split:
 
 
 def _agreement(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    a.eval()  # BatchNorm: running statistics, as folded into the deployed model
+    b.eval()
     with torch.inference_mode():
         ya, yb = a(x), b(x)
     return float((ya.argmax(-1) == yb.argmax(-1)).float().mean()), float((ya - yb).abs().max())
