@@ -18,4 +18,6 @@ py=${PYTHON:-python}
 "$py" bench/bench_packed.py $q
 "$py" bench/bench_packed.py $q --threads 1 --name packed_1thread
 "$py" bench/compare_methods.py $q
+"$py" bench/bench_model.py $q
 "$py" -m sparsesnn demo --out bench/results/demo ${q:+--quick}
+"$py" -m sparsesnn demo --model conv --out bench/results/demo_conv ${q:+--quick}

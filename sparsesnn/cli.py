@@ -10,25 +10,31 @@ from typing import Sequence
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run, table_markdown
+    from .demo_conv import CONV_EPOCHS
 
-    cfg = DemoConfig(data=args.data, path=args.path, out=args.out, T=args.T, seed=args.seed,
+    out = args.out or ("results/demo_conv" if args.model == "conv" else "results/demo")
+    cfg = DemoConfig(data=args.data, model=args.model, path=args.path, out=out, T=args.T, seed=args.seed,
                      bits=int(args.bits) if str(args.bits).isdigit() else args.bits,
                      activity=args.activity, threads=args.threads, progress=not args.no_progress,
                      ablate_activity=not args.no_ablation)
     if args.hidden:
-        cfg.hidden = tuple(args.hidden)
+        cfg.hidden = cfg.conv_hidden = tuple(args.hidden)
         # same rule as the default: prune the hidden-to-hidden layers only
         n = len(cfg.hidden) + 1
         cfg.sparsity = {f"fc{i + 1}": (0.95 if 0 < i < n - 1 else 0.0) for i in range(n)}
+    if args.model == "conv":  # converges in fewer epochs; keeps the conv demo within 5 minutes
+        cfg.epochs = cfg.admm_epochs = cfg.retrain_epochs = CONV_EPOCHS
     if args.quick:  # tiny settings for smoke tests: seconds, not minutes; numbers not meaningful
         cfg.quick = True
         cfg.hidden = tuple(args.hidden) if args.hidden else (128, 128)
+        cfg.conv, cfg.conv_hidden = (8, "M", 16, "M"), tuple(args.hidden) if args.hidden else (32,)
         cfg.epochs, cfg.admm_epochs, cfg.retrain_epochs = 1, 1, 1
         cfg.latency_runs = 20
     if args.epochs is not None:
         cfg.epochs = cfg.admm_epochs = cfg.retrain_epochs = args.epochs
     if args.sparsity is not None:
         cfg.sparsity = {k: args.sparsity for k in cfg.sparsity}
+        cfg.conv_sparsity = args.sparsity
     cfg.validate()  # every argument checked before any data is loaded or trained
     res = run(cfg)
     print()
@@ -54,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "deploy and measure on digits or MNIST")
     d.add_argument("--data", choices=("digits", "mnist"), default="digits")
     d.add_argument("--path", default=None, help="directory with MNIST IDX files (--data mnist)")
-    d.add_argument("--out", default="results/demo", help="output directory (JSON, Markdown, PNG)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8)")
-    d.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths (default 2048 2048)")
+    d.add_argument("--model", choices=("mlp", "conv"), default="mlp",
+                   help="mlp: wide spiking MLP; conv: small VGG-style conv SNN with BatchNorm")
+    d.add_argument("--out", default=None,
+                   help="output directory (JSON, Markdown, PNG; default results/demo or results/demo_conv)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs for each phase (default 8/8/8; conv 6/6/6)")
+    d.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help="hidden widths (default 2048 2048; conv: fully connected widths, default 256)")
     d.add_argument("--T", type=int, default=4, help="timesteps")
     d.add_argument("--bits", default="4", help="weight format: 8, 4, 2, ternary, binary")
     d.add_argument("--sparsity", type=float, default=None, help="one sparsity for every layer")

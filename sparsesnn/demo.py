@@ -1,5 +1,7 @@
 """End-to-end demo: train a dense SNN, compress it (ADMM pruning + 4-bit quantization +
 activity regularization), deploy it on the packed event-driven kernels, and measure.
+``model="mlp"`` trains the wide spiking MLP, ``model="conv"`` a small VGG-style conv SNN with
+BatchNorm (folded at deployment; see :mod:`sparsesnn.demo_conv`).
 
 Writes ``demo.json``, ``demo.md`` and ``demo.png`` to the output directory and returns the
 result dict. Everything in the table is computed in this run; latencies are measured here,
@@ -21,6 +23,7 @@ from . import metrics as M
 from ._ext import info as build_info
 from .compress import ADMM, ActivityRegularizer, evaluate, fit
 from .data import Split, load_digits, load_mnist, loaders
+from .demo_conv import as_images, conv_model, conv_targets
 from .deploy import deploy, layer_formats, load, save
 from .models import SpikingMLP
 
@@ -28,6 +31,7 @@ from .models import SpikingMLP
 @dataclass
 class DemoConfig:
     data: str = "digits"
+    model: str = "mlp"         # "mlp" | "conv"
     path: str | None = None
     out: str = "results/demo"
     hidden: tuple[int, ...] = (2048, 2048)
@@ -51,6 +55,11 @@ class DemoConfig:
     progress: bool = True
     quick: bool = False
     ablate_activity: bool = True  # also compress without activity regularization (ablation)
+    # model="conv": SpikingVGG layers (ints: 3x3 conv + BN + LIF; "M": 2x2 max pooling), hidden
+    # fully connected widths, and the sparsity of every layer but the first conv and the readout
+    conv: tuple = (32, "M", 64, "M")
+    conv_hidden: tuple[int, ...] = (256,)
+    conv_sparsity: float = 0.95
 
     def validate(self) -> "DemoConfig":
         """Every setting checked before any work starts (ValueError naming the setting)."""
@@ -86,6 +95,12 @@ class DemoConfig:
             if name not in layers:
                 raise ValueError(f"sparsity: unknown layer {name!r}; the model has {sorted(layers)}")
             check_sparsity(f"sparsity[{name!r}]", v)
+        if self.model not in ("mlp", "conv"):
+            raise ValueError(f"model: expected 'mlp' or 'conv', got {self.model!r}")
+        check_sparsity("conv_sparsity", self.conv_sparsity)
+        if not self.conv or any(c != "M" and (isinstance(c, bool) or not isinstance(c, int) or c < 1)
+                                for c in self.conv):
+            raise ValueError(f"conv: expected channel counts and 'M', got {self.conv!r}")
         if self.threads is not None:
             check_positive_int("threads", self.threads)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -109,6 +124,8 @@ def _load(cfg: DemoConfig) -> Split:
 
 
 def _agreement(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    a.eval()  # BatchNorm: running statistics, as folded into the deployed model
+    b.eval()
     with torch.inference_mode():
         ya, yb = a(x), b(x)
     return float((ya.argmax(-1) == yb.argmax(-1)).float().mean()), float((ya - yb).abs().max())
@@ -121,15 +138,23 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.model not in ("mlp", "conv"):
+        raise ValueError(f"model: expected 'mlp' or 'conv', got {cfg.model!r}")
     split = _load(cfg)
+    if cfg.model == "conv":
+        split = as_images(split)
     train, test = loaders(split, cfg.batch_size, cfg.seed)
     say = print if cfg.progress else (lambda *a, **k: None)
+    arch = (f"conv {list(cfg.conv)} + fc {list(cfg.conv_hidden)}" if cfg.model == "conv" else
+            f"{split.features}->{'->'.join(map(str, cfg.hidden))}")
     say(f"[sparsesnn demo] {split.name}: {len(split.y_train)} train / {len(split.y_test)} test, "
-        f"model {split.features}->{'->'.join(map(str, cfg.hidden))}->{split.classes}, T={cfg.T}, "
-        f"{torch.get_num_threads()} threads")
+        f"model {arch}->{split.classes}, T={cfg.T}, {torch.get_num_threads()} threads")
 
     # 1. dense fp32 SNN
-    dense = SpikingMLP(split.features, cfg.hidden, split.classes, cfg.T, init_gain=4.0)
+    if cfg.model == "conv":
+        dense = conv_model(cfg, split)
+    else:
+        dense = SpikingMLP(split.features, cfg.hidden, split.classes, cfg.T, init_gain=4.0)
     fit(dense, train, torch.optim.Adam(dense.parameters(), cfg.lr), epochs=cfg.epochs,
         desc="1/3 dense", progress=cfg.progress)
     watch = ActivityRegularizer(dense, 0.0)
@@ -188,7 +213,10 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 def _compress(cfg: DemoConfig, dense: torch.nn.Module, train, test, activity: float, tag: str):
     """ADMM phase, hard projection, masked fake-quant retraining; returns the float model."""
     comp = copy.deepcopy(dense)
-    targets = {name: {"sparsity": s, "bits": cfg.bits} for name, s in cfg.sparsity.items()}
+    if cfg.model == "conv":
+        targets = conv_targets(comp, cfg)
+    else:
+        targets = {name: {"sparsity": s, "bits": cfg.bits} for name, s in cfg.sparsity.items()}
     admm = ADMM(comp, targets, rho=cfg.rho, proximal=cfg.proximal)
     act = ActivityRegularizer(comp, activity)
     opt = torch.optim.Adam(comp.parameters(), cfg.lr)
@@ -265,7 +293,8 @@ def _summarize(cfg, split, dense_eval, comp_eval, dep_eval, rep_dense, rep_dep, 
     return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "dataset": {"name": split.name, "train": len(split.y_train), "test": len(split.y_test),
-                    "features": split.features, "classes": split.classes},
+                    "features": split.x_train[0].numel(), "classes": split.classes},
+        "model": repr(deployed),
         "table": [{"metric": r[0], "dense_fp32": r[1], "compressed_deployed": r[2], "change": r[3]}
                   for r in rows],
         "accuracy": {"dense": dense_eval["acc"], "compressed_float": comp_eval["acc"],
@@ -280,7 +309,9 @@ def _summarize(cfg, split, dense_eval, comp_eval, dep_eval, rep_dense, rep_dep, 
         "admm_residual": admm.history,
         "history": {"admm": hist_admm, "retrain": hist_re},
         "energy_note": M.ENERGY_NOTE,
-        "baseline": "the dense model itself: fp32 nn.Linear (MKL) + sparsesnn fused LIF, same T, batch 1",
+        "baseline": ("the dense model itself: fp32 conv/linear (event/dense dispatch) + BatchNorm + "
+                     "sparsesnn fused LIF, same T, batch 1" if cfg.model == "conv" else
+                     "the dense model itself: fp32 nn.Linear (MKL) + sparsesnn fused LIF, same T, batch 1"),
         "machine": {"sparsesnn": sparsesnn.__version__, "info": build_info(),
                     "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                     "platform": platform.platform(), "processor": _cpu_model(),
@@ -322,7 +353,8 @@ def _write(out: str, res: dict[str, Any]) -> None:
     with open(os.path.join(out, "demo.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     m = res["machine"]
-    md = [f"# sparsesnn demo ({res['dataset']['name']})", "", table_markdown(res), "",
+    model = res["config"].get("model", "mlp")
+    md = [f"# sparsesnn demo ({res['dataset']['name']}, {model} model)", "", table_markdown(res), "",
           f"- Deployed vs fake-quantized float model: {100 * res['deployed_vs_float']['prediction_agreement']:.2f}% "
           f"same predictions, max |logit diff| {res['deployed_vs_float']['max_abs_logit_diff']:.2e}",
           f"- Energy: {res['energy_note']}",

@@ -10,7 +10,6 @@ codes (up to sign). Pairs are adjacent ``(conv/linear, BatchNorm)`` entries of a
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import torch
@@ -74,7 +73,12 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     are left as they are."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
-    out = model if inplace else copy.deepcopy(model)
+    if inplace:
+        out = model
+    else:
+        from .deploy import _history_free_copy  # a model out of training: state with autograd history
+
+        out = _history_free_copy(model)
     for seq, i in batchnorm_pairs(out):
         _fold(seq[i], seq[i + 1])
         seq[i + 1] = nn.Identity()

@@ -128,3 +128,12 @@ def test_layout_chosen_by_bytes():
     x = (torch.rand(4, 256) < 0.2).float()
     with torch.no_grad():
         assert torch.allclose(d(x), seq(x), atol=1e-4)
+
+
+def test_fold_model_straight_out_of_training():
+    m, shape = _models()["lenet"]
+    x = _x(shape, n=8)
+    m.train()
+    m(x).sum().backward()  # neuron state now carries autograd history
+    f = fold_batchnorm(m)
+    assert not any(isinstance(l, nn.modules.batchnorm._BatchNorm) for l in f.modules())
