@@ -32,6 +32,7 @@ namespace conv_gather {
 constexpr int kChunk = 64;   // bytes per chunk (one zmm load)
 constexpr int kSlack = 64;   // int32 entries the vector list copies may touch past an end
 constexpr int kAhead = 8;    // events prefetched ahead
+constexpr int64_t kPixBlock = 16;  // output pixels per channels-last staging block
 
 inline int64_t chunk_outputs(int bits) { return kChunk * 8 / bits; }
 inline int64_t num_chunks(int64_t O, int bits) {
@@ -81,28 +82,32 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t HW, int64_t KKs, 
   return n;
 }
 
-// dst = kernel rows of the n entries c*KK of src at tap t: (c*KK + t), or, with a row map
-// (pruned layout), map[c*KK + t] dropping the -1 (pruned) ones. Returns the count written.
-inline int append_rows(int32_t* dst, const int32_t* src, int n, int32_t t, const int32_t* map) {
-  if (!map) return event::append_offset(dst, src, n, t);
+// Active-channel bitmaps of every input pixel of one image (nw = ceil(C / 64) words per
+// pixel), for the pruned layout: the kept events of a tap are then one AND per 64 channels.
+// Returns the event count.
+inline int64_t pixel_bitmaps(const float* xb, int64_t C, int64_t HW, int64_t nw, Scratch<>& tmp,
+                             std::vector<uint64_t>& bm) {
+  int32_t* pix = tmp.get(HW + kSlack);
+  bm.assign(static_cast<size_t>(HW * nw), 0);
+  int64_t n = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix);
+    const uint64_t bit = uint64_t(1) << (c % 64);
+    for (int i = 0; i < k; ++i) bm[pix[i] * nw + c / 64] |= bit;
+    n += k;
+  }
+  return n;
+}
+
+// dst = kernel rows of the active channels a (bitmap) that the tap t keeps (bitmap kept):
+// map[c * KKs + t]. Returns the count written.
+inline int append_kept(int32_t* dst, const uint64_t* a, const uint64_t* kept, int64_t nw,
+                       const int32_t* map, int64_t KKs, int64_t t) {
   int k = 0;
-#if defined(__AVX512F__)
-  const __m512i off = _mm512_set1_epi32(t), zero = _mm512_setzero_si512();
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 live = n - j >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - j)) - 1u);
-    const __m512i idx = _mm512_add_epi32(_mm512_loadu_si512(src + j), off);
-    const __m512i r = _mm512_mask_i32gather_epi32(zero, live, idx, map, 4);
-    const __mmask16 keep = _mm512_mask_cmpge_epi32_mask(live, r, zero);
-    _mm512_storeu_si512(dst + k, _mm512_maskz_compress_epi32(keep, r));
-    k += __builtin_popcount(static_cast<unsigned>(keep));
+  for (int64_t w = 0; w < nw; ++w) {
+    for (uint64_t m = a[w] & kept[w]; m; m &= m - 1)
+      dst[k++] = map[(w * 64 + __builtin_ctzll(m)) * KKs + t];
   }
-#else
-  for (int j = 0; j < n; ++j) {
-    const int32_t r = map[src[j] + t];
-    dst[k] = r;
-    k += r >= 0;
-  }
-#endif
   return k;
 }
 
@@ -226,7 +231,7 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
 }
 
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
-// c*KK + t) or the pruned layout's row map [C*KK] (-1: dropped). scale [O] (one group).
+// c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
 template <int BITS>
 void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
@@ -242,24 +247,32 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   const int64_t wbytes = std::max<int64_t>(1, KK * ld);
   const int64_t ngroups = std::min<int64_t>(nch, (wbytes + cs.l2 / 2 - 1) / (cs.l2 / 2));
   const int64_t gch = (nch + ngroups - 1) / ngroups;  // chunks per group
-  // Output rows per work item: the channels-last block (pixels x group outputs) stays within
-  // half of L2 next to the weights; enough blocks that every thread has work.
-  const int64_t gw = std::min<int64_t>(O, gch * CO);
-  int64_t rb = std::max<int64_t>(1, cs.l2 / 2 / std::max<int64_t>(1, p.OW * gw * 4));
+  // Output rows per work item: a whole image unless that leaves threads without work.
+  int64_t rb = p.OH;
   const int64_t want_items = 4 * static_cast<int64_t>(p.threads);
   if (p.NB * ngroups < want_items)
-    rb = std::min(rb, std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items));
-  rb = std::min(rb, p.OH);
+    rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
   const int64_t yblocks = (p.OH + rb - 1) / rb;
 
-  // 1. Event lists per image (parallel over images).
-  std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(p.NB));
-  std::vector<Scratch<>> rows(static_cast<size_t>(p.NB));
+  // 1. Events per image (parallel over images): channel lists per pixel (dense layout) or
+  // channel bitmaps per pixel plus the kept-tap bitmaps (pruned layout).
+  const bool pruned = map != nullptr;
+  const int64_t nw = (C + 63) / 64;
+  std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(pruned ? 0 : p.NB));
+  std::vector<Scratch<>> rows(static_cast<size_t>(pruned ? 0 : p.NB));
+  std::vector<std::vector<uint64_t>> bms(static_cast<size_t>(pruned ? p.NB : 0));
+  std::vector<uint64_t> kept(static_cast<size_t>(pruned ? KKs * nw : 0), 0);
+  if (pruned)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < KKs; ++t)
+        if (map[c * KKs + t] >= 0) kept[t * nw + c / 64] |= uint64_t(1) << (c % 64);
   std::vector<int64_t> nev(static_cast<size_t>(p.NB));
   const int lt = threads_for(p.NB * C * HW, p.threads);
   event::parallel_items(p.NB, lt, [&](int64_t b) {
     static thread_local Scratch<> tmp;
-    nev[b] = list_pixels(x + b * C * HW, C, HW, KKs, tmp, ptrs[b], rows[b]);
+    const float* xb = x + b * C * HW;
+    nev[b] = pruned ? pixel_bitmaps(xb, C, HW, nw, tmp, bms[b])
+                    : list_pixels(xb, C, HW, KKs, tmp, ptrs[b], rows[b]);
   });
   int64_t events = 0;
   for (const int64_t e : nev) events += e;
@@ -274,13 +287,18 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     static thread_local Scratch<> flat_s, acc_s;
     static thread_local Scratch<float> buf_s;
     int32_t* flat = flat_s.get(KK + kSlack);
-    float* buf = buf_s.get((y1 - y0) * p.OW * width + 16);
+    // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
+    // to the NCHW planes as 16-float runs.
+    float* buf = buf_s.get(kPixBlock * width + 16);
     int32_t* acc32 = acc_s.get(kTileChunks * CO + 16);
-    const int32_t* ptr = ptrs[b].data();
-    const int32_t* ev = rows[b].data.get();
-    const int64_t ldb = width;
-    for (int64_t oy = y0; oy < y1; ++oy) {
-      for (int64_t ox = 0; ox < p.OW; ++ox) {
+    const int32_t* ptr = pruned ? nullptr : ptrs[b].data();
+    const int32_t* ev = pruned ? nullptr : rows[b].data.get();
+    const uint64_t* bm = pruned ? bms[b].data() : nullptr;
+    float* ydst = y + (b * O + o0) * OP;
+    for (int64_t pb = y0 * p.OW; pb < y1 * p.OW; pb += kPixBlock) {
+      const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
+      for (int64_t pi = pb; pi < pe; ++pi) {
+        const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
         int k = 0;
         for (int64_t ky = 0; ky < p.KH; ++ky) {
           const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
@@ -288,12 +306,12 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           for (int64_t kx = 0; kx < p.KW; ++kx) {
             const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
             if (ix < 0 || ix >= p.W) continue;
-            const int64_t q = iy * p.W + ix;
-            k += append_rows(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
-                             static_cast<int32_t>(ky * p.KW + kx), map);
+            const int64_t q = iy * p.W + ix, t = ky * p.KW + kx;
+            if (pruned) k += append_kept(flat + k, bm + q * nw, kept.data() + t * nw, nw, map, KKs, t);
+            else k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q], static_cast<int32_t>(t));
           }
         }
-        float* out = buf + ((oy - y0) * p.OW + ox) * ldb;
+        float* out = buf + (pi - pb) * width;
         for (int64_t q = q0; q < q1; q += kTileChunks) {
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
@@ -303,8 +321,8 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           fold<BITS>(acc32, tw, k, scale + o0 + ta, bias ? bias + o0 + ta : nullptr, out + ta);
         }
       }
+      store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
     }
-    store_nchw(buf, (y1 - y0) * p.OW, ldb, width, y + (b * O + o0) * OP, OP, y0 * p.OW);
   });
 }
 

@@ -34,7 +34,8 @@ def chunked_rows(rows: Tensor, bits: int, out_channels: int) -> Tensor:
     cw = 64 * per  # outputs per chunk
     nch = max(1, -(-out_channels // cw))
     shifts = torch.arange(per, dtype=torch.int32) * bits
-    u = ((rows.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(R, -1)[:, :out_channels]
+    u = ((rows.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(R, rows.shape[1] * per)
+    u = u[:, :out_channels]
     full = torch.zeros(R, nch * cw, dtype=torch.int32)
     full[:, :out_channels] = u
     full = full.reshape(R, nch, per, 64) << shifts.view(1, 1, per, 1)
