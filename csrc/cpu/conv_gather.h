@@ -111,72 +111,116 @@ inline int append_kept(int32_t* dst, const uint64_t* a, const uint64_t* kept, in
   return k;
 }
 
-// acc32[0, NCH * 64P) += sum over the n listed rows of the unsigned codes of the tile's NCH
-// chunks (starting at byte byte0 of each kernel row of ld bytes), in output order.
+#if defined(__AVX512BW__)
+// Events per accumulation round: uint16 lanes hold 65535 / M code sums, uint8 lanes (BITS <
+// 8) 255 / M; a round is a whole number of uint8 sub-rounds.
+template <int BITS>
+constexpr int round_events() {
+  constexpr int M = (1 << BITS) - 1, k8 = BITS == 8 ? 1 : 255 / M;
+  return 65535 / M / k8 * k8;
+}
+
+// a16[q][s][h] = per output (uint16 lanes, output order q * 64P + s * 64 + h * 32 + lane) the
+// sum of the unsigned codes of rows[i0, i1) (at most round_events) in the tile's NCH chunks.
 template <int BITS, int NCH>
-inline void accumulate(const uint8_t* w, int64_t ld, int64_t byte0, const int32_t* rows, int n,
-                       int32_t* acc32) {
+inline void round_sum(const uint8_t* base, int64_t ld, const int32_t* rows, int i0, int i1,
+                      __m512i (&a16)[NCH][8 / BITS][2]) {
   constexpr int P = 8 / BITS;
   constexpr unsigned M = (1u << BITS) - 1u;
-#if defined(__AVX512BW__)
-  // uint16 lanes hold 65535 / M events; uint8 lanes (BITS < 8) 255 / M.
   constexpr int k8 = BITS == 8 ? 1 : 255 / M;
-  constexpr int k16 = static_cast<int>(65535 / M) / k8 * k8;
   const __m512i vm = _mm512_set1_epi8(static_cast<char>(M));
-  const uint8_t* base = w + byte0;
-  for (int i0 = 0; i0 < n; i0 += k16) {
-    const int i1 = std::min(n, i0 + k16);
-    __m512i a16[NCH][P][2];
-    for (int q = 0; q < NCH; ++q)
-      for (int s = 0; s < P; ++s) a16[q][s][0] = a16[q][s][1] = _mm512_setzero_si512();
-    if constexpr (BITS == 8) {
-      for (int i = i0; i < i1; ++i) {
+  for (int q = 0; q < NCH; ++q)
+    for (int s = 0; s < P; ++s) a16[q][s][0] = a16[q][s][1] = _mm512_setzero_si512();
+  if constexpr (BITS == 8) {
+    for (int i = i0; i < i1; ++i) {
+      if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
+      const uint8_t* row = base + int64_t(rows[i]) * ld;
+#pragma GCC unroll 4
+      for (int q = 0; q < NCH; ++q) {
+        const __m256i* r = reinterpret_cast<const __m256i*>(row + kChunk * q);
+        a16[q][0][0] = _mm512_add_epi16(a16[q][0][0], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r)));
+        a16[q][0][1] = _mm512_add_epi16(a16[q][0][1], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r + 1)));
+      }
+    }
+  } else {
+    for (int j0 = i0; j0 < i1; j0 += k8) {
+      const int j1 = std::min(i1, j0 + k8);
+      __m512i a8[NCH][P];
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s) a8[q][s] = _mm512_setzero_si512();
+      for (int i = j0; i < j1; ++i) {
         if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
         const uint8_t* row = base + int64_t(rows[i]) * ld;
 #pragma GCC unroll 4
         for (int q = 0; q < NCH; ++q) {
-          const __m256i* r = reinterpret_cast<const __m256i*>(row + kChunk * q);
-          a16[q][0][0] = _mm512_add_epi16(a16[q][0][0], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r)));
-          a16[q][0][1] = _mm512_add_epi16(a16[q][0][1], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r + 1)));
-        }
-      }
-    } else {
-      for (int j0 = i0; j0 < i1; j0 += k8) {
-        const int j1 = std::min(i1, j0 + k8);
-        __m512i a8[NCH][P];
-        for (int q = 0; q < NCH; ++q)
-          for (int s = 0; s < P; ++s) a8[q][s] = _mm512_setzero_si512();
-        for (int i = j0; i < j1; ++i) {
-          if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
-          const uint8_t* row = base + int64_t(rows[i]) * ld;
-#pragma GCC unroll 4
-          for (int q = 0; q < NCH; ++q) {
-            const __m512i v = _mm512_loadu_si512(row + kChunk * q);
+          const __m512i v = _mm512_loadu_si512(row + kChunk * q);
 #pragma GCC unroll 8
-            for (int s = 0; s < P; ++s) {
-              const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
-              a8[q][s] = _mm512_add_epi8(a8[q][s], u);
-            }
-          }
-        }
-        for (int q = 0; q < NCH; ++q)
           for (int s = 0; s < P; ++s) {
-            a16[q][s][0] = _mm512_add_epi16(a16[q][s][0], _mm512_cvtepu8_epi16(_mm512_castsi512_si256(a8[q][s])));
-            a16[q][s][1] = _mm512_add_epi16(a16[q][s][1], _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(a8[q][s], 1)));
+            const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
+            a8[q][s] = _mm512_add_epi8(a8[q][s], u);
           }
-      }
-    }
-    for (int q = 0; q < NCH; ++q)
-      for (int s = 0; s < P; ++s)
-        for (int h = 0; h < 2; ++h) {
-          int32_t* dst = acc32 + q * kChunk * P + s * kChunk + h * 32;
-          const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a16[q][s][h]));
-          const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a16[q][s][h], 1));
-          _mm512_storeu_si512(dst, _mm512_add_epi32(_mm512_loadu_si512(dst), lo));
-          _mm512_storeu_si512(dst + 16, _mm512_add_epi32(_mm512_loadu_si512(dst + 16), hi));
         }
+      }
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s) {
+          a16[q][s][0] = _mm512_add_epi16(a16[q][s][0], _mm512_cvtepu8_epi16(_mm512_castsi512_si256(a8[q][s])));
+          a16[q][s][1] = _mm512_add_epi16(a16[q][s][1], _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(a8[q][s], 1)));
+        }
+    }
   }
+}
+#endif
+
+// out[o] = scale[o] * (mul * S[o] - off * n) + bias[o] for o < width, S[o] the sum of the
+// unsigned codes of output o (tile-relative) over the n listed rows: exact integer code sums;
+// the multiply and the add are rounded separately, as on CUDA and in reference.py.
+// acc32: scratch of NCH * 64P int32 (used only when n exceeds one accumulation round).
+template <int BITS, int NCH>
+inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const int32_t* rows,
+                            int n, int32_t* acc32, int64_t width, const float* scale,
+                            const float* bias, float* out) {
+  constexpr int P = 8 / BITS;
+  [[maybe_unused]] constexpr unsigned M = (1u << BITS) - 1u;
+  const int32_t mul = code_mul(BITS), offc = code_off(BITS) * n;
+#if defined(__AVX512BW__)
+  constexpr int kr = round_events<BITS>();
+  const uint8_t* base = w + byte0;
+  __m512i a16[NCH][P][2];
+  if (n > kr) {  // rare (more than ~4000 events into one output pixel): spill rounds to int32
+    std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
+    for (int i0 = 0; i0 < n; i0 += kr) {
+      round_sum<BITS, NCH>(base, ld, rows, i0, std::min(n, i0 + kr), a16);
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s)
+          for (int h = 0; h < 2; ++h) {
+            int32_t* dst = acc32 + q * kChunk * P + s * kChunk + h * 32;
+            const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a16[q][s][h]));
+            const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a16[q][s][h], 1));
+            _mm512_storeu_si512(dst, _mm512_add_epi32(_mm512_loadu_si512(dst), lo));
+            _mm512_storeu_si512(dst + 16, _mm512_add_epi32(_mm512_loadu_si512(dst + 16), hi));
+          }
+    }
+  } else {
+    round_sum<BITS, NCH>(base, ld, rows, 0, n, a16);
+  }
+  const __m512i vmul = _mm512_set1_epi32(mul), voff = _mm512_set1_epi32(offc);
+  for (int q = 0; q < NCH; ++q)
+    for (int s = 0; s < P; ++s)
+      for (int h = 0; h < 2; ++h)
+        for (int half = 0; half < 2; ++half) {
+          const int64_t o = q * kChunk * P + s * kChunk + h * 32 + half * 16;
+          if (o >= width) continue;
+          const __mmask16 m = width - o >= 16 ? 0xffff : static_cast<__mmask16>((1u << (width - o)) - 1u);
+          const __m512i sum = n > kr ? _mm512_loadu_si512(acc32 + o)
+                                     : _mm512_cvtepu16_epi32(half ? _mm512_extracti64x4_epi64(a16[q][s][h], 1)
+                                                                  : _mm512_castsi512_si256(a16[q][s][h]));
+          const __m512i codes = _mm512_sub_epi32(BITS == 1 ? _mm512_mullo_epi32(vmul, sum) : sum, voff);
+          __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), _mm512_cvtepi32_ps(codes));
+          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
+          _mm512_mask_storeu_ps(out + o, m, v);
+        }
 #else
+  std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
   for (int i = 0; i < n; ++i) {
     const uint8_t* row = w + int64_t(rows[i]) * ld + byte0;
     for (int q = 0; q < NCH; ++q)
@@ -186,48 +230,40 @@ inline void accumulate(const uint8_t* w, int64_t ld, int64_t byte0, const int32_
           acc32[q * kChunk * P + s * kChunk + j] += static_cast<int32_t>((v >> (s * BITS)) & M);
       }
   }
-#endif
-}
-
-// out[o] = scale[o] * (mul * acc32[o] - off * events) + bias[o] for o < width (exact integer
-// code sums; the multiply and the add are rounded separately, as on CUDA and in reference.py).
-template <int BITS>
-inline void fold(const int32_t* acc32, int64_t width, int64_t events, const float* scale,
-                 const float* bias, float* out) {
-  const int32_t mul = code_mul(BITS), offc = code_off(BITS) * static_cast<int32_t>(events);
-  int64_t o = 0;
-#if defined(__AVX512F__)
-  const __m512i vmul = _mm512_set1_epi32(mul), voff = _mm512_set1_epi32(offc);
-  for (; o < width; o += 16) {
-    const __mmask16 m = width - o >= 16 ? 0xffff : static_cast<__mmask16>((1u << (width - o)) - 1u);
-    const __m512i codes = _mm512_sub_epi32(_mm512_mullo_epi32(vmul, _mm512_loadu_si512(acc32 + o)), voff);
-    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), _mm512_cvtepi32_ps(codes));
-    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
-    _mm512_mask_storeu_ps(out + o, m, v);
-  }
-#endif
-  for (; o < width; ++o) {
+  for (int64_t o = 0; o < width; ++o) {
     const float v = scale[o] * static_cast<float>(mul * acc32[o] - offc);
     out[o] = bias ? v + bias[o] : v;
   }
+#endif
 }
 
-// Writes the channels-last block buf [npix, ldb] (outputs o0.. o0+width) into y's NCHW planes
-// (plane stride OP) starting at pixel pix0.
+// Writes the channels-last block buf [npix, ldb] (outputs 0..width) into y's NCHW planes
+// (plane stride OP) at pixel pix0. Full 16-pixel blocks are first transposed into tbuf
+// (o-major, 16 floats per output) and only then stored: a gather from buf issued after a
+// store to y whose address matches in the low 12 bits (the planes are often 4 KiB apart)
+// would wait for that store's cache miss ("4K aliasing"), serialising the whole copy. Aligned
+// rows use streaming stores: y is written once and never read here.
 inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t width, float* y,
-                       int64_t OP, int64_t pix0) {
-  for (int64_t o = 0; o < width; ++o) {
-    float* dst = y + o * OP + pix0;
-    int64_t q = 0;
+                       int64_t OP, int64_t pix0, float* tbuf) {
 #if defined(__AVX512F__)
+  if (npix == 16) {
     const __m512i step = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(static_cast<int32_t>(ldb)));
-    for (; q + 16 <= npix; q += 16)
-      _mm512_storeu_ps(dst + q, _mm512_i32gather_ps(step, buf + q * ldb + o, 4));
-#endif
-    for (; q < npix; ++q) dst[q] = buf[q * ldb + o];
+    for (int64_t o = 0; o < width; ++o)
+      _mm512_storeu_ps(tbuf + o * 16, _mm512_i32gather_ps(step, buf + o, 4));
+    float* dst = y + pix0;
+    if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0 && OP % 16 == 0) {
+      for (int64_t o = 0; o < width; ++o) _mm512_stream_ps(dst + o * OP, _mm512_loadu_ps(tbuf + o * 16));
+    } else {
+      for (int64_t o = 0; o < width; ++o) _mm512_storeu_ps(dst + o * OP, _mm512_loadu_ps(tbuf + o * 16));
+    }
+    return;
   }
+#endif
+  (void)tbuf;
+  for (int64_t o = 0; o < width; ++o)
+    for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
 }
 
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
@@ -285,8 +321,9 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     if (width <= 0) return;
     const int64_t y0 = yb * rb, y1 = std::min(p.OH, y0 + rb);
     static thread_local Scratch<> flat_s, acc_s;
-    static thread_local Scratch<float> buf_s;
+    static thread_local Scratch<float> buf_s, tbuf_s;
     int32_t* flat = flat_s.get(KK + kSlack);
+    float* tbuf = tbuf_s.get(kPixBlock * width);
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
@@ -315,14 +352,16 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
         for (int64_t q = q0; q < q1; q += kTileChunks) {
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
-          std::memset(acc32, 0, sizeof(int32_t) * qn * CO);
-          if (qn == 2) accumulate<BITS, 2>(wk, ld, q * kChunk, flat, k, acc32);
-          else accumulate<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32);
-          fold<BITS>(acc32, tw, k, scale + o0 + ta, bias ? bias + o0 + ta : nullptr, out + ta);
+          const float* bt = bias ? bias + o0 + ta : nullptr;
+          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
-      store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
+      store_nchw(buf, pe - pb, width, width, ydst, OP, pb, tbuf);
     }
+#if defined(__AVX512F__)
+    _mm_sfence();  // this item's streaming stores are complete before the region ends
+#endif
   });
 }
 
