@@ -218,3 +218,15 @@ def test_packed_batches_noncontiguous(B):
     m = PackedSpikingConv2d.from_float(conv, "int4")
     x = spikes((B, 12, 11, 9), 0.1, seed=B).transpose(2, 3)
     assert torch.equal(m(x), dense_reference(m, x.contiguous()))
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4", "binary"])
+def test_packed_aligned_planes(fmt):
+    """Output planes of a multiple of 16 pixels (the streaming-store path), O not a multiple of 16."""
+    torch.manual_seed(12)
+    conv = torch.nn.Conv2d(9, 40, 3, padding=1)
+    m = PackedSpikingConv2d.from_float(conv, fmt)
+    x = spikes((3, 9, 8, 8), 0.2)
+    assert torch.equal(m(x), dense_reference(m, x))
+    mp = PackedSpikingConv2d.from_float(conv, fmt, mask=tap_mask(conv.weight, 0.8)) if fmt != "binary" else m
+    assert torch.equal(mp(x), dense_reference(mp, x))

@@ -237,31 +237,59 @@ inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const i
 #endif
 }
 
+#if defined(__AVX512F__)
+// r[i][j] -> r[j][i] for a 16 x 16 float block in registers (unpack, 64-bit shuffle, two
+// 128-bit lane shuffles).
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // b[4g + m], lane L: rows 4g..4g+3 at column 4L + m
+    b[4 * g + 0] = _mm512_shuffle_ps(a[4 * g], a[4 * g + 2], 0x44);
+    b[4 * g + 1] = _mm512_shuffle_ps(a[4 * g], a[4 * g + 2], 0xEE);
+    b[4 * g + 2] = _mm512_shuffle_ps(a[4 * g + 1], a[4 * g + 3], 0x44);
+    b[4 * g + 3] = _mm512_shuffle_ps(a[4 * g + 1], a[4 * g + 3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 c = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88);
+    const __m512 d = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
+    const __m512 e = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+    const __m512 f = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+    r[m] = _mm512_shuffle_f32x4(c, e, 0x88);
+    r[4 + m] = _mm512_shuffle_f32x4(d, f, 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(c, e, 0xDD);
+    r[12 + m] = _mm512_shuffle_f32x4(d, f, 0xDD);
+  }
+}
+#endif
+
 // Writes the channels-last block buf [npix, ldb] (outputs 0..width) into y's NCHW planes
-// (plane stride OP) at pixel pix0. Full 16-pixel blocks are first transposed into tbuf
-// (o-major, 16 floats per output) and only then stored: a gather from buf issued after a
-// store to y whose address matches in the low 12 bits (the planes are often 4 KiB apart)
-// would wait for that store's cache miss ("4K aliasing"), serialising the whole copy. Aligned
-// rows use streaming stores: y is written once and never read here.
+// (plane stride OP) at pixel pix0. Full 16-pixel blocks go through 16 x 16 register
+// transposes; aligned rows use streaming stores (y is written once and never read here, and
+// regular stores to planes 4 KiB apart would queue on cache misses that later loads of buf
+// wait for through 4K aliasing).
 inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t width, float* y,
-                       int64_t OP, int64_t pix0, float* tbuf) {
+                       int64_t OP, int64_t pix0) {
 #if defined(__AVX512F__)
   if (npix == 16) {
-    const __m512i step = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(static_cast<int32_t>(ldb)));
-    for (int64_t o = 0; o < width; ++o)
-      _mm512_storeu_ps(tbuf + o * 16, _mm512_i32gather_ps(step, buf + o, 4));
     float* dst = y + pix0;
-    if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0 && OP % 16 == 0) {
-      for (int64_t o = 0; o < width; ++o) _mm512_stream_ps(dst + o * OP, _mm512_loadu_ps(tbuf + o * 16));
-    } else {
-      for (int64_t o = 0; o < width; ++o) _mm512_storeu_ps(dst + o * OP, _mm512_loadu_ps(tbuf + o * 16));
+    const bool aligned = (reinterpret_cast<uintptr_t>(dst) & 63) == 0 && OP % 16 == 0;
+    for (int64_t o0 = 0; o0 < width; o0 += 16) {
+      const int64_t n = std::min<int64_t>(16, width - o0);
+      const __mmask16 m = n == 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) r[q] = _mm512_maskz_loadu_ps(m, buf + q * ldb + o0);
+      transpose16(r);
+      for (int64_t j = 0; j < n; ++j) {
+        if (aligned) _mm512_stream_ps(dst + (o0 + j) * OP, r[j]);
+        else _mm512_storeu_ps(dst + (o0 + j) * OP, r[j]);
+      }
     }
     return;
   }
 #endif
-  (void)tbuf;
   for (int64_t o = 0; o < width; ++o)
     for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
 }
@@ -321,9 +349,8 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     if (width <= 0) return;
     const int64_t y0 = yb * rb, y1 = std::min(p.OH, y0 + rb);
     static thread_local Scratch<> flat_s, acc_s;
-    static thread_local Scratch<float> buf_s, tbuf_s;
+    static thread_local Scratch<float> buf_s;
     int32_t* flat = flat_s.get(KK + kSlack);
-    float* tbuf = tbuf_s.get(kPixBlock * width);
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
@@ -357,7 +384,7 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
-      store_nchw(buf, pe - pb, width, width, ydst, OP, pb, tbuf);
+      store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
     }
 #if defined(__AVX512F__)
     _mm_sfence();  // this item's streaming stores are complete before the region ends
