@@ -8,11 +8,15 @@
 // So slot s of a 64-byte load is 64 consecutive outputs: no de-interleaving anywhere.
 //
 // Per image: the active channels of every input pixel are listed once (CSR by pixel, ascending
-// channel). Per output pixel: the lists of its receptive-field taps are concatenated into one
+// channel; for the pruned layout a channel bitmap per pixel, ANDed with each tap's kept-channel
+// bitmap). Per output pixel: the lists of its receptive-field taps are concatenated into one
 // list of kernel rows; per output tile (up to 2 chunks in registers) each listed row is
 // unpacked with a shift and a mask per slot and summed into uint8 lanes (no multiplies),
-// widened to uint16 before they could overflow and to int32 at the end; the scale is applied
-// once per output: y = scale * (mul * sum u - off * events) + bias.
+// widened to uint16 before they could overflow; the scale is applied once per output from the
+// registers: y = scale * (mul * sum u - off * events) + bias. 16 output pixels are staged
+// channels-last and written to NCHW through 16 x 16 register transposes.
+// Cache use is decided at run time (cache_sizes()): output channels are split into groups
+// whose kernel rows fit in half of L2, so the rows every output pixel walks stay cached.
 #pragma once
 #include <algorithm>
 #include <cstdint>
