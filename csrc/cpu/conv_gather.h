@@ -8,8 +8,8 @@
 // So slot s of a 64-byte load is 64 consecutive outputs: no de-interleaving anywhere.
 //
 // Per image: the active channels of every input pixel are listed once (CSR by pixel, ascending
-// channel; for the pruned layout a channel bitmap per pixel, ANDed with each tap's kept-channel
-// bitmap). Per output pixel: the lists of its receptive-field taps are concatenated into one
+// channel; for the pruned layout the kept rows per (pixel, tap), so dropped taps cost
+// nothing past the listing). Per output pixel: the lists of its receptive-field taps are concatenated into one
 // list of kernel rows; per output tile (up to 2 chunks in registers) each listed row is
 // unpacked with a shift and a mask per slot and summed into uint8 lanes (no multiplies),
 // widened to uint16 before they could overflow; the scale is applied once per output from the
@@ -86,33 +86,40 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t HW, int64_t KKs, 
   return n;
 }
 
-// Active-channel bitmaps of every input pixel of one image (nw = ceil(C / 64) words per
-// pixel), for the pruned layout: the kept events of a tap are then one AND per 64 channels.
-// Returns the event count.
-inline int64_t pixel_bitmaps(const float* xb, int64_t C, int64_t HW, int64_t nw, Scratch<>& tmp,
-                             std::vector<uint64_t>& bm) {
-  int32_t* pix = tmp.get(HW + kSlack);
-  bm.assign(static_cast<size_t>(HW * nw), 0);
+// Pruned layout: kept rows of every (input pixel, tap) of one image: entries rows[ptr[q * KKs
+// + t], ptr[q * KKs + t + 1]) are the kept kernel rows of the active channels of pixel q at
+// tap t (ascending channel). tap_ptr / tap_t / tap_row: the kept taps of each channel (from the
+// row map). Per output pixel the list is then nine plain copies, as for the dense layout.
+inline int64_t list_pixel_taps(const float* xb, int64_t C, int64_t HW, int64_t KKs,
+                               const std::vector<int32_t>& tap_ptr, const std::vector<int32_t>& tap_t,
+                               const std::vector<int32_t>& tap_row, Scratch<>& tmp,
+                               std::vector<int32_t>& ptr, Scratch<>& rows) {
+  int32_t* pix = tmp.get(C * HW + kSlack + C + 1);
+  int32_t* coff = pix + C * HW + kSlack;
+  ptr.assign(static_cast<size_t>(HW * KKs + 1), 0);
   int64_t n = 0;
   for (int64_t c = 0; c < C; ++c) {
-    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix);
-    const uint64_t bit = uint64_t(1) << (c % 64);
-    for (int i = 0; i < k; ++i) bm[pix[i] * nw + c / 64] |= bit;
+    coff[c] = static_cast<int32_t>(n);
+    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
+    if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
+    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix + n);
+    for (int i = 0; i < k; ++i)
+      for (int32_t j = j0; j < j1; ++j) ++ptr[pix[n + i] * KKs + tap_t[j] + 1];
     n += k;
   }
-  return n;
-}
-
-// dst = kernel rows of the active channels a (bitmap) that the tap t keeps (bitmap kept):
-// map[c * KKs + t]. Returns the count written.
-inline int append_kept(int32_t* dst, const uint64_t* a, const uint64_t* kept, int64_t nw,
-                       const int32_t* map, int64_t KKs, int64_t t) {
-  int k = 0;
-  for (int64_t w = 0; w < nw; ++w) {
-    for (uint64_t m = a[w] & kept[w]; m; m &= m - 1)
-      dst[k++] = map[(w * 64 + __builtin_ctzll(m)) * KKs + t];
+  coff[C] = static_cast<int32_t>(n);
+  for (int64_t i = 0; i < HW * KKs; ++i) ptr[i + 1] += ptr[i];
+  const int64_t total = ptr[HW * KKs];
+  int32_t* out = rows.get(total + kSlack);
+  std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
+  for (int64_t c = 0; c < C; ++c) {
+    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
+    if (j0 == j1) continue;
+    for (int32_t i = coff[c]; i < coff[c + 1]; ++i)
+      for (int32_t j = j0; j < j1; ++j) out[fill[pix[i] * KKs + tap_t[j]]++] = tap_row[j];
   }
-  return k;
+  std::fill(out + total, out + total + kSlack, 0);
+  return total;
 }
 
 #if defined(__AVX512BW__)
@@ -322,24 +329,29 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
   const int64_t yblocks = (p.OH + rb - 1) / rb;
 
-  // 1. Events per image (parallel over images): channel lists per pixel (dense layout) or
-  // channel bitmaps per pixel plus the kept-tap bitmaps (pruned layout).
+  // 1. Events per image (parallel over images): active-channel rows per pixel (dense layout)
+  // or kept rows per (pixel, tap) (pruned layout).
   const bool pruned = map != nullptr;
-  const int64_t nw = (C + 63) / 64;
-  std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(pruned ? 0 : p.NB));
-  std::vector<Scratch<>> rows(static_cast<size_t>(pruned ? 0 : p.NB));
-  std::vector<std::vector<uint64_t>> bms(static_cast<size_t>(pruned ? p.NB : 0));
-  std::vector<uint64_t> kept(static_cast<size_t>(pruned ? KKs * nw : 0), 0);
-  if (pruned)
-    for (int64_t c = 0; c < C; ++c)
+  std::vector<int32_t> tap_ptr, tap_t, tap_row;
+  if (pruned) {
+    tap_ptr.assign(static_cast<size_t>(C + 1), 0);
+    for (int64_t c = 0; c < C; ++c) {
       for (int64_t t = 0; t < KKs; ++t)
-        if (map[c * KKs + t] >= 0) kept[t * nw + c / 64] |= uint64_t(1) << (c % 64);
+        if (map[c * KKs + t] >= 0) {
+          tap_t.push_back(static_cast<int32_t>(t));
+          tap_row.push_back(map[c * KKs + t]);
+        }
+      tap_ptr[c + 1] = static_cast<int32_t>(tap_t.size());
+    }
+  }
+  std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(p.NB));
+  std::vector<Scratch<>> rows(static_cast<size_t>(p.NB));
   std::vector<int64_t> nev(static_cast<size_t>(p.NB));
   const int lt = threads_for(p.NB * C * HW, p.threads);
   event::parallel_items(p.NB, lt, [&](int64_t b) {
     static thread_local Scratch<> tmp;
     const float* xb = x + b * C * HW;
-    nev[b] = pruned ? pixel_bitmaps(xb, C, HW, nw, tmp, bms[b])
+    nev[b] = pruned ? list_pixel_taps(xb, C, HW, KKs, tap_ptr, tap_t, tap_row, tmp, ptrs[b], rows[b])
                     : list_pixels(xb, C, HW, KKs, tmp, ptrs[b], rows[b]);
   });
   int64_t events = 0;
@@ -359,9 +371,8 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
     int32_t* acc32 = acc_s.get(kTileChunks * CO + 16);
-    const int32_t* ptr = pruned ? nullptr : ptrs[b].data();
-    const int32_t* ev = pruned ? nullptr : rows[b].data.get();
-    const uint64_t* bm = pruned ? bms[b].data() : nullptr;
+    const int32_t* ptr = ptrs[b].data();
+    const int32_t* ev = rows[b].data.get();
     float* ydst = y + (b * O + o0) * OP;
     for (int64_t pb = y0 * p.OW; pb < y1 * p.OW; pb += kPixBlock) {
       const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
@@ -375,8 +386,12 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
             const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
             if (ix < 0 || ix >= p.W) continue;
             const int64_t q = iy * p.W + ix, t = ky * p.KW + kx;
-            if (pruned) k += append_kept(flat + k, bm + q * nw, kept.data() + t * nw, nw, map, KKs, t);
-            else k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q], static_cast<int32_t>(t));
+            if (pruned) {
+              const int64_t qt = q * KKs + t;
+              k += event::append_offset(flat + k, ev + ptr[qt], ptr[qt + 1] - ptr[qt], 0);
+            } else {
+              k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q], static_cast<int32_t>(t));
+            }
           }
         }
         float* out = buf + (pi - pb) * width;
