@@ -8,11 +8,15 @@
 // So slot s of a 64-byte load is 64 consecutive outputs: no de-interleaving anywhere.
 //
 // Per image: the active channels of every input pixel are listed once (CSR by pixel, ascending
-// channel). Per output pixel: the lists of its receptive-field taps are concatenated into one
+// channel; for the pruned layout the kept rows per (pixel, tap), so dropped taps cost
+// nothing past the listing). Per output pixel: the lists of its receptive-field taps are concatenated into one
 // list of kernel rows; per output tile (up to 2 chunks in registers) each listed row is
 // unpacked with a shift and a mask per slot and summed into uint8 lanes (no multiplies),
-// widened to uint16 before they could overflow and to int32 at the end; the scale is applied
-// once per output: y = scale * (mul * sum u - off * events) + bias.
+// widened to uint16 before they could overflow; the scale is applied once per output from the
+// registers: y = scale * (mul * sum u - off * events) + bias. 16 output pixels are staged
+// channels-last and written to NCHW through 16 x 16 register transposes.
+// Cache use is decided at run time (cache_sizes()): output channels are split into groups
+// whose kernel rows fit in half of L2, so the rows every output pixel walks stay cached.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -32,6 +36,7 @@ namespace conv_gather {
 constexpr int kChunk = 64;   // bytes per chunk (one zmm load)
 constexpr int kSlack = 64;   // int32 entries the vector list copies may touch past an end
 constexpr int kAhead = 8;    // events prefetched ahead
+constexpr int64_t kPixBlock = 16;  // output pixels per channels-last staging block
 
 inline int64_t chunk_outputs(int bits) { return kChunk * 8 / bits; }
 inline int64_t num_chunks(int64_t O, int bits) {
@@ -81,97 +86,152 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t HW, int64_t KKs, 
   return n;
 }
 
-// dst = kernel rows of the n entries c*KK of src at tap t: (c*KK + t), or, with a row map
-// (pruned layout), map[c*KK + t] dropping the -1 (pruned) ones. Returns the count written.
-inline int append_rows(int32_t* dst, const int32_t* src, int n, int32_t t, const int32_t* map) {
-  if (!map) return event::append_offset(dst, src, n, t);
-  int k = 0;
-#if defined(__AVX512F__)
-  const __m512i off = _mm512_set1_epi32(t), zero = _mm512_setzero_si512();
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 live = n - j >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - j)) - 1u);
-    const __m512i idx = _mm512_add_epi32(_mm512_loadu_si512(src + j), off);
-    const __m512i r = _mm512_mask_i32gather_epi32(zero, live, idx, map, 4);
-    const __mmask16 keep = _mm512_mask_cmpge_epi32_mask(live, r, zero);
-    _mm512_storeu_si512(dst + k, _mm512_maskz_compress_epi32(keep, r));
-    k += __builtin_popcount(static_cast<unsigned>(keep));
+// Pruned layout: kept rows of every (input pixel, tap) of one image: entries rows[ptr[q * KKs
+// + t], ptr[q * KKs + t + 1]) are the kept kernel rows of the active channels of pixel q at
+// tap t (ascending channel). tap_ptr / tap_t / tap_row: the kept taps of each channel (from the
+// row map). Per output pixel the list is then nine plain copies, as for the dense layout.
+inline int64_t list_pixel_taps(const float* xb, int64_t C, int64_t HW, int64_t KKs,
+                               const std::vector<int32_t>& tap_ptr, const std::vector<int32_t>& tap_t,
+                               const std::vector<int32_t>& tap_row, Scratch<>& tmp,
+                               std::vector<int32_t>& ptr, Scratch<>& rows) {
+  int32_t* pix = tmp.get(C * HW + kSlack + C + 1);
+  int32_t* coff = pix + C * HW + kSlack;
+  ptr.assign(static_cast<size_t>(HW * KKs + 1), 0);
+  int64_t n = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    coff[c] = static_cast<int32_t>(n);
+    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
+    if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
+    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix + n);
+    for (int i = 0; i < k; ++i)
+      for (int32_t j = j0; j < j1; ++j) ++ptr[pix[n + i] * KKs + tap_t[j] + 1];
+    n += k;
   }
-#else
-  for (int j = 0; j < n; ++j) {
-    const int32_t r = map[src[j] + t];
-    dst[k] = r;
-    k += r >= 0;
+  coff[C] = static_cast<int32_t>(n);
+  for (int64_t i = 0; i < HW * KKs; ++i) ptr[i + 1] += ptr[i];
+  const int64_t total = ptr[HW * KKs];
+  int32_t* out = rows.get(total + kSlack);
+  std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
+  for (int64_t c = 0; c < C; ++c) {
+    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
+    if (j0 == j1) continue;
+    for (int32_t i = coff[c]; i < coff[c + 1]; ++i)
+      for (int32_t j = j0; j < j1; ++j) out[fill[pix[i] * KKs + tap_t[j]]++] = tap_row[j];
   }
-#endif
-  return k;
+  std::fill(out + total, out + total + kSlack, 0);
+  return total;
 }
 
-// acc32[0, NCH * 64P) += sum over the n listed rows of the unsigned codes of the tile's NCH
-// chunks (starting at byte byte0 of each kernel row of ld bytes), in output order.
+#if defined(__AVX512BW__)
+// Events per accumulation round: uint16 lanes hold 65535 / M code sums, uint8 lanes (BITS <
+// 8) 255 / M; a round is a whole number of uint8 sub-rounds.
+template <int BITS>
+constexpr int round_events() {
+  constexpr int M = (1 << BITS) - 1, k8 = BITS == 8 ? 1 : 255 / M;
+  return 65535 / M / k8 * k8;
+}
+
+// a16[q][s][h] = per output (uint16 lanes, output order q * 64P + s * 64 + h * 32 + lane) the
+// sum of the unsigned codes of rows[i0, i1) (at most round_events) in the tile's NCH chunks.
 template <int BITS, int NCH>
-inline void accumulate(const uint8_t* w, int64_t ld, int64_t byte0, const int32_t* rows, int n,
-                       int32_t* acc32) {
+inline void round_sum(const uint8_t* base, int64_t ld, const int32_t* rows, int i0, int i1,
+                      __m512i (&a16)[NCH][8 / BITS][2]) {
   constexpr int P = 8 / BITS;
   constexpr unsigned M = (1u << BITS) - 1u;
-#if defined(__AVX512BW__)
-  // uint16 lanes hold 65535 / M events; uint8 lanes (BITS < 8) 255 / M.
   constexpr int k8 = BITS == 8 ? 1 : 255 / M;
-  constexpr int k16 = static_cast<int>(65535 / M) / k8 * k8;
   const __m512i vm = _mm512_set1_epi8(static_cast<char>(M));
-  const uint8_t* base = w + byte0;
-  for (int i0 = 0; i0 < n; i0 += k16) {
-    const int i1 = std::min(n, i0 + k16);
-    __m512i a16[NCH][P][2];
-    for (int q = 0; q < NCH; ++q)
-      for (int s = 0; s < P; ++s) a16[q][s][0] = a16[q][s][1] = _mm512_setzero_si512();
-    if constexpr (BITS == 8) {
-      for (int i = i0; i < i1; ++i) {
+  for (int q = 0; q < NCH; ++q)
+    for (int s = 0; s < P; ++s) a16[q][s][0] = a16[q][s][1] = _mm512_setzero_si512();
+  if constexpr (BITS == 8) {
+    for (int i = i0; i < i1; ++i) {
+      if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
+      const uint8_t* row = base + int64_t(rows[i]) * ld;
+#pragma GCC unroll 4
+      for (int q = 0; q < NCH; ++q) {
+        const __m256i* r = reinterpret_cast<const __m256i*>(row + kChunk * q);
+        a16[q][0][0] = _mm512_add_epi16(a16[q][0][0], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r)));
+        a16[q][0][1] = _mm512_add_epi16(a16[q][0][1], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r + 1)));
+      }
+    }
+  } else {
+    for (int j0 = i0; j0 < i1; j0 += k8) {
+      const int j1 = std::min(i1, j0 + k8);
+      __m512i a8[NCH][P];
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s) a8[q][s] = _mm512_setzero_si512();
+      for (int i = j0; i < j1; ++i) {
         if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
         const uint8_t* row = base + int64_t(rows[i]) * ld;
 #pragma GCC unroll 4
         for (int q = 0; q < NCH; ++q) {
-          const __m256i* r = reinterpret_cast<const __m256i*>(row + kChunk * q);
-          a16[q][0][0] = _mm512_add_epi16(a16[q][0][0], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r)));
-          a16[q][0][1] = _mm512_add_epi16(a16[q][0][1], _mm512_cvtepu8_epi16(_mm256_loadu_si256(r + 1)));
-        }
-      }
-    } else {
-      for (int j0 = i0; j0 < i1; j0 += k8) {
-        const int j1 = std::min(i1, j0 + k8);
-        __m512i a8[NCH][P];
-        for (int q = 0; q < NCH; ++q)
-          for (int s = 0; s < P; ++s) a8[q][s] = _mm512_setzero_si512();
-        for (int i = j0; i < j1; ++i) {
-          if (i + kAhead < i1) _mm_prefetch(reinterpret_cast<const char*>(base + int64_t(rows[i + kAhead]) * ld), _MM_HINT_T0);
-          const uint8_t* row = base + int64_t(rows[i]) * ld;
-#pragma GCC unroll 4
-          for (int q = 0; q < NCH; ++q) {
-            const __m512i v = _mm512_loadu_si512(row + kChunk * q);
+          const __m512i v = _mm512_loadu_si512(row + kChunk * q);
 #pragma GCC unroll 8
-            for (int s = 0; s < P; ++s) {
-              const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
-              a8[q][s] = _mm512_add_epi8(a8[q][s], u);
-            }
-          }
-        }
-        for (int q = 0; q < NCH; ++q)
           for (int s = 0; s < P; ++s) {
-            a16[q][s][0] = _mm512_add_epi16(a16[q][s][0], _mm512_cvtepu8_epi16(_mm512_castsi512_si256(a8[q][s])));
-            a16[q][s][1] = _mm512_add_epi16(a16[q][s][1], _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(a8[q][s], 1)));
+            const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
+            a8[q][s] = _mm512_add_epi8(a8[q][s], u);
           }
-      }
-    }
-    for (int q = 0; q < NCH; ++q)
-      for (int s = 0; s < P; ++s)
-        for (int h = 0; h < 2; ++h) {
-          int32_t* dst = acc32 + q * kChunk * P + s * kChunk + h * 32;
-          const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a16[q][s][h]));
-          const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a16[q][s][h], 1));
-          _mm512_storeu_si512(dst, _mm512_add_epi32(_mm512_loadu_si512(dst), lo));
-          _mm512_storeu_si512(dst + 16, _mm512_add_epi32(_mm512_loadu_si512(dst + 16), hi));
         }
+      }
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s) {
+          a16[q][s][0] = _mm512_add_epi16(a16[q][s][0], _mm512_cvtepu8_epi16(_mm512_castsi512_si256(a8[q][s])));
+          a16[q][s][1] = _mm512_add_epi16(a16[q][s][1], _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(a8[q][s], 1)));
+        }
+    }
   }
+}
+#endif
+
+// out[o] = scale[o] * (mul * S[o] - off * n) + bias[o] for o < width, S[o] the sum of the
+// unsigned codes of output o (tile-relative) over the n listed rows: exact integer code sums;
+// the multiply and the add are rounded separately, as on CUDA and in reference.py.
+// acc32: scratch of NCH * 64P int32 (used only when n exceeds one accumulation round).
+template <int BITS, int NCH>
+inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const int32_t* rows,
+                            int n, int32_t* acc32, int64_t width, const float* scale,
+                            const float* bias, float* out) {
+  constexpr int P = 8 / BITS;
+  [[maybe_unused]] constexpr unsigned M = (1u << BITS) - 1u;
+  const int32_t mul = code_mul(BITS), offc = code_off(BITS) * n;
+#if defined(__AVX512BW__)
+  constexpr int kr = round_events<BITS>();
+  const uint8_t* base = w + byte0;
+  __m512i a16[NCH][P][2];
+  if (n > kr) {  // rare (more than ~4000 events into one output pixel): spill rounds to int32
+    std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
+    for (int i0 = 0; i0 < n; i0 += kr) {
+      round_sum<BITS, NCH>(base, ld, rows, i0, std::min(n, i0 + kr), a16);
+      for (int q = 0; q < NCH; ++q)
+        for (int s = 0; s < P; ++s)
+          for (int h = 0; h < 2; ++h) {
+            int32_t* dst = acc32 + q * kChunk * P + s * kChunk + h * 32;
+            const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a16[q][s][h]));
+            const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a16[q][s][h], 1));
+            _mm512_storeu_si512(dst, _mm512_add_epi32(_mm512_loadu_si512(dst), lo));
+            _mm512_storeu_si512(dst + 16, _mm512_add_epi32(_mm512_loadu_si512(dst + 16), hi));
+          }
+    }
+  } else {
+    round_sum<BITS, NCH>(base, ld, rows, 0, n, a16);
+  }
+  const __m512i vmul = _mm512_set1_epi32(mul), voff = _mm512_set1_epi32(offc);
+  for (int q = 0; q < NCH; ++q)
+    for (int s = 0; s < P; ++s)
+      for (int h = 0; h < 2; ++h)
+        for (int half = 0; half < 2; ++half) {
+          const int64_t o = q * kChunk * P + s * kChunk + h * 32 + half * 16;
+          if (o >= width) continue;
+          const __mmask16 m = width - o >= 16 ? 0xffff : static_cast<__mmask16>((1u << (width - o)) - 1u);
+          const __m512i sum = n > kr ? _mm512_loadu_si512(acc32 + o)
+                                     : _mm512_cvtepu16_epi32(half ? _mm512_extracti64x4_epi64(a16[q][s][h], 1)
+                                                                  : _mm512_castsi512_si256(a16[q][s][h]));
+          const __m512i codes = _mm512_sub_epi32(BITS == 1 ? _mm512_mullo_epi32(vmul, sum) : sum, voff);
+          __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), _mm512_cvtepi32_ps(codes));
+          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
+          _mm512_mask_storeu_ps(out + o, m, v);
+        }
 #else
+  std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
   for (int i = 0; i < n; ++i) {
     const uint8_t* row = w + int64_t(rows[i]) * ld + byte0;
     for (int q = 0; q < NCH; ++q)
@@ -181,52 +241,72 @@ inline void accumulate(const uint8_t* w, int64_t ld, int64_t byte0, const int32_
           acc32[q * kChunk * P + s * kChunk + j] += static_cast<int32_t>((v >> (s * BITS)) & M);
       }
   }
-#endif
-}
-
-// out[o] = scale[o] * (mul * acc32[o] - off * events) + bias[o] for o < width (exact integer
-// code sums; the multiply and the add are rounded separately, as on CUDA and in reference.py).
-template <int BITS>
-inline void fold(const int32_t* acc32, int64_t width, int64_t events, const float* scale,
-                 const float* bias, float* out) {
-  const int32_t mul = code_mul(BITS), offc = code_off(BITS) * static_cast<int32_t>(events);
-  int64_t o = 0;
-#if defined(__AVX512F__)
-  const __m512i vmul = _mm512_set1_epi32(mul), voff = _mm512_set1_epi32(offc);
-  for (; o < width; o += 16) {
-    const __mmask16 m = width - o >= 16 ? 0xffff : static_cast<__mmask16>((1u << (width - o)) - 1u);
-    const __m512i codes = _mm512_sub_epi32(_mm512_mullo_epi32(vmul, _mm512_loadu_si512(acc32 + o)), voff);
-    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), _mm512_cvtepi32_ps(codes));
-    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
-    _mm512_mask_storeu_ps(out + o, m, v);
-  }
-#endif
-  for (; o < width; ++o) {
+  for (int64_t o = 0; o < width; ++o) {
     const float v = scale[o] * static_cast<float>(mul * acc32[o] - offc);
     out[o] = bias ? v + bias[o] : v;
   }
+#endif
 }
 
-// Writes the channels-last block buf [npix, ldb] (outputs o0.. o0+width) into y's NCHW planes
-// (plane stride OP) starting at pixel pix0.
+#if defined(__AVX512F__)
+// r[i][j] -> r[j][i] for a 16 x 16 float block in registers (unpack, 64-bit shuffle, two
+// 128-bit lane shuffles).
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // b[4g + m], lane L: rows 4g..4g+3 at column 4L + m
+    b[4 * g + 0] = _mm512_shuffle_ps(a[4 * g], a[4 * g + 2], 0x44);
+    b[4 * g + 1] = _mm512_shuffle_ps(a[4 * g], a[4 * g + 2], 0xEE);
+    b[4 * g + 2] = _mm512_shuffle_ps(a[4 * g + 1], a[4 * g + 3], 0x44);
+    b[4 * g + 3] = _mm512_shuffle_ps(a[4 * g + 1], a[4 * g + 3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 c = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88);
+    const __m512 d = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
+    const __m512 e = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+    const __m512 f = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+    r[m] = _mm512_shuffle_f32x4(c, e, 0x88);
+    r[4 + m] = _mm512_shuffle_f32x4(d, f, 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(c, e, 0xDD);
+    r[12 + m] = _mm512_shuffle_f32x4(d, f, 0xDD);
+  }
+}
+#endif
+
+// Writes the channels-last block buf [npix, ldb] (outputs 0..width) into y's NCHW planes
+// (plane stride OP) at pixel pix0. Full 16-pixel blocks go through 16 x 16 register
+// transposes; aligned rows use streaming stores (y is written once and never read here, and
+// regular stores to planes 4 KiB apart would queue on cache misses that later loads of buf
+// wait for through 4K aliasing).
 inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t width, float* y,
                        int64_t OP, int64_t pix0) {
-  for (int64_t o = 0; o < width; ++o) {
-    float* dst = y + o * OP + pix0;
-    int64_t q = 0;
 #if defined(__AVX512F__)
-    const __m512i step = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(static_cast<int32_t>(ldb)));
-    for (; q + 16 <= npix; q += 16)
-      _mm512_storeu_ps(dst + q, _mm512_i32gather_ps(step, buf + q * ldb + o, 4));
-#endif
-    for (; q < npix; ++q) dst[q] = buf[q * ldb + o];
+  if (npix == 16) {
+    float* dst = y + pix0;
+    const bool aligned = (reinterpret_cast<uintptr_t>(dst) & 63) == 0 && OP % 16 == 0;
+    for (int64_t o0 = 0; o0 < width; o0 += 16) {
+      const int64_t n = std::min<int64_t>(16, width - o0);
+      const __mmask16 m = n == 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) r[q] = _mm512_maskz_loadu_ps(m, buf + q * ldb + o0);
+      transpose16(r);
+      for (int64_t j = 0; j < n; ++j) {
+        if (aligned) _mm512_stream_ps(dst + (o0 + j) * OP, r[j]);
+        else _mm512_storeu_ps(dst + (o0 + j) * OP, r[j]);
+      }
+    }
+    return;
   }
+#endif
+  for (int64_t o = 0; o < width; ++o)
+    for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
 }
 
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
-// c*KK + t) or the pruned layout's row map [C*KK] (-1: dropped). scale [O] (one group).
+// c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
 template <int BITS>
 void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
@@ -242,24 +322,37 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   const int64_t wbytes = std::max<int64_t>(1, KK * ld);
   const int64_t ngroups = std::min<int64_t>(nch, (wbytes + cs.l2 / 2 - 1) / (cs.l2 / 2));
   const int64_t gch = (nch + ngroups - 1) / ngroups;  // chunks per group
-  // Output rows per work item: the channels-last block (pixels x group outputs) stays within
-  // half of L2 next to the weights; enough blocks that every thread has work.
-  const int64_t gw = std::min<int64_t>(O, gch * CO);
-  int64_t rb = std::max<int64_t>(1, cs.l2 / 2 / std::max<int64_t>(1, p.OW * gw * 4));
+  // Output rows per work item: a whole image unless that leaves threads without work.
+  int64_t rb = p.OH;
   const int64_t want_items = 4 * static_cast<int64_t>(p.threads);
   if (p.NB * ngroups < want_items)
-    rb = std::min(rb, std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items));
-  rb = std::min(rb, p.OH);
+    rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
   const int64_t yblocks = (p.OH + rb - 1) / rb;
 
-  // 1. Event lists per image (parallel over images).
+  // 1. Events per image (parallel over images): active-channel rows per pixel (dense layout)
+  // or kept rows per (pixel, tap) (pruned layout).
+  const bool pruned = map != nullptr;
+  std::vector<int32_t> tap_ptr, tap_t, tap_row;
+  if (pruned) {
+    tap_ptr.assign(static_cast<size_t>(C + 1), 0);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t t = 0; t < KKs; ++t)
+        if (map[c * KKs + t] >= 0) {
+          tap_t.push_back(static_cast<int32_t>(t));
+          tap_row.push_back(map[c * KKs + t]);
+        }
+      tap_ptr[c + 1] = static_cast<int32_t>(tap_t.size());
+    }
+  }
   std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(p.NB));
   std::vector<Scratch<>> rows(static_cast<size_t>(p.NB));
   std::vector<int64_t> nev(static_cast<size_t>(p.NB));
   const int lt = threads_for(p.NB * C * HW, p.threads);
   event::parallel_items(p.NB, lt, [&](int64_t b) {
     static thread_local Scratch<> tmp;
-    nev[b] = list_pixels(x + b * C * HW, C, HW, KKs, tmp, ptrs[b], rows[b]);
+    const float* xb = x + b * C * HW;
+    nev[b] = pruned ? list_pixel_taps(xb, C, HW, KKs, tap_ptr, tap_t, tap_row, tmp, ptrs[b], rows[b])
+                    : list_pixels(xb, C, HW, KKs, tmp, ptrs[b], rows[b]);
   });
   int64_t events = 0;
   for (const int64_t e : nev) events += e;
@@ -274,13 +367,17 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     static thread_local Scratch<> flat_s, acc_s;
     static thread_local Scratch<float> buf_s;
     int32_t* flat = flat_s.get(KK + kSlack);
-    float* buf = buf_s.get((y1 - y0) * p.OW * width + 16);
+    // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
+    // to the NCHW planes as 16-float runs.
+    float* buf = buf_s.get(kPixBlock * width + 16);
     int32_t* acc32 = acc_s.get(kTileChunks * CO + 16);
     const int32_t* ptr = ptrs[b].data();
     const int32_t* ev = rows[b].data.get();
-    const int64_t ldb = width;
-    for (int64_t oy = y0; oy < y1; ++oy) {
-      for (int64_t ox = 0; ox < p.OW; ++ox) {
+    float* ydst = y + (b * O + o0) * OP;
+    for (int64_t pb = y0 * p.OW; pb < y1 * p.OW; pb += kPixBlock) {
+      const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
+      for (int64_t pi = pb; pi < pe; ++pi) {
+        const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
         int k = 0;
         for (int64_t ky = 0; ky < p.KH; ++ky) {
           const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
@@ -288,23 +385,29 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           for (int64_t kx = 0; kx < p.KW; ++kx) {
             const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
             if (ix < 0 || ix >= p.W) continue;
-            const int64_t q = iy * p.W + ix;
-            k += append_rows(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
-                             static_cast<int32_t>(ky * p.KW + kx), map);
+            const int64_t q = iy * p.W + ix, t = ky * p.KW + kx;
+            if (pruned) {
+              const int64_t qt = q * KKs + t;
+              k += event::append_offset(flat + k, ev + ptr[qt], ptr[qt + 1] - ptr[qt], 0);
+            } else {
+              k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q], static_cast<int32_t>(t));
+            }
           }
         }
-        float* out = buf + ((oy - y0) * p.OW + ox) * ldb;
+        float* out = buf + (pi - pb) * width;
         for (int64_t q = q0; q < q1; q += kTileChunks) {
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
-          std::memset(acc32, 0, sizeof(int32_t) * qn * CO);
-          if (qn == 2) accumulate<BITS, 2>(wk, ld, q * kChunk, flat, k, acc32);
-          else accumulate<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32);
-          fold<BITS>(acc32, tw, k, scale + o0 + ta, bias ? bias + o0 + ta : nullptr, out + ta);
+          const float* bt = bias ? bias + o0 + ta : nullptr;
+          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
+      store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
     }
-    store_nchw(buf, (y1 - y0) * p.OW, ldb, width, y + (b * O + o0) * OP, OP, y0 * p.OW);
+#if defined(__AVX512F__)
+    _mm_sfence();  // this item's streaming stores are complete before the region ends
+#endif
   });
 }
 

@@ -1,7 +1,6 @@
 // Event-driven conv2d over the pruned tap-row layout (pruned_conv2d.h): the gather kernel of
-// conv_gather.h, whose per-pixel row lists go through the row map so dropped taps cost no
-// accumulation (their events are filtered while the list is built: a gather and a compress
-// per 16 events).
+// conv_gather.h, whose row lists are built per (input pixel, tap) from the kept taps of each
+// channel, so a dropped tap costs neither a list entry nor an accumulation.
 #include "sparsesnn/pruned_conv2d.h"
 
 #include "conv_gather.h"

@@ -16,14 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import _checks as C
-from ..ops._fast import direct, eager_cpu
+from ..ops._fast import eager_cpu
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
-from ..ops.packed_conv2d import packed_conv2d_op
+from ..ops.packed_conv2d import packed_conv2d_kernel, packed_conv2d_op
 from ..ops.packed_linear import dequantized_weight as _lin_dequant
 from ..ops.packed_linear import packed_linear_cpu, packed_linear_op
 from ..ops.pruned_conv2d import dequantized_weight as _pruned_conv_dequant
-from ..ops.pruned_conv2d import pruned_conv2d_op
+from ..ops.pruned_conv2d import pruned_conv2d_kernel, pruned_conv2d_op
 from ..ops.pruned_linear import dequantized_weight as _pruned_dequant
 from ..ops.pruned_linear import pruned_linear_cpu, pruned_linear_op
 from ..ops.spike_linear import spike_stats
@@ -457,11 +457,13 @@ class PackedSpikingConv2d(_PackedBase):
                       f"the output [{x.shape[0]}, {self.out_channels}, {oh}, {ow}]")
         spike = self._spike_mode(x)
         geom = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
+        # Inference fast path: input validated above (binary when spike), straight to the kernel.
+        fast = eager_cpu(x, ref)
         if pruned:
-            op = direct(pruned_conv2d_op) if eager_cpu(x, ref) else pruned_conv2d_op
+            op = pruned_conv2d_kernel if fast else pruned_conv2d_op
             y = op(x, buf["index"], ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom,
                    self.group_size, spike)
         else:
-            op = direct(packed_conv2d_op) if eager_cpu(x, ref) else packed_conv2d_op
+            op = packed_conv2d_kernel if fast else packed_conv2d_op
             y = op(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom, self.group_size, spike)
         return y.reshape(*lead, *y.shape[1:])

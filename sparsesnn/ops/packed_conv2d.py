@@ -34,7 +34,8 @@ def chunked_rows(rows: Tensor, bits: int, out_channels: int) -> Tensor:
     cw = 64 * per  # outputs per chunk
     nch = max(1, -(-out_channels // cw))
     shifts = torch.arange(per, dtype=torch.int32) * bits
-    u = ((rows.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(R, -1)[:, :out_channels]
+    u = ((rows.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(R, rows.shape[1] * per)
+    u = u[:, :out_channels]
     full = torch.zeros(R, nch * cw, dtype=torch.int32)
     full[:, :out_channels] = u
     full = full.reshape(R, nch, per, 64) << shifts.view(1, 1, per, 1)
@@ -67,20 +68,15 @@ def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_channels: 
     return w.reshape(out_channels, in_channels, kernel_size[0], kernel_size[1])
 
 
-@torch.library.custom_op("sparsesnn::packed_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
-def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
-                     out_channels: int, kernel_size: list[int], stride: list[int],
-                     padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
-    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32. ``spike``: as
-    ``sparsesnn::packed_linear``."""
-    check_spike_input(x, spike)
-    check_devices("x", x, weights=weights, scale=scale, bias=bias)
+def packed_conv2d_kernel(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+                         out_channels: int, kernel_size: list[int], stride: list[int], padding: list[int],
+                         dilation: list[int], group_size: int, spike: bool) -> Tensor:
+    """The compiled kernel on validated input (``x`` fp32 contiguous ``[NB, C, H, W]``, binary
+    if ``spike``, tensors on one device). The op calls it after its checks; modules call it
+    directly on their inference fast path."""
     NB, C, H, W = x.shape
     OH = out_size(H, kernel_size[0], stride[0], padding[0], dilation[0])
     OW = out_size(W, kernel_size[1], stride[1], padding[1], dilation[1])
-    if not _ext.use_kernel(x):
-        return reference.packed_conv2d(x, weights, scale, bias, bits, out_channels, tuple(kernel_size),
-                                       tuple(stride), tuple(padding), tuple(dilation), group_size)
     y = torch.empty(NB, out_channels, OH, OW, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
         return y
@@ -97,6 +93,21 @@ def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[T
         _ext._C.packed_conv2d_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
                                   y.data_ptr())
     return y
+
+
+@torch.library.custom_op("sparsesnn::packed_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
+def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+                     out_channels: int, kernel_size: list[int], stride: list[int],
+                     padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
+    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32. ``spike``: as
+    ``sparsesnn::packed_linear``."""
+    check_spike_input(x, spike)
+    check_devices("x", x, weights=weights, scale=scale, bias=bias)
+    if not _ext.use_kernel(x):
+        return reference.packed_conv2d(x, weights, scale, bias, bits, out_channels, tuple(kernel_size),
+                                       tuple(stride), tuple(padding), tuple(dilation), group_size)
+    return packed_conv2d_kernel(x, weights, scale, bias, bits, out_channels, kernel_size, stride, padding,
+                                dilation, group_size, spike)
 
 
 @packed_conv2d_op.register_fake

@@ -23,7 +23,8 @@ from torch import Tensor
 from .. import _ext, reference
 from ._checks import check_devices
 from .layout_cache import cached_layout
-from .packed_conv2d import chunked_rows, kernel_params, one_group, out_size, packed_conv2d_op
+from .packed_conv2d import (chunked_rows, kernel_params, one_group, out_size, packed_conv2d_kernel,
+                            packed_conv2d_op)
 from .packed_linear import check_spike_input, dequantized_weight as _dq_rows
 
 
@@ -74,23 +75,18 @@ def _check_layout(x: Tensor, index: Tensor, values: Tensor, bits: int, out_chann
                          f"[{int(index.min())}, {int(index.max())}]")
 
 
-@torch.library.custom_op("sparsesnn::pruned_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
-def pruned_conv2d_op(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
-                     bits: int, out_channels: int, kernel_size: list[int], stride: list[int],
-                     padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
-    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32 over the pruned tap rows
-    (``index [R]`` int32, ``values [R, row_bytes]``), ``scale [O, G]``; ``spike`` as
-    ``sparsesnn::packed_conv2d``."""
-    check_spike_input(x, spike)
-    check_devices("x", x, index=index, values=values, scale=scale, bias=bias)
-    _check_layout(x, index, values, bits, out_channels, kernel_size)
+def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
+                         bits: int, out_channels: int, kernel_size: list[int], stride: list[int],
+                         padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
+    """The kernels on validated input (as :func:`packed_conv2d_kernel`): the pruned gather
+    kernel where it applies, else the dense-row equivalent (built once per weight)."""
     rows = x.shape[1] * kernel_size[0] * kernel_size[1]
-    fast = spike and not x.is_cuda and bits != 32 and one_group(rows, group_size) and _ext.use_kernel(x)
-    if not fast:
+    if not (spike and not x.is_cuda and bits != 32 and one_group(rows, group_size) and _ext.use_kernel(x)):
         dense = cached_layout(values, f"pruned_conv_dense_{bits}_{out_channels}_{rows}_{index.data_ptr()}",
                               lambda v: dense_rows(index, v, bits, out_channels, rows))
-        return packed_conv2d_op(x, dense, scale, bias, bits, out_channels, kernel_size, stride, padding,
-                                dilation, group_size, spike)
+        op = packed_conv2d_kernel if _ext.use_kernel(x) else packed_conv2d_op
+        return op(x, dense, scale, bias, bits, out_channels, kernel_size, stride, padding, dilation,
+                  group_size, spike)
     OH = out_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
     OW = out_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
     y = torch.empty(x.shape[0], out_channels, OH, OW, dtype=torch.float32)
@@ -101,6 +97,20 @@ def pruned_conv2d_op(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bi
     _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
                               bias.data_ptr() if bias is not None else 0, y.data_ptr())
     return y
+
+
+@torch.library.custom_op("sparsesnn::pruned_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
+def pruned_conv2d_op(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
+                     bits: int, out_channels: int, kernel_size: list[int], stride: list[int],
+                     padding: list[int], dilation: list[int], group_size: int, spike: bool) -> Tensor:
+    """``x [NB, C, H, W]`` fp32 -> ``[NB, O, OH, OW]`` fp32 over the pruned tap rows
+    (``index [R]`` int32, ``values [R, row_bytes]``), ``scale [O, G]``; ``spike`` as
+    ``sparsesnn::packed_conv2d``."""
+    check_spike_input(x, spike)
+    check_devices("x", x, index=index, values=values, scale=scale, bias=bias)
+    _check_layout(x, index, values, bits, out_channels, kernel_size)
+    return pruned_conv2d_kernel(x, index, values, scale, bias, bits, out_channels, kernel_size, stride,
+                                padding, dilation, group_size, spike)
 
 
 @pruned_conv2d_op.register_fake
