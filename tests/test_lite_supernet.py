@@ -32,6 +32,7 @@ def test_expected_cost_follows_the_architecture_weights():
         net.alpha.fill_(-30.0)
         net.alpha[:, cands.index("none")] = 30.0
         small = net.expected_cost()
+        assert all(e["name"] != "none" for e in net.genotype()["edges"])  # decode skips "none"
         net.beta.copy_(torch.tensor([30.0, -30, -30, -30]))
         assert abs(float(net.expected_cost()["T"]) - 1.0) < 1e-6
     fixed = net.stem.conv.deployed_bytes() + net.head.deployed_bytes()

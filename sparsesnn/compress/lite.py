@@ -11,7 +11,7 @@ of the first ``T`` readouts with softmax weights ``beta`` over ``T_choices``. Ar
 hinge on the expected model bytes above ``byte_budget`` plus a weight on the expected
 bit-SynOps (bits x surviving fan-out x input spike rate x expected T).
 
-:func:`decode` takes the argmax op per edge and the argmax T, and builds a :class:`CellNet`
+:func:`decode` takes the argmax op per edge ("none" excluded, as DARTS does) and the argmax T, and builds a :class:`CellNet`
 whose layers carry their compression state (mask, spec), so :func:`sparsesnn.deploy.deploy`
 packs them; :func:`train_net` retrains it with the same fake quantization.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import LIF, SpikingConv2d
+from ..nn import LIF
 from ..quant import as_spec, fake_quantize
 from .state import CompressionState, set_state
 
@@ -98,17 +98,16 @@ class _Fold(nn.Module):
         return _fold(self.inner, x)
 
 
-class CompConv(SpikingConv2d):
+class CompConv(nn.Conv2d):
     """A conv that trains through :func:`comp_weight` and carries its compression state, so
-    ``deploy`` packs it (``bits`` 32: fp32; ``keep`` < 1: pruned by magnitude)."""
+    ``deploy`` packs it (``bits`` 32: fp32; ``keep`` < 1: pruned by magnitude). Training runs
+    dense (``F.conv2d``); the deployed copy runs the packed event-driven kernel."""
 
     def __init__(self, C_in: int, C_out: int, k: int, bits: int = 32, keep: float = 1.0) -> None:
         super().__init__(C_in, C_out, k, padding=k // 2, bias=False)
         self.bits, self.keep = int(bits), float(keep)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.bits >= 32 and self.keep >= 1.0:
-            return super().forward(x)
         w = comp_weight(self.weight, self.bits, self.keep)
         return _fold(lambda z: F.conv2d(z, w, None, 1, self.padding), x) if x.dim() == 5 else \
             F.conv2d(x, w, None, 1, self.padding)
@@ -263,7 +262,10 @@ class LiteSupernet(nn.Module):
         return {"bytes": model_bytes, "bit_synops": bit_synops, "T": T}
 
     def genotype(self) -> dict:
-        ops = [self.cands[int(i)] for i in self.alpha.argmax(-1)]
+        """Argmax op per edge, "none" excluded (as DARTS decodes), and the argmax T."""
+        a = self.alpha.detach().clone()
+        a[:, [i for i, c in enumerate(self.cands) if c.name == "none"]] = -math.inf
+        ops = [self.cands[int(i)] for i in a.argmax(-1)]
         return {"edges": [c._asdict() for c in ops], "T": self.T_choices[int(self.beta.argmax())]}
 
 
@@ -363,8 +365,8 @@ class SearchResult:
 
 
 def search(x: Tensor, y: Tensor, *, byte_budget: float, C: int = 8, side: int = 8,
-           T_choices: Sequence[int] = (1, 2, 3, 4), epochs: int = 10, warmup: int = 2,
-           lr: float = 3e-3, arch_lr: float = 3e-2, lam_bytes: float = 2.0, lam_ops: float = 0.0,
+           T_choices: Sequence[int] = (1, 2, 3, 4), epochs: int = 10, warmup: int = 3,
+           lr: float = 3e-3, arch_lr: float = 3e-3, lam_bytes: float = 0.5, lam_ops: float = 0.0,
            ops_ref: float = 1e6, batch: int = 64, seed: int = 0,
            comp_settings: Sequence[tuple[int, float]] = COMP_SETTINGS) -> SearchResult:
     """Joint search: weights (Adam, ``lr``) and architecture/timesteps (Adam, ``arch_lr``, after
