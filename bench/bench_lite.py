@@ -63,6 +63,8 @@ def main() -> None:
     p = C.parser(__doc__)
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lam-bytes", type=float, default=0.5, help="weight of the byte-budget hinge")
+    p.add_argument("--name", default="lite_digits", help="results file stem")
     args = C.start(p.parse_args())
     d = load_digits()
     Cc, seed = args.channels, args.seed
@@ -79,7 +81,7 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     res = lite.search(d.x_train, d.y_train, byte_budget=budget - bn_bytes(lite.CellNet(Cc, 8, 10, [none] * 3, 1)),
-                      C=Cc, epochs=s_epochs, warmup=warmup, seed=seed)
+                      C=Cc, epochs=s_epochs, warmup=warmup, seed=seed, lam_bytes=args.lam_bytes)
     search_s = time.perf_counter() - t0
     print(f"search: {search_s:.0f} s, genotype {res.genotype}", flush=True)
     searched = finish("searched", lite.decode(res.supernet), d, r_epochs, seed)
@@ -95,7 +97,7 @@ def main() -> None:
                "search_seconds": search_s, "total_seconds": total_s,
                "target_met": searched["deployed_bytes"] <= ref_bytes / 2
                and ref["deployed_test_acc"] - searched["deployed_test_acc"] <= 0.01}
-    md = [f"Digits 8x8, C={Cc} channels, stem and head 8-bit in every model, seed {seed}; search "
+    md = [f"Byte-penalty weight {args.lam_bytes}. Digits 8x8, C={Cc} channels, stem and head 8-bit in every model, seed {seed}; search "
           f"{s_epochs} epochs (arch from epoch {warmup}), retraining {r_epochs} epochs; whole command "
           f"{total_s:.0f} s (loadavg {loadavg()}).\n",
           C.markdown_table(["model", "cell ops (0->1, 0->2, 1->2)", "T", "deployed test acc", "deployed bytes",
@@ -107,10 +109,10 @@ def main() -> None:
           f"{'met' if summary['target_met'] else 'not met'}. Search took {search_s:.0f} s.\n",
           "Deployed bytes: packed weights and scales as `sparsesnn.metrics.report` counts them, plus "
           "BatchNorm (4 fp32 values per channel, not folded here)."]
-    payload = {"rows": rows, "summary": summary, "search_history": res.history, "genotype": res.genotype,
+    payload = {"lam_bytes": args.lam_bytes, "rows": rows, "summary": summary, "search_history": res.history, "genotype": res.genotype,
                "size": args.size}
     if args.size != "smoke":
-        print(f"wrote {C.write_results('lite_digits', payload, chr(10).join(md), args.machine)}")
+        print(f"wrote {C.write_results(args.name, payload, chr(10).join(md), args.machine)}")
     print("\n".join(md))
 
 
