@@ -17,6 +17,7 @@
 #include "sparsesnn/spike_linear.h"
 #include "sparsesnn/pack.h"
 #include "sparsesnn/packed_conv2d.h"
+#include "sparsesnn/pruned_conv2d.h"
 #include "sparsesnn/packed_linear.h"
 #include "sparsesnn/cache_info.h"
 #include "sparsesnn/pruned_blocks.h"
@@ -366,6 +367,24 @@ void bind_packed(py::module_& m) {
          std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
         packed_spike_conv2d_cpu(p, spike, ptr<const float>(x), ptr<const void>(w),
                                 ptr<const float>(scale), ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "packed_conv2d_chunked_cpu",
+      [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t scale,
+         std::uintptr_t bias, std::uintptr_t y) {
+        packed_spike_conv2d_chunked_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
+                                        ptr<const float>(scale), ptr<const float>(bias),
+                                        ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "pruned_conv2d_cpu",
+      [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t row_map,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
+        pruned_spike_conv2d_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
+                                ptr<const int32_t>(row_map), ptr<const float>(scale),
+                                ptr<const float>(bias), ptr<float>(y));
       },
       py::call_guard<py::gil_scoped_release>());
 #if defined(SPARSESNN_WITH_CUDA)

@@ -17,6 +17,9 @@ def _demo(args: argparse.Namespace) -> int:
                      ablate_activity=not args.no_ablation)
     if args.hidden:
         cfg.hidden = tuple(args.hidden)
+        # same rule as the default: prune the hidden-to-hidden layers only
+        n = len(cfg.hidden) + 1
+        cfg.sparsity = {f"fc{i + 1}": (0.95 if 0 < i < n - 1 else 0.0) for i in range(n)}
     if args.quick:  # tiny settings for smoke tests: seconds, not minutes; numbers not meaningful
         cfg.quick = True
         cfg.hidden = tuple(args.hidden) if args.hidden else (128, 128)
@@ -26,6 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.epochs = cfg.admm_epochs = cfg.retrain_epochs = args.epochs
     if args.sparsity is not None:
         cfg.sparsity = {k: args.sparsity for k in cfg.sparsity}
+    cfg.validate()  # every argument checked before any data is loaded or trained
     res = run(cfg)
     print()
     print(table_markdown(res))

@@ -2,37 +2,66 @@
 
 ``deploy(model)`` replaces every synaptic layer (``nn.Linear``, ``SpikingLinear``, ``nn.Conv2d``,
 ``SpikingConv2d``) by ``PackedSpikingLinear`` / ``PackedSpikingConv2d``, choosing each layer's
-format from the compression state that :class:`sparsesnn.compress.ADMM` attached (mask ->
-compressed-row layout by input neuron, quantization spec + fitted scale -> packed low-bit
-codes). Neurons and every other module are kept. Because the float model's weights already lie
-on the quantized grid with the same scale, the packed layers compute the same function as the
-fake-quantized float model (up to float summation order).
+format from the compression state that :class:`sparsesnn.compress.ADMM` attached (quantization
+spec + fitted scale -> packed low-bit codes; mask -> pruned weights) and its layout (dense
+packed rows or compressed rows of the surviving weights) by the actual byte count of each.
+BatchNorm layers are first folded into the preceding conv/linear (:mod:`sparsesnn.fold`), so
+none is left. Neurons, pooling and every other module are kept. Because the float model's
+weights already lie on the quantized grid with the same scale (folding keeps them on a grid),
+the packed layers compute the same function as the BN-folded, fake-quantized float model (up
+to float summation order). Layers decide per call between the event-driven kernels (binary
+spikes: max pooling keeps them binary) and the dense/analog path (direct image input, average
+pooling, SEW residual sums).
 """
 from __future__ import annotations
 
 import copy
+import inspect
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import model_file
 from .compress.state import compressible_layers, get_state
 from .compress.train import reset_states
+from .fold import fold_batchnorm
 from .quant import as_spec
 from .nn import PackedSpikingConv2d, PackedSpikingLinear
 
-__all__ = ["deploy", "save", "load", "layer_formats"]
+__all__ = ["deploy", "save", "load", "convert_legacy", "layer_formats", "fold_batchnorm"]
+
+
+def _layouts(cls: type) -> tuple[Any, ...]:
+    """The layouts ``cls.from_float`` can be asked for (None: its own default only)."""
+    if "layout" in inspect.signature(cls.from_float).parameters:
+        return ("dense", "pruned")
+    return (None,)
 
 
 def _convert(layer: nn.Module, default_spec: Any) -> nn.Module:
+    """The packed layer with the fewest bytes among the layouts that hold ``layer`` exactly."""
     st = get_state(layer)
     spec, scale, mask = (default_spec, None, None)
     if st is not None:
         spec, scale, mask = st.spec, st.scale, st.mask
-    is_conv = layer.weight.dim() == 4
-    if is_conv:
-        return PackedSpikingConv2d.from_float(layer, spec, scale=scale, mask=mask)
-    return PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask)
+    cls = PackedSpikingConv2d if layer.weight.dim() == 4 else PackedSpikingLinear
+    if mask is None and bool((layer.weight == 0).any()):
+        mask = layer.weight.detach() != 0  # zeros are pruned weights: the pruned layout may be smaller
+    best, errors = None, []
+    for layout in _layouts(cls):
+        kwargs = {} if layout is None else {"layout": layout}
+        try:
+            cand = cls.from_float(layer, spec, scale=scale, mask=mask, **kwargs)
+        except ValueError as exc:  # e.g. binary codes cannot hold pruned zeros in some layouts
+            errors.append(exc)
+            continue
+        if best is None or cand.model_bytes() < best.model_bytes():
+            best = cand
+    if best is None:
+        raise errors[0]
+    return best
 
 
 def _hook_dicts(module: nn.Module) -> list[dict]:
@@ -82,6 +111,7 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
         for m in out.modules():
             for hooks in _hook_dicts(m):
                 hooks.clear()
+    fold_batchnorm(out, inplace=True)
     layers = compressible_layers(out)
     for name, layer in layers.items():
         if layer.weight.dim() not in (2, 4):
@@ -110,15 +140,34 @@ def layer_formats(model: nn.Module) -> dict[str, dict[str, Any]]:
     return res
 
 
-def save(model: nn.Module, path: str) -> None:
-    """Save a deployed model (architecture + packed buffers) to ``path``."""
-    reset_states(model)  # do not pickle the membrane state of the last batch
-    torch.save({"format": "sparsesnn.deployed/1", "model": model}, path)
+def save(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save a deployed model to ``path`` in the safe model-file format (architecture as JSON,
+    tensors as raw bytes, no pickle; see :mod:`sparsesnn.model_file`). Neuron state is reset
+    first (the membrane state of the last batch is not part of the model)."""
+    reset_states(model)
+    model_file.save(model, path)
 
 
-def load(path: str, map_location: Any = "cpu") -> nn.Module:
-    """Load a model written by :func:`save`. Uses pickle: load only files you trust."""
-    obj = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(obj, dict) or obj.get("format") != "sparsesnn.deployed/1":
-        raise ValueError(f"path: {path} is not a sparsesnn deployed model")
-    return obj["model"].eval()
+def load(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """Load a model written by :func:`save`, in eval mode. Safe on files from anywhere: loading
+    never runs code from the file; anything malformed is a ``ValueError``. Files of the old
+    pickle-based format are refused with a pointer to :func:`convert_legacy`."""
+    return model_file.load(path, map_location)
+
+
+def convert_legacy(path: str | os.PathLike, out: str | os.PathLike, *, trust: bool = False) -> nn.Module:
+    """Rewrite a model saved by sparsesnn <= 0.1 (pickle-based ``"sparsesnn.deployed/1"``) in
+    the safe format at ``out``; returns the model.
+
+    Unpickling runs code stored in the file: pass ``trust=True`` only for files whose source
+    you trust (e.g. ones you wrote yourself).
+    """
+    if trust is not True:
+        raise ValueError("trust: converting a pickle-based file unpickles it, which runs any code "
+                         "stored in it; pass trust=True only for a file from a trusted source")
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict) or obj.get("format") != model_file.LEGACY_FORMAT:
+        raise ValueError(f"path: {os.fspath(path)} is not a {model_file.LEGACY_FORMAT!r} file")
+    model = obj["model"].eval()
+    save(model, out)
+    return model

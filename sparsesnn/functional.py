@@ -324,6 +324,8 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
                          f"got shape {tuple(s.shape)}")
     _layer_bias(bias, weight, O)
     stride, pads, out_hw, dilation = conv2d_geometry(s.shape[-2:], (KH, KW), stride, padding, dilation)
+    C.check_alloc("padding", s.shape[0] * O * out_hw[0] * out_hw[1], 4,
+                  f"the output [{s.shape[0]}, {O}, {out_hw[0]}, {out_hw[1]}]")
     if weight_r is None:
         weight_r = cached_rearranged_weight(weight, groups)
     else:

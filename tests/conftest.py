@@ -23,12 +23,26 @@ def _seed():
     torch.manual_seed(0)
 
 
+def _require_ext() -> None:
+    """Kernel tests fail when the extension is missing (a broken build must not pass by testing
+    the reference against itself); they skip only when it is disabled on purpose."""
+    if _ext.available():
+        return
+    if os.environ.get("SPARSESNN_DISABLE_EXT") == "1":
+        pytest.skip("compiled extension disabled (SPARSESNN_DISABLE_EXT=1)")
+    pytest.fail(f"compiled extension missing (set SPARSESNN_DISABLE_EXT=1 to skip kernel tests): {_ext.info()}")
+
+
+@pytest.fixture
+def kernel_required():
+    _require_ext()
+
+
 @pytest.fixture(params=["kernel", "reference"])
 def backend(request, monkeypatch):
     """Run a test through the compiled kernel and through the pure-PyTorch fallback."""
     if request.param == "kernel":
-        if not _ext.available():
-            pytest.skip("compiled extension not built")
+        _require_ext()
     else:
         monkeypatch.setattr(_ext, "_C", None)
     return request.param

@@ -34,9 +34,12 @@ def test_demo_quick(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| Test accuracy (%)" in printed and "Latency batch 1" in printed
-    for name in ("demo.json", "demo.md", "demo.png", "deployed.pt"):
+    for name in ("demo.json", "demo.md", "demo.png", "deployed.pt", "model.ssnn"):
         assert (out / name).stat().st_size > 0
     res = json.loads((out / "demo.json").read_text())
+    native = res["native_plan"]  # the exported native plan: same predictions, timed
+    assert native["prediction_agreement_with_eager"] == 1.0 and native["median_ms"] > 0
+    assert "Latency batch 1, native plan, ms (measured)" in {r["metric"] for r in res["table"]}
     metrics = {r["metric"] for r in res["table"]}
     assert {"Weight sparsity (%)", "Bits per weight", "Weight bytes", "SynOps per sample (AC)",
             "Energy estimate, uJ/sample"} <= metrics

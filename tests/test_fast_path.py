@@ -18,7 +18,7 @@ from sparsesnn.nn import LIF, PackedSpikingConv2d, PackedSpikingLinear, SpikingL
 from sparsesnn.ops import _fast
 from sparsesnn.ops.spike_linear import input_major_weight
 
-needs_ext = pytest.mark.skipif(not _ext.available(), reason="compiled extension not built")
+needs_ext = pytest.mark.usefixtures("kernel_required")  # fails without the extension unless SPARSESNN_DISABLE_EXT=1
 
 
 def _forbid_dispatch(monkeypatch):

@@ -8,7 +8,7 @@ from sparsesnn.nn import PackedSpikingLinear
 from sparsesnn.ops.pruned_blocks import build_blocks, cpu_blocks
 from sparsesnn.quant import QuantSpec
 
-pytestmark = pytest.mark.skipif(not _ext.available(), reason="compiled extension not built")
+pytestmark = pytest.mark.usefixtures("kernel_required")  # fails without the extension unless SPARSESNN_DISABLE_EXT=1
 
 
 def _layer(K, N, sparsity, bits, group_size, seed):

@@ -1,4 +1,6 @@
-// Event-driven conv2d over packed weights (see packed_conv2d.h). Per image: list the nonzero
+// Event-driven conv2d over packed weights (see packed_conv2d.h).
+// Binary spikes with one scale group take the register-tiled gather kernel (conv_gather.h).
+// The general kernel below serves analog input, scale groups and fp32 rows. Per image: list the nonzero
 // input pixels, and for each one and each kernel tap that lands on an output position, add
 // the packed row (c, ky, kx) -- all O output channels -- into that position's accumulators.
 // Binary input accumulates the unsigned codes in int32 plus a per-position event count (the
@@ -9,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv_gather.h"
 #include "packed_common.h"
 #include "parallel.h"
 #include "sparsesnn/pack.h"
@@ -179,6 +182,12 @@ void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const floa
   const auto* w = static_cast<const uint8_t*>(weights);
   if (spike) dispatch<true>(p, x, w, scale, bias, y);
   else dispatch<false>(p, x, w, scale, bias, y);
+}
+
+void packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
+                                     const uint8_t* wk, const float* scale, const float* bias,
+                                     float* y) {
+  conv_gather::dispatch(p, x, wk, nullptr, scale, bias, y);
 }
 
 }  // namespace sparsesnn

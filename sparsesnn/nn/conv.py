@@ -6,6 +6,7 @@ density, the dense ``nn.Conv2d`` path otherwise.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 
 from .. import _ext, dispatch
 from .. import functional as F
+from ..ops import _checks as C
 from ..ops.spike_conv2d import cached_rearranged_weight
 from ..ops.spike_linear import SPIKE_TYPES, spike_stats
 from .linear import MIN_MACS, dispatch_settings
@@ -32,6 +34,11 @@ class SpikingConv2d(nn.Conv2d):
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  device=None, dtype=None, *, break_even: Optional[float] = None, mode: str = "auto",
                  min_macs: int = MIN_MACS) -> None:
+        C.check_positive_int("in_channels", in_channels)
+        C.check_positive_int("out_channels", out_channels)
+        k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        C.check_alloc("kernel_size", in_channels * out_channels * math.prod(k) // max(groups, 1), 4,
+                      "the weight")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, padding_mode, device, dtype)
         self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
@@ -62,7 +69,16 @@ class SpikingConv2d(nn.Conv2d):
             return False
         return x.device.type == "cpu" or _ext.use_kernel(x)
 
+    def _check_output_size(self, x: Tensor) -> None:
+        if isinstance(self.padding, str) or x.dim() != 4:
+            return  # "same"/"valid" keep the output no larger than the input
+        oh, ow = ((x.shape[2 + i] + 2 * self.padding[i] - self.dilation[i] * (self.kernel_size[i] - 1) - 1)
+                  // self.stride[i] + 1 for i in (0, 1))
+        C.check_alloc("padding", x.shape[0] * self.out_channels * max(oh, 0) * max(ow, 0), 4,
+                      f"the output [{x.shape[0]}, {self.out_channels}, {oh}, {ow}]")
+
     def _forward4(self, x: Tensor) -> Tensor:
+        self._check_output_size(x)
         if self._event_ok(x):
             xc = x.contiguous()
             nonzero, nonbinary = spike_stats(xc)

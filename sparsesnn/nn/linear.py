@@ -49,6 +49,9 @@ class SpikingLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
                  *, break_even: Optional[float] = None, mode: str = "auto", min_macs: int = MIN_MACS) -> None:
+        C.check_positive_int("in_features", in_features, 0)
+        C.check_positive_int("out_features", out_features, 0)
+        C.check_alloc("in_features*out_features", in_features * out_features, 4, "the weight")
         super().__init__(in_features, out_features, bias, device, dtype)
         self.mode, self.break_even, self.min_macs = dispatch_settings(mode, break_even, min_macs)
         self.last_path: Optional[str] = None

@@ -22,6 +22,8 @@ from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
 from ..ops.packed_conv2d import packed_conv2d_op
 from ..ops.packed_linear import dequantized_weight as _lin_dequant
 from ..ops.packed_linear import packed_linear_cpu, packed_linear_op
+from ..ops.pruned_conv2d import dequantized_weight as _pruned_conv_dequant
+from ..ops.pruned_conv2d import pruned_conv2d_op
 from ..ops.pruned_linear import dequantized_weight as _pruned_dequant
 from ..ops.pruned_linear import pruned_linear_cpu, pruned_linear_op
 from ..ops.spike_linear import spike_stats
@@ -166,6 +168,9 @@ class PackedSpikingLinear(_PackedBase):
         self.group_size = int(spec.group_size or 0) if spec is not None else 0
         self.layout = "dense"
         self.input_mode, self.dense_threshold = input_mode, float(dense_threshold)
+        C.check_positive_int("in_features", self.in_features, 0)
+        C.check_positive_int("out_features", self.out_features, 0)
+        C.check_alloc("in_features*out_features", self.in_features * self.out_features, 4, "the weight")
         self._empty_buffers()
         # Placeholder weights (all-zero codes) so a freshly built module runs; from_float or
         # load_state_dict replaces them.
@@ -185,14 +190,18 @@ class PackedSpikingLinear(_PackedBase):
     @classmethod
     def from_float(cls, layer: nn.Module, spec: Union[QuantSpec, int, str, None] = None, *,
                    scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                   input_mode: str = "auto", dense_threshold: float = 1.0) -> "PackedSpikingLinear":
+                   input_mode: str = "auto", dense_threshold: float = 1.0,
+                   layout: str = "auto") -> "PackedSpikingLinear":
         """Packs ``layer.weight`` ``[N, K]`` (+ ``layer.bias``).
 
         ``spec`` None keeps fp32 values (pruning only). ``scale`` is passed to
         :func:`sparsesnn.quant.quantize`. ``mask`` (bool ``[N, K]``) selects the compressed-row
         layout with only the surviving synapses; without it, a weight with at least
         ``PRUNED_LAYOUT_MIN_SPARSITY`` exact zeros uses that layout with ``mask = weight != 0``.
+        ``layout`` ``"dense"`` / ``"pruned"`` forces one layout (``"dense"`` with a mask stores
+        the pruned weights as zero codes; binary codes cannot, ValueError).
         """
+        C.check_choice("layout", layout, ("auto", "dense", "pruned"))
         spec = as_spec(spec)
         w, b = _float_weight(layer, "layer")
         if w.dim() != 2:
@@ -201,8 +210,13 @@ class PackedSpikingLinear(_PackedBase):
             raise ValueError("scale: given without a quantization spec")
         if mask is not None:
             mask = _check_mask(mask, tuple(w.shape)).to(w.device)
-        elif w.numel() and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY:
+        elif layout == "pruned" or (layout == "auto" and w.numel()
+                                    and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY):
             mask = w != 0
+        if layout == "dense" and mask is not None:
+            if spec is not None and spec.format == "binary" and not bool(mask.all()):
+                raise ValueError("mask: binary codes cannot represent pruned (zero) weights in the dense layout")
+            w, mask = w * mask, None
         N, K = w.shape
         m = cls(K, N, spec, bias=b is not None, input_mode=input_mode, dense_threshold=dense_threshold)
         if mask is None:
@@ -306,8 +320,13 @@ class PackedSpikingConv2d(_PackedBase):
 
     Weight rows are the ``(c, ky, kx)`` input taps, each holding the O output-channel codes
     (``pack`` of the weight reshaped to ``[O, C*KH*KW]``). Input ``[N, C, H, W]`` or
-    ``[T, B, C, H, W]``. A mask zeroes pruned weights in the packed rows (the conv keeps the
-    dense packed layout; binary codes cannot represent zeros, so binary + mask is rejected).
+    ``[T, B, C, H, W]``. A mask zeroes pruned weights (binary codes cannot represent zeros,
+    so binary + mask is rejected).
+
+    Layouts, chosen by actual bytes: ``dense`` (``weights``: every tap row) or ``pruned``
+    (``index`` + ``values``: only the tap rows with a nonzero weight, see
+    :mod:`sparsesnn.ops.pruned_conv2d`), which is smaller -- and as much faster -- when whole
+    tap rows are zero (tap-structured pruning, e.g. :func:`sparsesnn.ops.pruned_conv2d.tap_mask`).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, kernel_size: Any = 1,
@@ -327,6 +346,10 @@ class PackedSpikingConv2d(_PackedBase):
         self.group_size = int(spec.group_size or 0) if spec is not None else 0
         self.layout = "dense"
         self.input_mode, self.dense_threshold = input_mode, float(dense_threshold)
+        C.check_positive_int("in_channels", self.in_channels, 0)
+        C.check_positive_int("out_channels", self.out_channels, 0)
+        C.check_alloc("kernel_size", self.in_channels * self.out_channels * self.kernel_size[0]
+                      * self.kernel_size[1], 4, "the weight")
         self._empty_buffers()
         w = torch.zeros(self.out_channels, self.in_channels, *self.kernel_size)
         self._set(w, torch.zeros(self.out_channels) if bias else None, spec, None)
@@ -375,23 +398,40 @@ class PackedSpikingConv2d(_PackedBase):
         O = w.shape[0]
         w2 = w.reshape(O, -1)
         if spec is None:
-            self.weights, self.scale = w2.t().contiguous(), torch.zeros(O, 0)
+            rows, s, nonzero = w2.t().contiguous(), torch.zeros(O, 0), w2 != 0
         else:
-            codes, s = quantize(w2, spec, scale if scale is None else scale)
+            codes, s = quantize(w2, spec, scale)
             if mask is not None:
                 codes = codes * mask.reshape(O, -1).to(torch.int8)
-            self.weights, self.scale = pack(codes, spec.storage_bits), s.reshape(O, -1).float().contiguous()
-        self.bias = b
+            rows, s = pack(codes, spec.storage_bits), s.reshape(O, -1).float().contiguous()
+            nonzero = codes != 0
+        self.scale, self.bias = s, b
+        # Pruned tap-row layout when it takes fewer bytes than the dense rows (whole rows zero).
+        kept = nonzero.any(0).nonzero().flatten().to(torch.int32)
+        row_bytes = rows.shape[1] * rows.element_size()
+        if spec is not None and spec.format == "binary" or kept.numel() * (row_bytes + 4) >= rows.numel() * rows.element_size():
+            self.layout, self.weights, self.index, self.values = "dense", rows, None, None
+        else:
+            self.layout, self.weights = "pruned", None
+            self.index, self.values = kept, rows[kept.long()].contiguous()
 
     def dequantized_weight(self) -> Tensor:
         """The fp32 ``[O, C, KH, KW]`` weight this layer computes with."""
+        if self.layout == "pruned":
+            return _pruned_conv_dequant(self.index, self.values, self.scale, self.bits, self.out_channels,
+                                        self.in_channels, list(self.kernel_size), self.group_size).contiguous()
         return _conv_dequant(self.weights, self.scale, self.bits, self.out_channels, self.in_channels,
                              list(self.kernel_size), self.group_size).contiguous()
+
+    def nnz(self) -> int:
+        """Stored weights: kept tap rows x output channels."""
+        rows = self.index.numel() if self.layout == "pruned" else self.weights.shape[0]
+        return int(rows) * self.out_channels
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, format={self.format}, "
-                f"group_size={self.group_size}, model_bytes={self.model_bytes()}")
+                f"group_size={self.group_size}, layout={self.layout}, model_bytes={self.model_bytes()}")
 
     def forward(self, s: Tensor) -> Tensor:
         C.check_tensor("input", s)
@@ -399,8 +439,11 @@ class PackedSpikingConv2d(_PackedBase):
             raise ValueError(f"input: expected [N, C, H, W] or [T, B, C, H, W], got shape {tuple(s.shape)}")
         if s.shape[-3] != self.in_channels:
             raise ValueError(f"input: expected {self.in_channels} channels (dim -3), got shape {tuple(s.shape)}")
-        C.check_same_device("input", s, "weights", self.weights)
-        if s.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool, torch.uint8):
+        buf = self._buffers
+        pruned = self.layout == "pruned"
+        ref = buf["values"] if pruned else buf["weights"]
+        C.check_same_device("input", s, "weights", ref)
+        if s.dtype not in _INPUT_DTYPES:
             raise ValueError(f"input: expected a float, bool or uint8 tensor, got dtype {s.dtype}")
         lead = s.shape[:-3]
         x = s.reshape(-1, *s.shape[-3:]).to(torch.float32).contiguous()
@@ -408,9 +451,17 @@ class PackedSpikingConv2d(_PackedBase):
         H, W = x.shape[-2:]
         if H + 2 * self.padding[0] < self.dilation[0] * (kh - 1) + 1 or W + 2 * self.padding[1] < self.dilation[1] * (kw - 1) + 1:
             raise ValueError(f"input: spatial size {(H, W)} is smaller than the (dilated) kernel")
+        oh = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (W + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        C.check_alloc("padding", x.shape[0] * self.out_channels * oh * ow, 4,
+                      f"the output [{x.shape[0]}, {self.out_channels}, {oh}, {ow}]")
         spike = self._spike_mode(x)
-        op = direct(packed_conv2d_op) if eager_cpu(x, self.weights) else packed_conv2d_op
-        y = op(x, self.weights, self.scale, self.bias, self.bits, self.out_channels,
-                             list(self.kernel_size), list(self.stride), list(self.padding),
-                             list(self.dilation), self.group_size, spike)
+        geom = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
+        if pruned:
+            op = direct(pruned_conv2d_op) if eager_cpu(x, ref) else pruned_conv2d_op
+            y = op(x, buf["index"], ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom,
+                   self.group_size, spike)
+        else:
+            op = direct(packed_conv2d_op) if eager_cpu(x, ref) else packed_conv2d_op
+            y = op(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom, self.group_size, spike)
         return y.reshape(*lead, *y.shape[1:])

@@ -12,6 +12,24 @@ from typing import Iterable, Optional
 import torch
 
 
+def _memory_limit() -> int:
+    """Bytes one tensor may take: the machine's physical memory (larger cannot succeed)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # non-POSIX: no bound known, allow 1 TiB
+        return 1 << 40
+
+
+def check_alloc(name: str, numel: int, itemsize: int, what: str) -> None:
+    """ValueError naming ``name`` when ``what`` (``numel`` elements) would not fit in memory,
+    instead of a raw allocator error (or an OOM kill) later."""
+    nbytes = int(numel) * int(itemsize)
+    limit = _memory_limit()
+    if nbytes > limit:
+        raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.1f} GiB, more than this "
+                         f"machine's {limit / 2**30:.1f} GiB of memory")
+
+
 def check_tensor(name: str, t: object) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

@@ -1,6 +1,11 @@
 """``sparsesnn::packed_conv2d``: event-driven conv2d over packed low-bit (or fp32) weight
 rows ``(c, ky, kx)``. ``spike=True``: binary x, integer accumulation; ``False``: analog x.
 Gradient flows to ``x`` only (``sparsesnn::packed_conv2d_backward``, a dense transposed conv).
+
+On CPU, binary spikes with one scale group run the register-tiled gather kernel
+(``csrc/cpu/conv_gather.h``) over the *chunked* form of the packed rows: per 64-byte chunk,
+slot ``s`` of byte ``j`` holds output ``s * 64 + j``, so every unpacked slot is 64
+consecutive outputs. It is derived once per weight buffer (``layout_cache``), never per call.
 """
 from __future__ import annotations
 
@@ -11,11 +16,45 @@ from torch import Tensor
 
 from .. import _ext, reference
 from ._checks import check_devices
+from .layout_cache import cached_layout
 from .packed_linear import check_spike_input
 
 
 def out_size(n: int, k: int, s: int, p: int, d: int) -> int:
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def chunked_rows(rows: Tensor, bits: int, out_channels: int) -> Tensor:
+    """Packed rows ``[R, ceil(O * bits / 8)]`` (pack.h) -> chunked kernel rows uint8
+    ``[R, nch * 64]``, ``nch = ceil(O / (512 / bits))``: in chunk ``q``, bits ``[s * bits, (s + 1)
+    * bits)`` of byte ``j`` hold the stored (unsigned) code of output ``q * 512 / bits + s * 64
+    + j``; padding outputs hold 0."""
+    R = rows.shape[0]
+    per = 8 // bits
+    cw = 64 * per  # outputs per chunk
+    nch = max(1, -(-out_channels // cw))
+    shifts = torch.arange(per, dtype=torch.int32) * bits
+    u = ((rows.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(R, -1)[:, :out_channels]
+    full = torch.zeros(R, nch * cw, dtype=torch.int32)
+    full[:, :out_channels] = u
+    full = full.reshape(R, nch, per, 64) << shifts.view(1, 1, per, 1)
+    return full.sum(2).to(torch.uint8).reshape(R, nch * 64).contiguous()
+
+
+def one_group(rows: int, group_size: int) -> bool:
+    """Whether ``group_size`` gives a single scale group over ``rows`` kernel rows."""
+    return group_size <= 0 or group_size >= rows
+
+
+def kernel_params(x: Tensor, out_channels: int, kernel_size: list[int], stride: list[int],
+                  padding: list[int], dilation: list[int], bits: int, group_size: int, OH: int, OW: int):
+    """The ``PackedConv2dParams`` of a call."""
+    p = _ext._C.PackedConv2dParams()
+    p.NB, p.C, p.H, p.W = x.shape
+    p.O, p.KH, p.KW, p.OH, p.OW = out_channels, kernel_size[0], kernel_size[1], OH, OW
+    p.sh, p.sw, p.ph, p.pw, p.dh, p.dw = stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]
+    p.bits, p.group_size, p.threads = bits, group_size, _ext.num_threads()
+    return p
 
 
 def dequantized_weight(weights: Tensor, scale: Tensor, bits: int, out_channels: int,
@@ -45,13 +84,13 @@ def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[T
     y = torch.empty(NB, out_channels, OH, OW, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
         return y
-    p = _ext._C.PackedConv2dParams()
-    p.NB, p.C, p.H, p.W, p.O = NB, C, H, W, out_channels
-    p.KH, p.KW, p.OH, p.OW = kernel_size[0], kernel_size[1], OH, OW
-    p.sh, p.sw, p.ph, p.pw, p.dh, p.dw = stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]
-    p.bits, p.group_size, p.threads = bits, group_size, _ext.num_threads()
+    p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
     b = bias.data_ptr() if bias is not None else 0
-    if x.is_cuda:
+    if spike and not x.is_cuda and bits != 32 and one_group(weights.shape[0], group_size):
+        wk = cached_layout(weights, f"conv_chunked_{bits}_{out_channels}",
+                           lambda w: chunked_rows(w, bits, out_channels))
+        _ext._C.packed_conv2d_chunked_cpu(p, x.data_ptr(), wk.data_ptr(), scale.data_ptr(), b, y.data_ptr())
+    elif x.is_cuda:
         _ext._C.packed_conv2d_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
                                    y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
     else:

@@ -26,6 +26,14 @@ void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const floa
                              const void* weights, const float* scale, const float* bias,
                              float* y);
 
+// Binary spikes, one scale group (scale [O]), bits 8/4/2/1: register-tiled gather kernel
+// over the chunked kernel layout wk [C*KH*KW, num_chunks * 64] (see csrc/cpu/conv_gather.h;
+// built once per weight by sparsesnn/ops/packed_conv2d.py). Integer accumulation of codes,
+// the scale once per output at the end.
+void packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
+                                     const uint8_t* wk, const float* scale, const float* bias,
+                                     float* y);
+
 #if defined(SPARSESNN_WITH_CUDA)
 void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
                         const void* weights, const float* scale, const float* bias, float* y,

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .nn import LIF
+from ..nn import LIF
 
 
 class SpikingMLP(nn.Module):
