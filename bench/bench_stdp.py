@@ -39,7 +39,7 @@ def loadavg() -> str:
 
 def main() -> None:
     p = C.parser(__doc__)
-    p.add_argument("--n-exc", type=int, default=200)
+    p.add_argument("--n-exc", type=int, default=400)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = C.start(p.parse_args())
     d = load_digits()
@@ -48,12 +48,12 @@ def main() -> None:
     val = (d.x_train[n_assign:], d.y_train[n_assign:])
     test = (d.x_test, d.y_test)
     x_fit = d.x_train
-    config = STDPConfig(n_exc=args.n_exc, v_th=8.0, theta_plus=0.1)
+    config = STDPConfig(n_exc=args.n_exc)
     bits, roundings = (8, 6, 4, 3, 2), ("truncate", "nearest", "stochastic")
     if args.size == "quick":
         bits = (8, 4, 2)
     if args.size == "smoke":
-        config = STDPConfig(n_exc=20, T=16, v_th=8.0, theta_plus=0.1)
+        config = STDPConfig(n_exc=20, T=16)
         x_fit, bits, args.seeds = d.x_train[:40], (8, 2), args.seeds[:1]
     print(f"loadavg before: {loadavg()}", flush=True)
 
@@ -83,11 +83,9 @@ def main() -> None:
     fp32 = nets[args.seeds[0]]
     fp32.assign(*assign)
     robust = [{"model": "fp32", "accuracy": rob(fp32)}]
-    picks = [r for r in ex["records"] if r["rounding"] == "stochastic" or r is ex["best"]]
-    for r in picks:
-        qs = Q.QuantSettings(r["weight_bits"], r["param_bits"], r["rounding"], seed=fp32.seed)
-        net = Q.quantize_after_training(fp32, qs) if r["scheme"] == "post" else \
-            Q.train(x_fit, config, seed=fp32.seed, quant=qs)
+    for r, net in zip(ex["records"], ex["models"]):
+        if not (r is ex["best"] or (r["rounding"] == "stochastic" and r["weight_bits"] in (8, 4))):
+            continue
         net.assign(*assign)
         robust.append({"model": f"{r['scheme']} w{r['weight_bits']} p{r['param_bits']} {r['rounding']}",
                        "accuracy": rob(net)})
@@ -100,6 +98,7 @@ def main() -> None:
                "memory_ratio": best["memory_bytes"] / base["memory_bytes"] if best else None,
                "test_drop_points": 100 * (base["test_acc"] - best["test_acc"]) if best else None,
                "explore_seconds": explore_s}
+    ex.pop("models")
     payload = {"config": asdict(config), "seeds": seeds, "explore": ex, "robustness": {"sigmas": SIGMAS, "rows": robust},
                "summary": summary, "size": args.size}
     md = [f"Diehl & Cook-style network, {config.n_exc} excitatory neurons, T={config.T}, digits 8x8 "
@@ -118,7 +117,7 @@ def main() -> None:
           "\n" + (f"Smallest model within 1 point of fp32 on validation: {best['scheme']} w{best['weight_bits']} "
                   f"{best['rounding']}, {best['memory_bytes']} B = {summary['memory_ratio']:.3f} x fp32 "
                   f"({base['memory_bytes']} B); test {best['test_acc']:.3f} vs fp32 {base['test_acc']:.3f} "
-                  f"({summary['test_drop_points']:+.1f} points drop)." if best else
+                  f"({-summary['test_drop_points']:+.1f} points)." if best else
                   "No quantized model met the accuracy constraint."),
           f"\nEnergy: {ex['energy_note']}; see sparsesnn/stdp/quant.py for what is counted.\n",
           "## Accuracy under Gaussian input noise (test set)\n",

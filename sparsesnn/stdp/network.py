@@ -61,22 +61,22 @@ class QuantSettings:
 class STDPConfig:
     """Settings of the network and its learning (defaults: tuned for 8x8 digits)."""
 
-    n_exc: int = 200
+    n_exc: int = 400
     T: int = 64                 # steps per presentation
     rate: float = 0.3           # spike probability per step of a pixel at intensity 1
     rate_boost: float = 0.15    # added per retry when a sample drives too few spikes
     min_spikes: int = 3
     max_tries: int = 3
     tau_v: float = 16.0
-    v_th: float = 3.0
+    v_th: float = 8.0
     v_reset: float = 0.0
     v_min: float = -4.0         # floor of the membrane (inhibition cannot push it lower)
-    theta_plus: float = 0.01
+    theta_plus: float = 0.1
     w_inh: float = 8.0
     tau_pre: float = 8.0
     tau_post: float = 8.0
-    eta_pre: float = 0.002
-    eta_post: float = 0.02
+    eta_pre: float = 0.001
+    eta_post: float = 0.01
     w_max: float = 1.0
     norm: float = 8.0           # sum of each neuron's incoming weights after every sample
     epochs: int = 1

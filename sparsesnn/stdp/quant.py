@@ -101,7 +101,8 @@ def explore(fp32_net: DiehlCookNetwork, x_train: Tensor, assign: tuple[Tensor, T
             progress: bool = False) -> dict:
     """Every (weight bits, rounding, scheme); the smallest model whose *validation* accuracy
     is within ``max_drop`` of the fp32 network's. Returns ``{"fp32": ..., "records": [...],
-    "best": record or None, "energy_note": ...}``; test accuracy is reported, not selected on."""
+    "models": [networks, parallel to records], "best": record or None, "energy_note": ...}``;
+    test accuracy is reported, not selected on."""
     for r in roundings:
         if r not in ROUNDINGS:
             raise ValueError(f"roundings: expected values in {tuple(ROUNDINGS)}, got {r!r}")
@@ -110,7 +111,7 @@ def explore(fp32_net: DiehlCookNetwork, x_train: Tensor, assign: tuple[Tensor, T
             raise ValueError(f"schemes: expected values in ('post', 'in'), got {s!r}")
     base = {"scheme": "fp32", "weight_bits": 32, "param_bits": 32, "rounding": "-",
             **_evaluate(fp32_net, assign, val, test), **phase_costs(fp32_net, fp32_net, test[0])}
-    records = []
+    records, models = [], []
     for scheme in schemes:
         for bits in weight_bits:
             for rounding in roundings:
@@ -127,10 +128,11 @@ def explore(fp32_net: DiehlCookNetwork, x_train: Tensor, assign: tuple[Tensor, T
                        **phase_costs(net, trained, test[0]),
                        "seconds": time.perf_counter() - t0}
                 records.append(rec)
+                models.append(net)
                 if progress:
                     print(f"  {scheme:4s} w{bits} p{param_bits} {rounding:10s} val {rec['val_acc']:.3f} "
                           f"test {rec['test_acc']:.3f} mem {rec['memory_bytes']} B", flush=True)
     ok = [r for r in records if r["val_acc"] >= base["val_acc"] - max_drop]
     best = min(ok, key=lambda r: (r["memory_bytes"], -r["val_acc"])) if ok else None
-    return {"fp32": base, "records": records, "best": best, "max_drop": max_drop,
+    return {"fp32": base, "records": records, "models": models, "best": best, "max_drop": max_drop,
             "config": asdict(fp32_net.config), "energy_note": ENERGY_NOTE}
