@@ -149,6 +149,26 @@ def test_conv_model(bits):
         assert want.sum() > 0 and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("bits", ["int4", "int8"])
+def test_pruned_conv_layout(bits):
+    """A tap-pruned conv (the pruned layout) runs in the plan on zero-filled dense rows."""
+    from sparsesnn.nn import PackedSpikingConv2d
+    from sparsesnn.ops.pruned_conv2d import tap_mask
+
+    torch.manual_seed(4)
+    c1, c2 = nn.Conv2d(2, 6, 3, padding=1), nn.Conv2d(6, 5, 3, padding=1)
+    with torch.no_grad():
+        c1.weight.mul_(3.0)
+        c1.bias.fill_(0.6)
+        c2.weight.abs_().mul_(6.0)
+    p2 = PackedSpikingConv2d.from_float(c2, bits, mask=tap_mask(c2.weight, 0.8))
+    assert p2.layout == "pruned"
+    model = nn.Sequential(PackedSpikingConv2d.from_float(c1, bits), LIF(), p2, LIF())
+    x = torch.rand(T, 3, 2, 9, 8)
+    got, want = runtime.compile(model, x)(x), _eager(model, x)
+    assert want.sum() > 0 and torch.equal(got, want)
+
+
 def test_unsupported_module_named():
     model = deploy(nn.Sequential(nn.Linear(8, 8), nn.Sequential(LIF(), nn.ReLU())), default_bits=4)
     with pytest.raises(ValueError, match=r"'1\.1' of type torch\.nn\.modules\.activation\.ReLU"):

@@ -16,6 +16,7 @@ from ..nn import (IF, LIF, PLIF, AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2
 from ..nn import Dropout as SNNDropout
 from ..quant import pack
 from ..ops.pruned_blocks import cpu_blocks
+from ..quant import pack
 from . import _format as F
 
 _MODES = {"auto": 0, "spike": 1, "analog": 2}
@@ -113,14 +114,26 @@ def _linear(m: PackedSpikingLinear, low: Lowering, path: str) -> None:
     low.add(F.LINEAR, p)
 
 
+def _conv_rows(m: PackedSpikingConv2d) -> torch.Tensor:
+    """The dense packed tap rows; a pruned layer's dropped rows become rows of code 0, so the
+    plan computes exactly what the pruned layer does (its own kernel is not in the runtime)."""
+    if getattr(m, "layout", "dense") == "dense":
+        return m.weights
+    taps = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+    if m.bits == 32:
+        zero = m.values.new_zeros(m.values.shape[1:])
+    else:  # codes are stored with an offset: code 0 is not the zero byte
+        zero = pack(torch.zeros(m.out_channels, 1, dtype=torch.int8), m.bits)[0]
+    rows = zero.expand((taps,) + tuple(zero.shape)).clone()
+    rows[m.index.long()] = m.values
+    return rows
+
+
 def _conv(m: PackedSpikingConv2d, low: Lowering, path: str) -> None:
-    if getattr(m, "layout", "dense") != "dense":
-        raise ValueError(f"runtime: module '{path}' ({type(m).__name__}) uses the "
-                         f"{m.layout!r} layout; the runtime supports the dense packed conv layout")
     p = F.Payload().u32(m.in_channels, m.out_channels, *m.kernel_size, *m.stride, *m.padding,
                         *m.dilation, m.bits, m.group_size, _MODES[m.input_mode]).f32(m.dense_threshold)
     p.tensor(m.scale if m.bits != 32 else None).tensor(m.bias)
-    p.tensor(m.weights, torch.float32 if m.bits == 32 else torch.uint8)
+    p.tensor(_conv_rows(m), torch.float32 if m.bits == 32 else torch.uint8)
     low.add(F.CONV2D, p)
 
 
