@@ -13,12 +13,15 @@ file. Without any of them the first lookup runs :func:`calibrate` once (a few se
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
+import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +35,7 @@ OPS = ("linear", "conv2d")
 _FORMAT = 2  # 2: crossings fixed (1 could record ~0 when only the lowest density was slow)
 
 _lock = threading.Lock()
+_calibrating = threading.Lock()  # held while a first-use calibration measures
 _memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
 
 
@@ -211,17 +215,55 @@ def _store(path: Path, key: str, entry: dict) -> None:
     data.setdefault("machines", {})[key] = dict(entry, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     data["format"] = _FORMAT
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: concurrent processes never see half a file
+    # a unique temporary file per writer (threads and processes), then an atomic rename:
+    # readers never see half a file, and a crash mid-write leaves the old file in place
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _valid_entry(entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    ms, bes = entry.get("m"), entry.get("break_even")
+    return (isinstance(ms, list) and isinstance(bes, list) and 0 < len(ms) == len(bes)
+            and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in ms)
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bes)
+            and ms == sorted(ms))
 
 
 def _load_file(path: Path) -> dict:
+    """The cache file's contents; a corrupt file (or corrupt entries) is ignored with a warning,
+    so a damaged cache never raises in a user's forward (the calibration is measured again)."""
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) and data.get("format") == _FORMAT else {}
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
         return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        warnings.warn(f"sparsesnn: ignoring corrupt calibration file {path} ({exc})", RuntimeWarning, stacklevel=3)
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        return {}
+    machines = data.get("machines")
+    if not isinstance(machines, dict):
+        warnings.warn(f"sparsesnn: ignoring corrupt calibration file {path} (no 'machines' table)",
+                      RuntimeWarning, stacklevel=3)
+        return {}
+    for key, ops in list(machines.items()):
+        bad = [op for op in OPS if isinstance(ops, dict) and op in ops and not _valid_entry(ops[op])]
+        if not isinstance(ops, dict) or bad:
+            warnings.warn(f"sparsesnn: ignoring corrupt calibration entry {key!r} in {path}",
+                          RuntimeWarning, stacklevel=3)
+            del machines[key]
+    return data
 
 
 def _interpolate(entry: dict, m: int) -> float:
@@ -255,7 +297,11 @@ def break_even(op: str, m: int = 256, device: str = "cpu", override: Optional[fl
                 _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
                 entry = cached[op]
     if entry is None:
-        entry = calibrate((op,), device=device)[op]
+        with _calibrating:  # concurrent first use: one thread measures, the others reuse it
+            with _lock:
+                entry = _memory.get(key, {}).get(op)
+            if entry is None:
+                entry = calibrate((op,), device=device)[op]
     return _interpolate(entry, max(1, int(m)))
 
 

@@ -477,6 +477,7 @@ def _adopt_mlp(m: nn.Module, config: dict, loaded: dict) -> None:
 
 # ---- packed layers: buffers validated arithmetically before anything is allocated ------------
 _PACKED_SETTINGS = ("format", "group_size", "layout", "input_mode", "dense_threshold")
+_CONV_SIZES = {"in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"}
 
 
 def _packed_config(m: nn.Module) -> dict:
@@ -528,6 +529,9 @@ def _packed_common(c: dict, K: int, N: int, infos: dict) -> tuple[int, bool]:
     _expect(_is_int(gs) and 0 <= gs < 2**31, f"group_size: expected an integer >= 0, got {gs!r}")
     _expect(isinstance(c.get("bias"), bool), f"bias: expected a bool, got {c.get('bias')!r}")
     _expect(set(_PACKED_SETTINGS) <= keys, f"config: missing settings {sorted(set(_PACKED_SETTINGS) - keys)}")
+    sizes = {"in_features", "out_features"} if "in_features" in keys else _CONV_SIZES
+    extra = keys - set(_PACKED_SETTINGS) - sizes
+    _expect(not extra, f"config: unknown settings {sorted(extra)}")
     bits = 32 if fmt == "fp32" else QuantSpec(fmt).storage_bits
     G = 0 if fmt == "fp32" else num_groups(K, gs or None)
     want = {"scale": ((N, G), torch.float32)}

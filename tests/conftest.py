@@ -18,6 +18,20 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"compiled extension required but missing: {_ext.info()}")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz: randomized tests at scale (>= 10,000 cases per op); "
+                                       "run only when selected: pytest -m fuzz")
+
+
+def pytest_collection_modifyitems(config, items):
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="fuzz scale: select with -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

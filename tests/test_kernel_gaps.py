@@ -1,8 +1,13 @@
-"""Paths the other kernel tests did not reach; each test here was checked to fail on a planted bug
-(see the README reliability section): surrogate alpha, the packed kernels' narrow-accumulator
+"""Paths the other kernel tests did not reach: surrogate alpha, the packed kernels' narrow-accumulator
 overflow guard below 8 bits, fixed-point state across chunk/thread boundaries, the analog packed
 path across a 256-input block and with M < 4 rows, packed/pruned backward against an independent
-dequantization, and the threaded spike-list building."""
+dequantization, and the threaded spike-list building.
+
+Planted bugs these tests caught (each applied, rebuilt, run, reverted): the backward kernel using
+a fixed alpha (lif_backward.cpp) -> all 30 alpha cases fail; the uint16 chunk length 16x too long
+(packed_spike_linear.cpp kMaxAdds) -> all 5 overflow cases fail; the stochastic-rounding index
+restarting every 8192 neurons (lif.cpp) -> the 5 stochastic fixed-point cases fail; scale rows
+permuted in packed dequantized_weight (used by backward) -> the 5 dense backward cases fail."""
 import pytest
 import torch
 from torch import nn

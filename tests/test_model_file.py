@@ -206,6 +206,13 @@ def test_shape_mismatch_and_bad_settings():
         model_file.loads(_edited(enormous))
 
 
+def test_unknown_packed_setting_rejected():
+    def extra(h):
+        h["model"]["children"][0]["node"]["config"]["forward"] = "x"
+    with pytest.raises(ValueError, match=r"model\.0: config: unknown settings \['forward'\]"):
+        model_file.loads(_edited(extra))
+
+
 def test_pruned_index_contents_checked():
     m = PackedSpikingLinear.from_float(nn.Linear(6, 5), None, mask=torch.rand(5, 6) > 0.3)
     m.index[0] = 9  # >= out_features: would read outside the output row in the kernel

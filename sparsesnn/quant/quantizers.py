@@ -121,7 +121,8 @@ def quantize(w: Tensor, spec: Union[QuantSpec, int, str], scale: Optional[Tensor
         else:
             q = round_values(wg / s.unsqueeze(-1), spec.rounding, spec.seed).clamp(-spec.qmax, spec.qmax)
     else:
-        s = _fit_scale(wg, spec, K, L)
+        # no inputs (K == 0): nothing to fit, scale 1 (an empty max would raise)
+        s = _fit_scale(wg, spec, K, L) if K else torch.ones(N, G, device=w2.device)
         if f == "binary":
             q = torch.where(wg >= 0, 1.0, -1.0)
         elif f == "ternary":
