@@ -419,7 +419,7 @@ def _register_torch() -> None:
 def _register_sparsesnn() -> None:
     from . import nn as snn
     from .fixed_point import FixedPoint
-    from .models import SpikingMLP
+    from .models import SEWResNet, SpikingLeNet, SpikingMLP, SpikingVGG
     from .nn import packed as P
 
     def neuron(*names: str) -> Callable[[nn.Module], dict]:
@@ -454,7 +454,31 @@ def _register_sparsesnn() -> None:
              adopt=_adopt_packed_linear)
     register(P.PackedSpikingConv2d, "sparsesnn.PackedSpikingConv2d", _packed_config,
              _packed_build(P.PackedSpikingConv2d), on_meta=False, check=_check_packed_conv,
-             adopt=_adopt_packed)
+             adopt=_adopt_packed_conv)
+    # multi-step building blocks: torch's settings, sparsesnn's forward
+    for cls in (snn.BatchNorm1d, snn.BatchNorm2d):
+        register(cls, f"sparsesnn.{cls.__name__}",
+                 _attrs("num_features", "eps", "momentum", "affine", "track_running_stats"), _kwargs(cls))
+    register(snn.MaxPool2d, "sparsesnn.MaxPool2d",
+             _attrs("kernel_size", "stride", "padding", "dilation", "ceil_mode"), _kwargs(snn.MaxPool2d))
+    register(snn.AvgPool2d, "sparsesnn.AvgPool2d",
+             _attrs("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"), _kwargs(snn.AvgPool2d))
+    register(snn.AdaptiveAvgPool2d, "sparsesnn.AdaptiveAvgPool2d", _attrs("output_size"),
+             _kwargs(snn.AdaptiveAvgPool2d))
+    register(snn.Flatten, "sparsesnn.Flatten", _attrs("step_mode"), _kwargs(snn.Flatten))
+    register(snn.Dropout, "sparsesnn.Dropout", _attrs("p", "step_mode"), _kwargs(snn.Dropout))
+    neuron_args = ("neuron", "tau", "v_threshold", "detach_reset", "surrogate")
+    register(snn.SEWBlock, "sparsesnn.SEWBlock",
+             _attrs("in_channels", "out_channels", "stride", "connect", *neuron_args), _kwargs(snn.SEWBlock))
+    # conv models: rebuilt from their constructor settings, then their children come from the file
+    model_args = ("in_channels", "num_classes", "T", "encoder", *neuron_args)
+    register(SpikingVGG, "sparsesnn.SpikingVGG",
+             _attrs("cfg", "image_size", "hidden", "dropout", *model_args), _kwargs(SpikingVGG))
+    register(SpikingLeNet, "sparsesnn.SpikingLeNet",
+             _attrs("image_size", "channels", "kernel_size", "hidden", "pool", *model_args),
+             _kwargs(SpikingLeNet))
+    register(SEWResNet, "sparsesnn.SEWResNet", _attrs("layers", "channels", "connect", *model_args),
+             _kwargs(SEWResNet))
 
     def mlp_build(c: dict) -> nn.Module:
         T, order = c.get("T"), c.get("order")
@@ -576,14 +600,33 @@ def _check_packed_conv(c: dict, infos: dict) -> None:
     _pair_setting(c, "stride", 1)
     _pair_setting(c, "padding", 0)
     _pair_setting(c, "dilation", 1)
-    _expect(c.get("layout") == "dense", f"layout: expected 'dense', got {c.get('layout')!r}")
+    layout = c.get("layout")
+    _expect(layout in ("dense", "pruned"), f"layout: expected 'dense' or 'pruned', got {layout!r}")
     K = Cin * kh * kw
     _expect(K < 2**31, f"in_channels*kernel_size: {K} taps is too many")
     bits, fp32 = _packed_common(c, K, O, infos)
-    want = {"weights": ((K, O) if fp32 else (K, -(-O * bits // 8)), torch.float32 if fp32 else torch.uint8)}
+    row = ((O,) if fp32 else (-(-O * bits // 8),), torch.float32 if fp32 else torch.uint8)
+    if layout == "dense":
+        want, names = {"weights": ((K,) + row[0], row[1])}, {"weights"}
+    else:  # kept tap rows: index [R] int32 (checked in range when adopted), values [R, row]
+        info = infos.get("index")
+        _expect(info is not None and len(info.shape) == 1 and 0 <= info.shape[0] <= K,
+                f"index: expected a 1-d tensor of at most {K} tap rows")
+        R = info.shape[0]
+        want, names = {"index": ((R,), torch.int32), "values": ((R,) + row[0], row[1])}, {"index", "values"}
     _expect_infos(want, infos)
-    extra = set(infos) - {"scale", "bias", "weights"}
+    extra = set(infos) - {"scale", "bias"} - names
     _expect(not extra, f"tensors: unexpected buffers {sorted(extra)}")
+
+
+def _adopt_packed_conv(m: nn.Module, config: dict, loaded: dict) -> None:
+    _adopt_packed(m, config, loaded)
+    if m.layout == "pruned":
+        idx = m.index.long()
+        taps = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+        _expect(idx.numel() == 0 or (int(idx.min()) >= 0 and int(idx.max()) < taps
+                                     and bool((idx[1:] > idx[:-1]).all())),
+                f"index: tap rows must be increasing and lie in [0, {taps})")
 
 
 def _check_row_ptr(m: nn.Module) -> None:

@@ -65,6 +65,36 @@ def test_packed_conv_roundtrip_bit_exact(fmt):
     assert torch.equal(m(x), m2(x))
 
 
+@pytest.mark.parametrize("fmt", [None, 8, 4, 2, "ternary"])
+def test_pruned_conv_roundtrip_and_index_checked(fmt):
+    from sparsesnn.ops.pruned_conv2d import tap_mask
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    m = PackedSpikingConv2d.from_float(conv, fmt, mask=tap_mask(conv.weight, 0.75))
+    assert m.layout == "pruned"
+    m2 = _roundtrip(m)
+    x = (torch.rand(2, 4, 7, 6) > 0.5).float()
+    assert m2.layout == "pruned" and torch.equal(m(x), m2(x))
+    m.index[0] = 36  # a tap row past C*KH*KW: would read outside the input in the kernel
+    with pytest.raises(ValueError, match=r"model: index: tap rows must be increasing and lie in \[0, 36\)"):
+        model_file.loads(model_file.dumps(m))
+
+
+@pytest.mark.parametrize("name", ["lenet", "vgg", "sew_add", "sew_iand_rate"])
+def test_conv_models_roundtrip_float_and_deployed(name):
+    from sparsesnn.models import SEWResNet, SpikingLeNet, SpikingVGG
+    torch.manual_seed(0)
+    model = {"lenet": lambda: SpikingLeNet(1, 10, 4, image_size=8),
+             "vgg": lambda: SpikingVGG([8, "M", 16, "A"], 1, 10, 4, image_size=8, hidden=[16], dropout=0.1),
+             "sew_add": lambda: SEWResNet((1, 1), (8, 16), 1, 10, 4),
+             "sew_iand_rate": lambda: SEWResNet((1, 1), (8, 16), 1, 10, 4, connect="IAND",
+                                                encoder="rate")}[name]().eval()
+    x = torch.rand(3, 1, 8, 8)
+    for m in (model, deploy(model, default_bits=4).eval()):
+        m2 = _roundtrip(m).eval()
+        with torch.no_grad():
+            assert torch.equal(m(x), m2(x))
+
+
 def test_neurons_fixed_point_and_settings_roundtrip():
     model = nn.Sequential(
         LIF(tau=3.0, v_reset=None, decay_input=False, surrogate="atan", alpha=3.5)
