@@ -4,7 +4,8 @@
 ``SpikingConv2d``) by ``PackedSpikingLinear`` / ``PackedSpikingConv2d``, choosing each layer's
 format from the compression state that :class:`sparsesnn.compress.ADMM` attached (mask ->
 compressed-row layout by input neuron, quantization spec + fitted scale -> packed low-bit
-codes). Neurons and every other module are kept. Because the float model's weights already lie
+codes; a linear layer keeps the compressed-row layout only when it stores fewer bytes than
+the plain packed codes). Neurons and every other module are kept. Because the float model's weights already lie
 on the quantized grid with the same scale, the packed layers compute the same function as the
 fake-quantized float model (up to float summation order).
 """
@@ -32,7 +33,20 @@ def _convert(layer: nn.Module, default_spec: Any) -> nn.Module:
     is_conv = layer.weight.dim() == 4
     if is_conv:
         return PackedSpikingConv2d.from_float(layer, spec, scale=scale, mask=mask)
-    return PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask)
+    return _smallest_linear(layer, spec, scale, mask)
+
+
+def _smallest_linear(layer: nn.Module, spec: Any, scale: Any, mask: Any) -> nn.Module:
+    """The index (pruned) layout only when it stores fewer bytes than plain packed codes."""
+    binary = spec is not None and getattr(as_spec(spec), "format", None) == "binary"
+    if binary and mask is not None and not bool(mask.all()):
+        # binary codes cannot store a zero: only the index layout keeps pruned weights pruned
+        return PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask, layout="pruned")
+    dense = PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask, layout="dense")
+    if mask is None and not bool((layer.weight == 0).any()):
+        return dense  # nothing pruned: the index layout cannot be smaller
+    pruned = PackedSpikingLinear.from_float(layer, spec, scale=scale, mask=mask, layout="pruned")
+    return pruned if pruned.model_bytes() < dense.model_bytes() else dense
 
 
 def _hook_dicts(module: nn.Module) -> list[dict]:
@@ -65,8 +79,9 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
 
     Args:
         model: float model; layers compressed by ADMM carry their mask/spec/scale.
-        default_bits: format for layers without compression state (None: fp32 values, pruned
-            layout when >= 50% of the weights are zero).
+        default_bits: format for layers without compression state (None: fp32 values).
+            Linear layers with pruned (zero) weights take the compressed-row layout only when
+            it is smaller than the plain packed codes (ties: plain codes).
         inplace: convert ``model`` itself instead of a deep copy.
     Works on a model straight out of training: neuron state is reset, and the result carries
     no forward/backward hooks (those of compressors and monitors stay on ``model`` unless

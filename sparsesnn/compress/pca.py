@@ -4,8 +4,11 @@
 For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
 
 1. Run a calibration set and record, per sample, the average accumulated membrane potential of
-   each neuron: the input current the membrane integrates, averaged over the T steps,
-   ``u[b, n] = mean_t (W x[t] + bias)[b, n]`` -> matrix ``U [samples, N]``.
+   each neuron: the membrane potential after leak, integration and reset at every step,
+   summed over the T steps and divided by T, ``u[b, n] = mean_t v[t, b, n]`` -> matrix
+   ``U [samples, N]`` (the paper's criterion). ``criterion="current"`` uses the time-averaged
+   input current ``mean_t (W x[t] + bias)`` instead (the old behaviour here): it is linear in
+   the layer's input, so a first layer fed ``F`` inputs never keeps more than ``F`` neurons.
 2. PCA of ``U``: the width ``k`` is the number of principal components whose cumulative
    explained variance reaches ``variance`` (default 0.999) -- :func:`explained_components`.
 3. Rebuild at width ``k`` with *real* smaller tensors: keep the ``k`` neurons that span the
@@ -23,6 +26,7 @@ layers carry no compression state).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -37,7 +41,7 @@ from ._finetune import finetune
 from .train import reset_states
 
 __all__ = ["check_variance", "explained_components", "select_neurons", "prunable_layers",
-           "collect_membrane", "spatial_prune", "pca_prune", "PCAResult"]
+           "collect_membrane", "membrane_trace", "spatial_prune", "pca_prune", "PCAResult"]
 
 
 def check_variance(variance: object) -> float:
@@ -109,22 +113,52 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, str, str]]:
     return out
 
 
+CRITERIA = ("membrane", "current")
+
+
+@torch.no_grad()
+def membrane_trace(neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Membrane potential after each step (after leak, integration and reset) of a copy of
+    ``neuron`` driven by ``x`` ``[T, B, ...]`` from rest: ``[T, B, ...]``."""
+    probe = copy.deepcopy(neuron)
+    for k, v in vars(probe).items():  # no hooks on the probe (ours would recurse)
+        if k.startswith(("_forward", "_backward")) and "hooks" in k and isinstance(v, dict):
+            v.clear()
+    probe.step_mode = "s"
+    probe.reset()
+    vs = []
+    for t in range(x.shape[0]):
+        probe(x[t])
+        vs.append(probe.v.detach().float())
+    return torch.stack(vs)
+
+
+def _channels_last(a: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B * H * W, C]`` (conv: every position is a sample); ``[B, N]`` as is."""
+    return a.movedim(1, -1).reshape(-1, a.shape[1]) if a.dim() > 2 else a
+
+
 @torch.no_grad()
 def collect_membrane(model: nn.Module, loader: Iterable, neuron: nn.Module,
-                     max_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                     max_samples: int = 512, criterion: str = "membrane"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``loader`` through ``model`` and record at ``neuron``:
 
-    Returns ``(U [samples, N], S [samples * T, N])``: the time-averaged input current (the
-    average accumulated membrane potential) per sample, and the output spikes of every step.
+    Returns ``(U [samples, N], S [samples * T, N])``: the average accumulated membrane potential
+    (``criterion="membrane"``: ``mean_t v[t]`` after leak and reset; ``"current"``: the
+    time-averaged input current) per sample, and the output spikes of every step.
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
     us: list[torch.Tensor] = []
     ss: list[torch.Tensor] = []
 
     def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-        x = inputs[0]
+        x = inputs[0].detach().float()
         s = output[0] if isinstance(output, tuple) else output
-        us.append(x.detach().float().mean(0).reshape(x.shape[1], -1))
-        ss.append(s.detach().float().reshape(-1, s.shape[-1]))
+        u = membrane_trace(mod, x) if criterion == "membrane" else x
+        us.append(_channels_last(u.mean(0)))
+        ss.append(_channels_last(s.detach().float().flatten(0, 1)))
 
     h = neuron.register_forward_hook(hook)
     was_training = model.training
@@ -211,7 +245,8 @@ def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
 
 def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.999, *,
                   layers: Sequence[str] | None = None, max_samples: int = 512,
-                  compensate: bool = True, min_width: int = 1) -> PCAResult:
+                  compensate: bool = True, min_width: int = 1, criterion: str = "membrane",
+                  widths: dict[str, int] | None = None) -> PCAResult:
     """PCA width reduction of the hidden layers of ``model`` (in place, no fine-tuning).
 
     Args:
@@ -222,6 +257,10 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
             unknown names raise ValueError naming ``layers``).
         compensate: fold the dropped neurons into the next layer by least squares.
         min_width: never go below this many neurons.
+        criterion: "membrane" (the paper's average accumulated membrane potential, default) or
+            "current" (time-averaged input current, the old default).
+        widths: ``{fc name: k}`` fixes the width of those layers instead of the variance rule
+            (an operating point by size); the kept neurons are still the PCA-selected ones.
     Returns:
         a :class:`PCAResult` with the widths before/after and the kept neuron indices.
     """
@@ -244,9 +283,13 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
     res = PCAResult()
     for fc_name, neuron_name, next_name in triples:  # in order: later layers see the rebuilt ones
         neuron = model.get_submodule(neuron_name)
-        u, s = collect_membrane(model, calib_loader, neuron, max_samples)
+        u, s = collect_membrane(model, calib_loader, neuron, max_samples, criterion)
         N = u.shape[1]
-        k = max(min(explained_components(u, variance), N), min(min_width, N))
+        if widths is not None and fc_name in widths:
+            k = check_positive_int("widths", widths[fc_name])
+            k = min(k, N)
+        else:
+            k = max(min(explained_components(u, variance), N), min(min_width, N))
         keep = select_neurons(u, k) if k < N else torch.arange(N)  # CPU indices, moved in _rebuild
         res.widths_before[fc_name] = N
         res.widths_after[fc_name] = int(k)
@@ -260,14 +303,31 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
 def pca_prune(model: nn.Module, calib_loader: Iterable, train_loader: Iterable | None = None, *,
               variance: float = 0.999, epochs: int = 2, lr: float = 1e-3,
               val_loader: Iterable | None = None, layers: Sequence[str] | None = None,
-              max_samples: int = 512, progress: bool = True) -> PCAResult:
-    """:func:`spatial_prune` then fine-tune with Adam for ``epochs`` (0: no fine-tuning)."""
+              max_samples: int = 512, progress: bool = True, criterion: str = "membrane",
+              widths: dict[str, int] | None = None, mode: str = "finetune",
+              init_gain: float = 1.0) -> PCAResult:
+    """:func:`spatial_prune` then train with Adam for ``epochs`` (0: no training).
+
+    ``mode="finetune"`` (default) continues from the pruned weights; ``mode="retrain"``
+    re-initializes the reduced-width network (``reset_parameters()``, weights times
+    ``init_gain``) and trains it from scratch, as the paper's retraining of the smaller
+    architecture (give it the dense model's epochs for a like-for-like comparison).
+    """
+    if mode not in ("finetune", "retrain"):
+        raise ValueError(f"mode: expected 'finetune' or 'retrain', got {mode!r}")
     variance = check_variance(variance)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs: expected an integer >= 0, got {epochs!r}")
     if check_finite("lr", lr) <= 0 or math.isnan(lr):
         raise ValueError(f"lr: expected a number > 0, got {lr!r}")
-    res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples)
+    res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples,
+                        criterion=criterion, widths=widths)
+    if mode == "retrain":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    m.reset_parameters()
+                    m.weight.mul_(init_gain)
     if epochs > 0 and train_loader is not None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         res.history = finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, val_loader=val_loader,

@@ -185,14 +185,19 @@ class PackedSpikingLinear(_PackedBase):
     @classmethod
     def from_float(cls, layer: nn.Module, spec: Union[QuantSpec, int, str, None] = None, *,
                    scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                   input_mode: str = "auto", dense_threshold: float = 1.0) -> "PackedSpikingLinear":
+                   input_mode: str = "auto", dense_threshold: float = 1.0,
+                   layout: Optional[str] = None) -> "PackedSpikingLinear":
         """Packs ``layer.weight`` ``[N, K]`` (+ ``layer.bias``).
 
         ``spec`` None keeps fp32 values (pruning only). ``scale`` is passed to
         :func:`sparsesnn.quant.quantize`. ``mask`` (bool ``[N, K]``) selects the compressed-row
         layout with only the surviving synapses; without it, a weight with at least
         ``PRUNED_LAYOUT_MIN_SPARSITY`` exact zeros uses that layout with ``mask = weight != 0``.
+        ``layout`` "dense" / "pruned" overrides that choice (a dense layout stores the masked
+        weights as plain codes); None keeps the rule above.
         """
+        if layout not in (None, "dense", "pruned"):
+            raise ValueError(f"layout: expected None, 'dense' or 'pruned', got {layout!r}")
         spec = as_spec(spec)
         w, b = _float_weight(layer, "layer")
         if w.dim() != 2:
@@ -201,8 +206,11 @@ class PackedSpikingLinear(_PackedBase):
             raise ValueError("scale: given without a quantization spec")
         if mask is not None:
             mask = _check_mask(mask, tuple(w.shape)).to(w.device)
-        elif w.numel() and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY:
+        elif layout == "pruned" or (layout is None and w.numel()
+                                    and float((w == 0).float().mean()) >= PRUNED_LAYOUT_MIN_SPARSITY):
             mask = w != 0
+        if layout == "dense" and mask is not None:
+            w, mask = w * mask, None
         N, K = w.shape
         m = cls(K, N, spec, bias=b is not None, input_mode=input_mode, dense_threshold=dense_threshold)
         if mask is None:
