@@ -341,7 +341,10 @@ CONV_METHODS = ("ADMM", "tinySNN", "LitE search")
 
 
 # ---- one model family --------------------------------------------------------------------
-def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=print) -> dict[str, Any]:
+def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=print,
+               checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every method at every point for every seed; ``checkpoint`` gets the partial result
+    (runs and summary so far, no latency yet) after each seed."""
     runs: list[dict[str, Any]] = []
     deployed0: dict[str, nn.Module] = {}
     methods = list(METHODS) if kind == "mlp" else list(CONV_METHODS)
@@ -389,6 +392,8 @@ def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=p
                 deployed0[f"{name}|{point}"] = d
             say(f"[{kind} seed {seed}] {name} {point}: acc {acc:.4f}, {rep['bytes']} B "
                 f"({fp32 / max(rep['bytes'], 1):.1f}x), {rec['seconds']:.0f} s; {notes}")
+        if checkpoint is not None:
+            checkpoint({"runs": runs, "summary": summarize(runs), "partial": f"seeds done: {plan.seeds.index(seed) + 1} of {len(plan.seeds)}"})
     lat = latencies(deployed0, split, plan)
     for r in runs:
         if r["seed"] == plan.seeds[0] and "acc" in r:
@@ -490,7 +495,8 @@ def markdown(res: dict[str, Any]) -> str:
              f"{'in its own fresh process' if plan['isolated_latency'] else 'in-process (quick mode)'}.", ""]
     for kind, fam in res["families"].items():
         dense_w = next((s["weights"] for s in fam["summary"] if s["method"] == "dense fp32" and s.get("n")), None)
-        lines += [f"## {kind.upper()} ({res['models'][kind]})", "",
+        part = f" -- PARTIAL ({fam['partial']}, latency not measured yet)" if fam.get("partial") else ""
+        lines += [f"## {kind.upper()} ({res['models'][kind]}){part}", "",
                   "| Method | Point | Acc % | Δ pts | Bytes | Compr. | Weights | T | SynOps | Latency ms | Notes |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for s in fam["summary"]:
@@ -579,13 +585,16 @@ def main(argv=None) -> int:
                            "command": "python bench/compare_methods.py" + ("" if a.size == "full" else " --quick")
                            + ("" if a.part == "all" else f" --part {a.part}")}
     kinds = ("mlp", "conv") if a.part == "all" else (a.part,)
-    for kind in kinds:  # results written after each family: a long run keeps what it finished
-        res["families"][kind] = run_family(kind, plan, split, a)
+    def write(kind: str, fam: dict[str, Any]) -> None:
+        res["families"][kind] = fam
         res["seconds"] = time.perf_counter() - t0
         (out / "compare_methods.json").write_text(json.dumps(res, indent=1, default=str))
         (out / "compare_methods.md").write_text(markdown(res))
-        plot(res["families"][kind], f"{res['models'][kind]}: accuracy vs deployed bytes and latency",
+        plot(fam, f"{res['models'][kind]}: accuracy vs deployed bytes and latency",
              out / f"compare_methods_{kind}.png")
+
+    for kind in kinds:  # written after every seed: a long run keeps what it finished
+        write(kind, run_family(kind, plan, split, a, checkpoint=lambda fam, k=kind: write(k, fam)))
     print(markdown(res))
     return 0
 
