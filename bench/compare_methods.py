@@ -1,7 +1,7 @@
 """Rank the compression methods on the same SNNs: equal training, validation-selected, several
 operating points, several seeds, every model deployed and measured.
 
-    python bench/compare_methods.py                # MLP then conv SNN, 3 seeds (MLP ~25-40 min on 2 cores)
+    python bench/compare_methods.py                # MLP then conv SNN, 3 seeds (see README for the time)
     python bench/compare_methods.py --part mlp     # only the MLP
     python bench/compare_methods.py --quick        # smoke test: tiny models, 1 seed, 1 point (< 1 min)
 
@@ -95,7 +95,7 @@ class DigitsConvSNN(nn.Module):
 class Plan:
     """What one run does (``--quick`` shrinks everything to a smoke test)."""
 
-    hidden: tuple[int, ...] = (512, 512)
+    hidden: tuple[int, ...] = (256, 256)
     conv: tuple[int, int] = (16, 32)
     T: int = 8
     dense_epochs: int = 10
@@ -110,9 +110,9 @@ class Plan:
     @classmethod
     def make(cls, a: argparse.Namespace) -> "Plan":
         if a.quick or a.smoke:
-            p = cls(hidden=(96, 96), conv=(4, 8), T=4, dense_epochs=1, method_epochs=2, seeds=(0,),
+            p = cls(hidden=(96, 96), conv=(4, 8), T=4, dense_epochs=1, method_epochs=1, seeds=(0,),
                     fractions=(1 / 16,), extras=False, latency_runs=10, isolated_latency=False,
-                    max_train=400)
+                    max_train=300)
         else:
             p = cls()
         if a.seeds:
