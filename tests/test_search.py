@@ -118,3 +118,17 @@ def test_budget_counts_deployed_bytes(digits):
     stored = sum(f["bytes"] for f in layer_formats(deploy(m)).values())
     assert stored <= 0.1 * fp32_bytes
     assert cfg.model_bits / 8 == pytest.approx(stored, rel=0.01)
+
+
+def test_warmup_trains_weights_only(digits):
+    model, tr, _ = digits
+    m = copy.deepcopy(model)
+    w0 = m.fc2.weight.detach().clone()
+    cfg, _ = lite_search(m, tr, epochs=0, warmup_epochs=1, finetune_epochs=0, progress=False)
+    # arch parameters untouched (uniform logits decode to the first candidate, no pruning) ...
+    assert all(c["bits"] == 8 and c["sparsity"] == 0.0 for c in cfg.layers.values())
+    assert cfg.history == []  # no search step ran: no cost penalty, no dual update
+    # ... while the weights trained
+    assert not torch.allclose(m.fc2.weight.detach(), w0, atol=1e-3)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        lite_search(copy.deepcopy(model), tr, warmup_epochs=-1, progress=False)

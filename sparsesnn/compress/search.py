@@ -416,17 +416,26 @@ def apply_config(model: nn.Module, config: SearchConfig, train_loader: Iterable 
 
 def lite_search(model: nn.Module, train_loader: Iterable, *, epochs: int = 2,
                 finetune_epochs: int = 1, lr: float = 5e-4, arch_lr: float = 5e-2,
-                progress: bool = True, **kwargs: Any) -> tuple[SearchConfig, ADMM]:
-    """Search for ``epochs`` (weights + arch params jointly), decode, apply and fine-tune.
+                warmup_epochs: int = 0, progress: bool = True,
+                **kwargs: Any) -> tuple[SearchConfig, ADMM]:
+    """Warm up, search for ``epochs`` (weights + arch params jointly), decode, apply, fine-tune.
 
-    ``kwargs`` go to :class:`JointSearch`. ``model`` is modified in place and ends with the
-    decoded T, pruned and quantized weights (deploy it with ``sparsesnn.deploy.deploy``).
+    ``warmup_epochs`` (as the paper): train only the weights of the relaxed supernet first,
+    architecture parameters frozen and no cost penalty, so the search starts from weights that
+    work under every candidate. ``kwargs`` go to :class:`JointSearch`. ``model`` is modified in
+    place and ends with the decoded T, pruned and quantized weights (deploy it with
+    ``sparsesnn.deploy.deploy``).
     """
     epochs = check_positive_int("epochs", epochs, minimum=0)
+    warmup_epochs = check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
     js = JointSearch(model, **kwargs)
     opt = torch.optim.Adam([{"params": js.weight_parameters(), "lr": lr},
                             {"params": js.arch_parameters(), "lr": arch_lr}])
     try:
+        if warmup_epochs:
+            warm = torch.optim.Adam(js.weight_parameters(), lr=lr)
+            finetune(D.ddp_wrap(js.model), train_loader, warm, epochs=warmup_epochs,
+                     desc="LitE warm-up", progress=progress)
         if epochs:
             finetune(D.ddp_wrap(js.model), train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
                 progress=progress)
