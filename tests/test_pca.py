@@ -208,3 +208,38 @@ def test_collect_membrane_conv_channels():
     x = torch.rand(4, 1, 5, 5)
     u, s = collect_membrane(Wrap(), [(x, None)], net[1])
     assert u.shape == (4 * 25, 6) and s.shape == (3 * 4 * 25, 6)  # samples = batch x H x W
+
+
+class _ConvNet(nn.Module):
+    """conv(1->4) LIF conv(4->3) over T=3 steps of direct input; ``_order`` lists the chain."""
+
+    def __init__(self):
+        super().__init__()
+        from sparsesnn.nn import LIF, SpikingConv2d
+
+        torch.manual_seed(0)
+        self.conv1, self.lif1, self.conv2 = SpikingConv2d(1, 4, 3, padding=1), LIF(), SpikingConv2d(4, 3, 3, padding=1)
+        self._order = ["conv1", "lif1", "conv2"]
+        with torch.no_grad():
+            self.conv1.weight.mul_(4.0)
+            self.conv1.weight[3] = self.conv1.weight[0]  # channel 3 duplicates channel 0
+            self.conv1.bias[3] = self.conv1.bias[0]
+
+    def forward(self, x):  # [B, 1, 6, 6] -> [T, B, 3, 6, 6]
+        self.lif1.reset()
+        return self.conv2(self.lif1(self.conv1(x.unsqueeze(0).expand(3, *x.shape))))
+
+
+def test_conv_channel_pca_folds_duplicate_channels_exactly():
+    m = _ConvNet()
+    x = torch.rand(16, 1, 6, 6)
+    with torch.no_grad():
+        before = m(x)
+    assert prunable_layers(m) == [("conv1", "lif1", "conv2")]
+    res = spatial_prune(m, [(x, None)], variance=1.0)
+    kept = res.kept["conv1"].tolist()
+    assert res.widths_after["conv1"] <= 3 and (0 in kept) != (3 in kept)  # one of the twins
+    assert m.conv1.out_channels == m.conv2.in_channels == res.widths_after["conv1"]
+    assert type(m.conv1).__name__ == "SpikingConv2d"
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), before, atol=1e-4, rtol=1e-4)

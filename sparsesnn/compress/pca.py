@@ -20,8 +20,10 @@ For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
    neurons that duplicate kept ones or never change (dead / always-on) are removed exactly.
 5. Fine-tune (:func:`pca_prune`) to recover the rest.
 
-Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains of
-``nn.Linear`` / neuron (LIF, IF, PLIF) layers. Apply PCA before other compression (the rebuilt
+Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains (or
+modules listing their layers in ``_order``) of ``nn.Linear`` / neuron (LIF, IF, PLIF) layers,
+and of ``Conv2d`` (``SpikingConv2d``) / neuron / ``Conv2d``: channel PCA, every (batch, H, W)
+position a sample. Apply PCA before other compression (the rebuilt
 layers carry no compression state).
 """
 from __future__ import annotations
@@ -97,7 +99,7 @@ def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return [(n, getattr(model, n)) for n in order]
     if isinstance(model, nn.Sequential):
         return list(model.named_children())
-    raise ValueError(f"model: expected a SpikingMLP or an nn.Sequential of Linear/neuron layers, "
+    raise ValueError(f"model: expected a SpikingMLP or an nn.Sequential of Linear/Conv2d/neuron layers, "
                      f"got {type(model).__name__}")
 
 
@@ -108,9 +110,16 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, str, str]]:
     out = []
     for i in range(len(seq) - 2):
         (a, ma), (b, mb), (c, mc) = seq[i], seq[i + 1], seq[i + 2]
-        if type(ma) is nn.Linear and isinstance(mb, ntypes) and type(mc) is nn.Linear:
+        linear = type(ma) is nn.Linear and type(mc) is nn.Linear
+        conv = _plain_conv(ma) and _plain_conv(mc)
+        if (linear or conv) and isinstance(mb, ntypes):
             out.append((a, b, c))
     return out
+
+
+def _plain_conv(m: nn.Module) -> bool:
+    """A Conv2d (or subclass, e.g. SpikingConv2d) whose channels PCA can drop."""
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
 
 
 CRITERIA = ("membrane", "current")
@@ -207,9 +216,60 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
+    """A new conv of ``conv``'s class and geometry with other channel counts."""
+    return type(conv)(in_ch, out_ch, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      1, conv.bias is not None, conv.padding_mode,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+
+
+@torch.no_grad()
+def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
+                  spikes: torch.Tensor | None) -> None:
+    """Channel version of :func:`_rebuild`: ``conv`` keeps output channels ``keep``, ``next``
+    the same input channels; the dropped channels' fan-out is folded in per kernel tap (the
+    regression is per position, so it holds at every tap; the constant goes to the bias, exact
+    away from the zero-padded border)."""
+    conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
+    nxt: nn.Conv2d = model.get_submodule(next_name)  # type: ignore[assignment]
+    dev, dt = conv.weight.device, conv.weight.dtype
+    keep = keep.to(dev)
+    drop = torch.ones(conv.out_channels, dtype=torch.bool, device=dev)
+    drop[keep] = False
+    drop_idx = drop.nonzero().flatten()
+    new_conv = _conv_like(conv, conv.in_channels, keep.numel())
+    new_conv.weight.copy_(conv.weight[keep])
+    if conv.bias is not None:
+        new_conv.bias.copy_(conv.bias[keep])
+    w2 = nxt.weight.detach().double()  # [O, N, kh, kw]
+    w_new = w2[:, keep].clone()
+    b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
+    if spikes is not None and drop_idx.numel() > 0:
+        s = spikes.to(dev).double()
+        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
+        sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
+        w_new += torch.einsum("odhw,kd->okhw", w2[:, drop_idx], sol[:-1])
+        const = torch.einsum("odhw,d->o", w2[:, drop_idx], sol[-1])
+        if b_new is None:
+            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
+        b_new += const
+    new_next = _conv_like(nxt, keep.numel(), nxt.out_channels)
+    if b_new is not None and nxt.bias is None:
+        new_next = type(nxt)(keep.numel(), nxt.out_channels, nxt.kernel_size, nxt.stride, nxt.padding,
+                             nxt.dilation, 1, True, nxt.padding_mode, device=dev, dtype=dt)
+    new_next.weight.copy_(w_new.to(dt))
+    if b_new is not None:
+        new_next.bias.copy_(b_new.to(dt))
+    _set_module(model, fc_name, new_conv)
+    _set_module(model, next_name, new_next)
+
+
 @torch.no_grad()
 def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
              spikes: torch.Tensor | None) -> None:
+    if isinstance(model.get_submodule(fc_name), nn.Conv2d):
+        _rebuild_conv(model, fc_name, next_name, keep, spikes)
+        return
     fc: nn.Linear = model.get_submodule(fc_name)  # type: ignore[assignment]
     nxt: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
     N = fc.out_features
