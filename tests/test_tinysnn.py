@@ -237,3 +237,25 @@ def test_stochastic_state_noise_is_fresh_every_pass():
     assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])
     quantize_neurons(m, 6, "stochastic", int_bits=3, fresh_noise=False)  # the old fixed pattern
     assert torch.equal(m(x), m(x))
+
+
+@pytest.mark.parametrize("m_bits,n_bits,fmt", [(0, 3, "int4"), (1, 5, "int8"), (0, 1, "int2"), (2, 10, None)])
+def test_fixed_point_qmn_weights(m_bits, n_bits, fmt):
+    from sparsesnn.compress.tinysnn import quantize_weights_fixed
+    from sparsesnn.deploy import deploy, layer_formats
+
+    m = _tiny_net()
+    with torch.no_grad():
+        m.fc1.weight.mul_(3.0)  # some weights beyond the Q0.n range: clamped
+    quantize_weights_fixed(m, m_bits, n_bits)
+    kmax = 2 ** (m_bits + n_bits) - 1
+    for layer in (m.fc1, m.fc2):
+        k = layer.weight.detach() * 2 ** n_bits
+        assert torch.allclose(k, k.round(), atol=1e-4) and float(k.abs().max()) <= kmax + 1e-4
+    d = deploy(m)
+    formats = {f["format"] for f in layer_formats(d).values()}
+    assert formats == ({fmt} if fmt else {"fp32"})
+    x = torch.rand(16, 8)
+    torch.testing.assert_close(d(x), m(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="frac_bits"):
+        quantize_weights_fixed(m, 0, -1)

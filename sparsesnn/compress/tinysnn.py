@@ -5,7 +5,10 @@ space exploration returning the memory/accuracy Pareto front and the smallest mo
 an accuracy constraint.
 
 - Weights: symmetric per-channel integer codes (``sparsesnn.quant``: 8, 4, 2 bits, ternary,
-  binary -- the formats the packed kernels run) with the chosen rounding of ``w / scale``.
+  binary -- the formats the packed kernels run) with the chosen rounding of ``w / scale``; or
+  fixed-point Qm.n at any precision (:func:`quantize_weights_fixed`, scale ``2^-n``). The
+  int2 grid has three levels (-1, 0, 1): the packed int2 codes store -2..1, but the quantizer
+  is symmetric, so the paper's four-level 2-bit weights are not available.
 - Neurons: :class:`sparsesnn.FixedPoint` with ``bits`` total and ``bits - 1 - int_bits``
   fraction bits; ``neuron.quantize_state(fmt)`` puts threshold, reset and decay on the grid and
   makes the LIF kernel round the membrane potential every step with the same rounding.
@@ -37,7 +40,7 @@ from torch import nn
 
 from ..fixed_point import FixedPoint
 from ..ops._checks import check_finite, check_positive_int
-from ..quant import QuantSpec, dequantize, quantize
+from ..quant import QuantSpec, dequantize, quantize, round_values
 from ..quant.spec import STORAGE_BITS
 from . import distributed as D
 from .activity import neuron_layers
@@ -46,7 +49,7 @@ from ._finetune import finetune
 from .train import evaluate
 
 __all__ = ["ROUNDINGS", "WEIGHT_PRECISIONS", "MODES", "check_rounding", "QuantConfig",
-           "state_format", "quantize_weights", "quantize_neurons", "InTrainingQuantizer",
+           "state_format", "quantize_weights", "quantize_weights_fixed", "quantize_neurons", "InTrainingQuantizer",
            "apply_config", "memory_bytes", "pareto_front", "smallest_meeting", "explore",
            "Exploration"]
 
@@ -141,6 +144,36 @@ def quantize_weights(model: nn.Module, bits: Any, rounding: str = "nearest", see
         return chosen
     for i, (name, layer) in enumerate(chosen.items()):
         _quantize_layer(layer, layer.weight.detach().clone(), bits, rounding, seed + i)
+    return chosen
+
+
+def quantize_weights_fixed(model: nn.Module, int_bits: int, frac_bits: int,
+                           rounding: str = "nearest", seed: int = 0,
+                           layers: Iterable[str] | None = None) -> dict[str, nn.Module]:
+    """Fixed-point Qm.n weights at any precision (post-training, in place): every weight
+    becomes ``k * 2^-n`` with ``|k| <= 2^(m+n) - 1`` (sign + ``m`` integer + ``n`` fraction
+    bits, symmetric), rounded with ``rounding``. With ``1 + m + n <= 8`` the layers deploy as
+    packed int2/int4/int8 codes (scale ``2^-n``); wider formats keep fp32 values on the grid.
+    Returns the layers."""
+    check_rounding(rounding)
+    m_ = check_positive_int("int_bits", int_bits, minimum=0)
+    n_ = check_positive_int("frac_bits", frac_bits, minimum=0)
+    total = 1 + m_ + n_
+    if total > 32:
+        raise ValueError(f"int_bits + frac_bits: expected at most 31 bits, got {m_} + {n_}")
+    container = next((b for b in (2, 4, 8) if total <= b), None)
+    kmax = 2 ** (m_ + n_) - 1
+    chosen = _layers(model, layers)
+    with torch.no_grad():
+        for i, layer in enumerate(chosen.values()):
+            w = layer.weight.detach().float() * 2.0 ** n_
+            k = round_values(w.reshape(w.shape[0], -1).contiguous(), rounding, seed + i)
+            k = k.reshape(w.shape).clamp(-kmax, kmax)
+            layer.weight.copy_((k * 2.0 ** -n_).to(layer.weight.dtype))
+            if container is not None:
+                scale = torch.full((w.shape[0],), 2.0 ** -n_)
+                set_state(layer, CompressionState(mask=None, spec=_spec(container, "nearest", None),
+                                                  scale=scale, sparsity=None))
     return chosen
 
 
