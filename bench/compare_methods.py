@@ -355,7 +355,6 @@ def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=p
     """Every method at every point for every seed; ``checkpoint`` gets the partial result
     (runs and summary so far, no latency yet) after each seed."""
     runs: list[dict[str, Any]] = []
-    deployed0: dict[str, nn.Module] = {}
     methods = list(METHODS) if kind == "mlp" else list(CONV_METHODS)
     for seed in plan.seeds:
         torch.manual_seed(seed)
@@ -396,18 +395,15 @@ def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=p
                    "nonzeros": rep["nonzeros"], "bits": rep["bits"], "spike_rate": rep["spike_rate"],
                    "synops": rep["synops"], "T": int(getattr(d, "T", plan.T)),
                    "seconds": time.perf_counter() - t, "notes": notes}
+            if seed == plan.seeds[0]:  # timed right away: a cut-short run keeps its latencies
+                key = f"{name}|{point}"
+                rec["latency_ms"] = latencies({key: d}, split, plan)[key]
             runs.append(rec)
-            if seed == plan.seeds[0]:
-                deployed0[f"{name}|{point}"] = d
             say(f"[{kind} seed {seed}] {name} {point}: acc {acc:.4f}, {rep['bytes']} B "
                 f"({fp32 / max(rep['bytes'], 1):.1f}x), {rec['seconds']:.0f} s; {notes}")
             if checkpoint is not None:  # after every run: a cut-short run keeps what it finished
                 checkpoint({"runs": runs, "summary": summarize(runs),
                             "partial": f"seed {seed}, {len(runs)} runs done"})
-    lat = latencies(deployed0, split, plan)
-    for r in runs:
-        if r["seed"] == plan.seeds[0] and "acc" in r:
-            r["latency_ms"] = lat.get(f"{r['method']}|{r['point']}")
     return {"runs": runs, "summary": summarize(runs)}
 
 
@@ -505,7 +501,7 @@ def markdown(res: dict[str, Any]) -> str:
              f"{'in its own fresh process' if plan['isolated_latency'] else 'in-process (quick mode)'}.", ""]
     for kind, fam in res["families"].items():
         dense_w = next((s["weights"] for s in fam["summary"] if s["method"] == "dense fp32" and s.get("n")), None)
-        part = f" -- PARTIAL ({fam['partial']}, latency not measured yet)" if fam.get("partial") else ""
+        part = f" -- PARTIAL ({fam['partial']})" if fam.get("partial") else ""
         lines += [f"## {kind.upper()} ({res['models'][kind]}){part}", "",
                   "| Method | Point | Acc % | Δ pts | Bytes | Compr. | Weights | T | SynOps | Latency ms | Notes |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -563,7 +559,8 @@ def plot(fam: dict[str, Any], title: str, path: Path) -> None:
     for ax in axes:
         ax.set_ylabel("test accuracy % (mean, 95% interval)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
