@@ -106,3 +106,22 @@ def test_bad_arguments(kwargs, match):
 def test_model_without_neurons():
     with pytest.raises(ValueError, match="layers"):
         ActivityRegularizer(nn.Linear(3, 3))
+
+
+def test_penalty_weighted_by_neuron_count():
+    # widths 10 (all spiking) and 30 (silent): by neuron count the penalty tracks the total
+    # spike count, 2 * (10 * 1 + 30 * 0) / 40 = 0.5 per unit weight; the plain sum of rates
+    # (the old behaviour, by_count=False) gives 1.0
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = LIF(), LIF()
+
+    for by_count, want in ((True, 0.5), (False, 1.0)):
+        net = Two()
+        reg = ActivityRegularizer(net, 1.0, by_count=by_count)
+        sa = torch.ones(4, 2, 10, requires_grad=True)
+        sb = torch.zeros(4, 2, 30, requires_grad=True)
+        reg._make_hook("a")(net.a, (sa,), sa)
+        reg._make_hook("b")(net.b, (sb,), sb)
+        assert float(reg.penalty()) == pytest.approx(want)

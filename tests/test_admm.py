@@ -195,7 +195,8 @@ def test_spiking_linear_layers_are_found():
     ({"sparsity": -0.1}, "sparsity"),
     ({"sparsity": float("nan")}, "sparsity"),
     ({"bits": 0}, "bits"),
-    ({"bits": 3}, "bits"),
+    ({"bits": 7}, "bits"),
+    ({"sparsity": 0.5, "scale_fit": "l1"}, "scale_fit"),
     ({"bits": "int5"}, "bits"),
     ({"targets": {"nope": {"sparsity": 0.5}}}, "targets"),
     ({"targets": {"0": {"sparsity": 1.5}}}, "sparsity"),
@@ -226,3 +227,44 @@ def test_spiking_conv_layers_are_found():
     admm.finalize()
     w = model[0].weight
     assert int((w == 0).sum()) >= w.numel() // 2
+
+
+# ---- 3/5/6-bit grids and the paper's ALS alpha (issue 14) ---------------------------------
+@pytest.mark.parametrize("bits,container,qmax", [(3, "int4", 3), (5, "int8", 15), (6, "int8", 31)])
+def test_narrow_grids_in_wider_container(bits, container, qmax):
+    from sparsesnn.deploy import deploy, layer_formats
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 12), nn.Linear(12, 6))
+    ADMM(model, bits=bits).finalize()
+    for layer in model:
+        scale = get_state(layer).scale
+        codes = layer.weight.detach() / scale[:, None]
+        assert torch.allclose(codes, codes.round(), atol=1e-4)
+        assert int(codes.round().abs().max()) == qmax  # the full narrow grid is used, no more
+    d = deploy(model)
+    assert {f["format"] for f in layer_formats(d).values()} == {container}
+    x = (torch.rand(4, 20) > 0.5).float()
+    torch.testing.assert_close(d(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_als_alpha_one_per_layer_and_better_fit():
+    from sparsesnn.compress.projections import fit_scale
+
+    torch.manual_seed(0)
+    w = torch.randn(32, 64)
+    w[0, 0] = 8.0  # an outlier: max-abs wastes the grid on it
+    a_als = fit_scale(w, 4, method="als")
+    assert torch.all(a_als == a_als[0])  # one alpha for the layer
+    a_max = fit_scale(w, 4, method="maxabs", per_channel=False)
+
+    def err(a):
+        q = torch.clamp(torch.round(w / a[0]), -7, 7)
+        return float((w - a[0] * q).pow(2).sum())
+
+    assert err(a_als) < 0.8 * err(a_max)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 12))
+    ADMM(model, bits=4, scale_fit="als").finalize()
+    s = get_state(model[0]).scale
+    assert torch.all(s == s[0])

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sparsesnn.compress.minimax import MinimaxPruner, check_budget, minimax_prune
+from sparsesnn.compress import evaluate
+from sparsesnn.compress.minimax import MinimaxPruner, budget_stages, check_budget, minimax_prune
 from sparsesnn.compress.state import get_state
 from sparsesnn.models import SpikingMLP
 
@@ -53,7 +54,9 @@ def test_deploys_with_pruned_layout(digits):
     minimax_prune(m, tr, 0.2, epochs=1, finetune_epochs=1, progress=False)
     d = deploy(m)
     fmts = layer_formats(d)
-    assert all(f["layout"] != "dense" for f in fmts.values()), fmts
+    # the first layer is left dense (ignore_first_layer); the pruned ones use the index layout
+    assert fmts["fc1"]["layout"] == "dense" and get_state(m.fc1) is None
+    assert all(f["layout"] == "pruned" for n, f in fmts.items() if n != "fc1"), fmts
     x = next(iter(te))[0]
     with torch.no_grad():
         torch.testing.assert_close(d(x), m.eval()(x), atol=1e-4, rtol=1e-4)
@@ -92,3 +95,64 @@ def test_scale_free_dynamics(digits, normalize):
     assert 0.5 < pr.p < 0.95
     pr.finalize()
     assert 0.1 <= pr.kept_fraction() <= 0.3
+
+
+# ---- the paper's definition (issue 14) ----------------------------------------------------
+def test_first_layer_left_dense_by_default():
+    m = SpikingMLP(8, (16, 16), 4, T=2)
+    assert "fc1" not in MinimaxPruner(m, 0.5).layers
+    assert list(MinimaxPruner(m, 0.5, exclude_first=False).layers) == ["fc1", "fc2", "fc3"]
+
+
+def test_global_ranking_by_raw_magnitude():
+    # fc2's weights are all smaller than fc3's: ranked by raw w^2 (the paper) fc2 goes first;
+    # the old per-layer RMS normalization kept about the budget of every layer
+    m = SpikingMLP(8, (32, 32), 32, T=2)
+    with torch.no_grad():
+        m.fc2.weight.copy_(torch.rand_like(m.fc2.weight) * 0.01 + 0.001)
+        m.fc3.weight.copy_(torch.rand_like(m.fc3.weight) + 0.5)
+    m2 = copy.deepcopy(m)
+    pr = MinimaxPruner(m, 0.5)
+    pr.finalize()
+    assert int((m.fc2.weight != 0).sum()) == 0 and int((m.fc3.weight != 0).sum()) == 32 * 32
+    pr2 = MinimaxPruner(m2, 0.5, normalize=True)
+    pr2.finalize()
+    assert int((m2.fc2.weight != 0).sum()) > 0  # the old option still available
+
+
+def test_hard_mask_every_search_step(digits):
+    model, _, _ = digits
+    m = copy.deepcopy(model)
+    pr = MinimaxPruner(m, 0.2, lr_y=0.5)
+    for _ in range(20):
+        pr.compress_step()
+        s = int(round(pr.p * pr.n))
+        zeros = sum(int((layer.weight == 0).sum()) for layer in pr.layers.values())
+        assert zeros >= s  # the current s smallest are exactly zero (ties may add a few)
+    assert pr.p > 0.3
+    m2 = copy.deepcopy(model)
+    pr2 = MinimaxPruner(m2, 0.2, lr_y=0.5, hard_mask=False)  # old behaviour: shrink only
+    for _ in range(20):
+        pr2.compress_step()
+    assert sum(int((layer.weight == 0).sum()) for layer in pr2.layers.values()) == 0
+
+
+def test_budget_stages():
+    st = budget_stages(0.1)
+    assert st[0] == 0.25 and st[-1] == 0.1 and len(st) == 3
+    assert all(b > a for a, b in zip(st[1:], st[:-1]))
+    assert budget_stages(0.5) == [0.5]
+    with pytest.raises(ValueError, match="stages"):
+        minimax_prune(SpikingMLP(4, (5,), 2, T=2), [], 0.1, stages=[0.3, 0.2])
+
+
+def test_staged_schedule_keeps_best_on_validation(digits):
+    model, tr, te = digits
+    m = copy.deepcopy(model)
+    pr = minimax_prune(m, tr, 0.1, epochs=1, finetune_epochs=2, val_loader=te, progress=False)
+    assert [h["budget"] for h in pr.stage_history] == budget_stages(0.1)
+    assert pr.kept_fraction() <= 0.1
+    last = pr.stage_history[-1]["finetune"]
+    # the model ends at the best validated epoch of the last stage, not the last epoch
+    assert evaluate(m, te)["acc"] == pytest.approx(max(h["val_acc"] for h in last))
+    assert evaluate(m, te)["acc"] >= 0.6  # 10% of the hidden weights: far above chance (0.1)

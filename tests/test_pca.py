@@ -135,3 +135,111 @@ def test_unknown_layers_and_unsupported_model():
         spatial_prune(m, [(x, None)], layers=["fc9"])
     with pytest.raises(ValueError, match="model"):
         spatial_prune(nn.Linear(3, 3), [(x, None)])
+
+
+# ---- the paper's criterion, sizes and retraining (issue 14) -------------------------------
+def _wide_first_layer(F=8, H=48):
+    torch.manual_seed(0)
+    return SpikingMLP(F, (H, H), 3, T=6, init_gain=4.0)
+
+
+def _loader(F=8, n=256):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, F, generator=g)
+    return [(x[i:i + 64], torch.zeros(64, dtype=torch.long)) for i in range(0, n, 64)]
+
+
+def test_membrane_criterion_is_not_bounded_by_the_input_width():
+    # the time-averaged input current of fc1 is linear in the F inputs: rank <= F, so the old
+    # criterion could never keep more than F neurons; the membrane potential (after reset) is not
+    m, data = _wide_first_layer(), _loader()
+    u, s = collect_membrane(m, data, m.lif1)  # default: the paper's membrane potential
+    assert u.shape == (256, 48) and s.shape == (256 * 6, 48)
+    assert explained_components(u, 1.0) > 8
+    u_cur, _ = collect_membrane(m, data, m.lif1, criterion="current")
+    assert explained_components(u_cur, 1.0) <= 8
+
+
+def test_membrane_trace_matches_the_neuron():
+    from sparsesnn.compress.pca import membrane_trace
+    from sparsesnn.nn import LIF
+
+    x = torch.rand(5, 3, 7) * 2
+    n = LIF(tau=2.0)
+    vs = membrane_trace(n, x)
+    ref = LIF(tau=2.0)
+    for t in range(5):  # the state after each step of the real neuron
+        ref(x[: t + 1])
+        assert torch.allclose(vs[t], ref.v, atol=1e-6)
+        ref.reset()
+
+
+def test_widths_fix_the_operating_point_and_retrain_reinitializes():
+    m, data = _wide_first_layer(), _loader()
+    res = spatial_prune(m, data, widths={"fc1": 5, "fc2": 7})
+    assert (m.fc1.out_features, m.fc2.in_features, m.fc2.out_features, m.fc3.in_features) == (5, 5, 7, 7)
+    assert res.widths_after == {"fc1": 5, "fc2": 7}
+    m2 = _wide_first_layer()
+    keep = copy.deepcopy(m2)
+    pca_prune(m2, data, data, widths={"fc1": 5}, epochs=0, mode="retrain", init_gain=4.0)
+    kept_rows = m2.fc1.weight.detach()
+    # re-initialized: none of the kept rows is the trained row it came from
+    assert not any(torch.allclose(kept_rows[i], keep.fc1.weight[j]) for i in range(5) for j in range(48))
+    with pytest.raises(ValueError, match="mode"):
+        pca_prune(_wide_first_layer(), data, mode="scratch")
+    with pytest.raises(ValueError, match="criterion"):
+        collect_membrane(m, data, m.lif1, criterion="voltage")
+
+
+def test_collect_membrane_conv_channels():
+    from sparsesnn.nn import LIF
+
+    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), LIF())
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):  # [B, 1, 5, 5] -> [T=3, B, 6, 5, 5]
+            net[1].reset()
+            return net[1](net[0](x.unsqueeze(0).expand(3, *x.shape).flatten(0, 1)).unflatten(0, (3, -1)))
+
+    x = torch.rand(4, 1, 5, 5)
+    u, s = collect_membrane(Wrap(), [(x, None)], net[1])
+    assert u.shape == (4 * 25, 6) and s.shape == (3 * 4 * 25, 6)  # samples = batch x H x W
+
+
+class _ConvNet(nn.Module):
+    """conv(1->4) LIF conv(4->3) over T=3 steps of direct input; ``_order`` lists the chain."""
+
+    def __init__(self):
+        super().__init__()
+        from sparsesnn.nn import LIF, SpikingConv2d
+
+        torch.manual_seed(0)
+        self.conv1, self.lif1, self.conv2 = SpikingConv2d(1, 4, 3, padding=1), LIF(), SpikingConv2d(4, 3, 3, padding=1)
+        self._order = ["conv1", "lif1", "conv2"]
+        with torch.no_grad():
+            self.conv1.weight.mul_(4.0)
+            self.conv1.weight[3] = self.conv1.weight[0]  # channel 3 duplicates channel 0
+            self.conv1.bias[3] = self.conv1.bias[0]
+
+    def forward(self, x):  # [B, 1, 6, 6] -> [T, B, 3, 6, 6]
+        self.lif1.reset()
+        return self.conv2(self.lif1(self.conv1(x.unsqueeze(0).expand(3, *x.shape))))
+
+
+def test_conv_channel_pca_folds_duplicate_channels_exactly():
+    m = _ConvNet()
+    x = torch.rand(16, 1, 6, 6)
+    with torch.no_grad():
+        before = m(x)
+    assert prunable_layers(m) == [("conv1", "lif1", "conv2")]
+    res = spatial_prune(m, [(x, None)], variance=1.0)
+    kept = res.kept["conv1"].tolist()
+    assert res.widths_after["conv1"] <= 3 and (0 in kept) != (3 in kept)  # one of the twins
+    assert m.conv1.out_channels == m.conv2.in_channels == res.widths_after["conv1"]
+    assert type(m.conv1).__name__ == "SpikingConv2d"
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), before, atol=1e-4, rtol=1e-4)

@@ -17,14 +17,15 @@ def _check_valid(cfg: SearchConfig, js: JointSearch):
     for c in cfg.layers.values():
         assert c["bits"] in (8, 4, 2) and 0.0 <= c["sparsity"] <= js.max_sparsity
     assert cfg.T in js.model.T_candidates
-    assert cfg.model_bits == config_bits(js.numels, cfg.layers)
+    assert cfg.model_bits == js._cost(cfg.layers)
 
 
-@pytest.mark.parametrize("budget", [0.02, 0.06, 0.3])
-def test_decode_respects_hard_budget_without_training(budget):
+@pytest.mark.parametrize("budget,on", [(0.02, "codes"), (0.06, "codes"), (0.3, "codes"),
+                                       (0.2, "deployed"), (0.3, "deployed")])
+def test_decode_respects_hard_budget_without_training(budget, on):
     torch.manual_seed(0)
     m = SpikingMLP(16, (32, 32), 4, T=4)
-    js = JointSearch(m, budget=budget, T_candidates=(2, 4))
+    js = JointSearch(m, budget=budget, T_candidates=(2, 4), budget_on=on)
     cfg = js.decode()  # untrained: 8 bits dense = 0.25 of fp32 -> the budget forces cuts
     _check_valid(cfg, js)
     assert cfg.model_bits <= budget * cfg.dense_bits
@@ -45,7 +46,7 @@ def test_search_respects_budget_and_deploys(digits):
     model, tr, te = digits
     m = copy.deepcopy(model)
     cfg, admm = lite_search(m, tr, epochs=1, finetune_epochs=1, T_candidates=(2, 3, 4),
-                            budget=0.05, lam_ops=0.05, progress=False)
+                            budget=0.05, lam_ops=0.05, progress=False, budget_on="codes")
     assert cfg.model_bits <= 0.05 * cfg.dense_bits
     assert cfg.history and {"bits", "bitsynops", "E_T", "lam_bits"} <= set(cfg.history[0])
     assert m.T == cfg.T
@@ -100,3 +101,34 @@ def test_bad_arguments(kwargs, name):
 def test_apply_config_rejects_non_config():
     with pytest.raises(ValueError, match="config"):
         apply_config(SpikingMLP(4, (5,), 2, T=2), {"fc1": {"bits": 4}})
+
+
+def test_budget_counts_deployed_bytes(digits):
+    # the default budget counts what deploy stores (indices, scales, biases): the deployed
+    # model is within it; the old accounting (codes only) ignores the index overhead
+    from sparsesnn.deploy import deploy, layer_formats
+    from sparsesnn.compress.search import deployed_layer_bits
+
+    model, tr, te = digits
+    m = copy.deepcopy(model)
+    fp32_bytes = sum(deployed_layer_bits(tuple(l.weight.shape), None, 0.0) / 8
+                     for l in (m.fc1, m.fc2, m.fc3))
+    cfg, admm = lite_search(m, tr, epochs=1, finetune_epochs=0, budget=0.1, progress=False)
+    admm.remove()
+    stored = sum(f["bytes"] for f in layer_formats(deploy(m)).values())
+    assert stored <= 0.1 * fp32_bytes
+    assert cfg.model_bits / 8 == pytest.approx(stored, rel=0.01)
+
+
+def test_warmup_trains_weights_only(digits):
+    model, tr, _ = digits
+    m = copy.deepcopy(model)
+    w0 = m.fc2.weight.detach().clone()
+    cfg, _ = lite_search(m, tr, epochs=0, warmup_epochs=1, finetune_epochs=0, progress=False)
+    # arch parameters untouched (uniform logits decode to the first candidate, no pruning) ...
+    assert all(c["bits"] == 8 and c["sparsity"] == 0.0 for c in cfg.layers.values())
+    assert cfg.history == []  # no search step ran: no cost penalty, no dual update
+    # ... while the weights trained
+    assert not torch.allclose(m.fc2.weight.detach(), w0, atol=1e-3)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        lite_search(copy.deepcopy(model), tr, warmup_epochs=-1, progress=False)

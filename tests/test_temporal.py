@@ -97,3 +97,45 @@ def test_model_without_T():
         get_timesteps(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="T"):
         set_timesteps(SpikingMLP(4, (5,), 2, T=4), 0)
+
+
+def test_precision_sweep_on_the_pruned_model(digits):
+    from sparsesnn.compress.temporal import precision_sweep
+
+    model, tr, te = digits
+    m = copy.deepcopy(model)
+    before = copy.deepcopy(m.state_dict())
+    float_acc = evaluate(m, te)["acc"]
+    res = precision_sweep(m, te, bits=(8, 5, 2))
+    assert [r["bits"] for r in res] == [8, 5, 2]
+    assert abs(res[0]["acc"] - float_acc) <= 0.02  # 8 bits: essentially lossless
+    assert res[1]["acc"] >= float_acc - 0.05  # the paper: stable down to 5 bits
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())  # model untouched
+    with pytest.raises(ValueError, match="bits"):
+        precision_sweep(m, te, bits=(7,))
+
+
+class DirectInput(torch.nn.Module):
+    """Analog input applied at every step (direct coding): ``x [B, F] -> [B, classes]``."""
+
+    def __init__(self, T=8):
+        super().__init__()
+        from sparsesnn.nn import LIF
+
+        self.T = T
+        self.fc1, self.lif1, self.fc2 = torch.nn.Linear(64, 64), LIF(detach_reset=True), torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        self.lif1.reset()
+        h = self.lif1(self.fc1(x.unsqueeze(0).expand(self.T, *x.shape)))
+        return self.fc2(h).mean(0)
+
+
+def test_direct_input_from_T8(digits):
+    _, tr, te = digits
+    torch.manual_seed(0)
+    m = DirectInput(T=8)
+    fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=2, progress=False)
+    res = temporal_prune(m, tr, te, schedule=[4, 2], epochs_per_step=1, tolerance=0.05, progress=False)
+    assert res.T_start == 8 and m.T == res.T_final < 8
+    assert evaluate(m, te)["acc"] >= res.baseline_acc - 0.05

@@ -117,11 +117,11 @@ def test_in_training_vs_post_training(digits):
     model, tr, te = digits
     base = evaluate(model, te)["acc"]
     ex = explore(model, te, tr, weight_bits=(2,), state_bits=(8,), roundings=("nearest",),
-                 modes=("post", "in"), accuracy_constraint=0.0, epochs=1)
-    assert [r["mode"] for r in ex.records] == ["post", "in"]
+                 modes=("post", "qat"), accuracy_constraint=0.0, epochs=1)
+    assert [r["mode"] for r in ex.records] == ["post", "qat"]
     post, qat = ex.records
     assert post["memory_bytes"] == qat["memory_bytes"]
-    # 2-bit post-training quantization hurts; one epoch of in-training quantization recovers
+    # 2-bit post-training quantization hurts; one epoch of quantization-aware training recovers
     assert post["acc"] < base and qat["acc"] > post["acc"]
     assert ex.best is qat and ex.front == [qat]
     # the chosen model is really quantized (weights on the grid, state in fixed point) and deploys
@@ -181,3 +181,81 @@ def test_bad_precisions_and_modes():
         explore(m, [], modes=("post",), accuracy_constraint=1.5)
     with pytest.raises(ValueError, match="train_loader"):
         apply_config(m, QuantConfig(4, 8, mode="in"))
+
+
+# ---- in-training without a shadow copy, fresh noise (issue 14) ----------------------------
+def _tiny_net():
+    torch.manual_seed(0)
+    return SpikingMLP(8, (16,), 3, T=4, init_gain=4.0)
+
+
+def test_in_training_keeps_weights_on_the_grid_without_shadow():
+    m = _tiny_net()
+    q = InTrainingQuantizer(m, 4, "nearest", shadow=False)
+    scale = get_state(m.fc1).scale.clone()
+    w0 = m.fc1.weight.detach().clone()
+    with torch.no_grad():  # an update of a tenth of a grid step: nearest rounding loses it
+        m.fc1.weight.add_(0.1 * scale[:, None])
+    q.step()
+    assert torch.equal(m.fc1.weight.detach(), w0)
+    assert torch.equal(get_state(m.fc1).scale, scale) and not q._latent  # no float copy
+    # QAT (the old 'in'): the shadow copy accumulates it, ten such updates move the weights
+    m2 = _tiny_net()
+    q2 = InTrainingQuantizer(m2, 4, "nearest", shadow=True)
+    w0 = m2.fc1.weight.detach().clone()
+    for _ in range(10):
+        with torch.no_grad():
+            m2.fc1.weight.add_(0.1 * get_state(m2.fc1).scale[:, None])
+        q2.step()
+    assert not torch.equal(m2.fc1.weight.detach(), w0)
+    # stochastic rounding keeps small updates in expectation: the mean moves by ~0.1 step
+    m3 = _tiny_net()
+    q3 = InTrainingQuantizer(m3, 4, "stochastic", shadow=False)
+    s3 = get_state(m3.fc1).scale[:, None]
+    w0 = m3.fc1.weight.detach().clone()
+    with torch.no_grad():
+        m3.fc1.weight.add_(0.1 * s3)
+    q3.step()
+    moved = ((m3.fc1.weight.detach() - w0) / s3).mean()
+    assert 0.03 < float(moved) < 0.2
+
+
+def test_mode_in_trains_on_the_grid(digits):
+    model, tr, te = digits
+    q = apply_config(model, QuantConfig(4, None, "stochastic", "in"), tr, epochs=1)
+    for layer in (q.fc1, q.fc2, q.fc3):
+        codes = layer.weight.detach() / get_state(layer).scale[:, None]
+        assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.abs().max() <= 7 + 1e-4
+    assert evaluate(q, te)["acc"] >= 0.6
+
+
+def test_stochastic_state_noise_is_fresh_every_pass():
+    m = _tiny_net()
+    x = torch.rand(32, 8)
+    quantize_neurons(m, 6, "stochastic", int_bits=3)
+    outs = [m(x) for _ in range(3)]
+    assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])
+    quantize_neurons(m, 6, "stochastic", int_bits=3, fresh_noise=False)  # the old fixed pattern
+    assert torch.equal(m(x), m(x))
+
+
+@pytest.mark.parametrize("m_bits,n_bits,fmt", [(0, 3, "int4"), (1, 5, "int8"), (0, 1, "int2"), (2, 10, None)])
+def test_fixed_point_qmn_weights(m_bits, n_bits, fmt):
+    from sparsesnn.compress.tinysnn import quantize_weights_fixed
+    from sparsesnn.deploy import deploy, layer_formats
+
+    m = _tiny_net()
+    with torch.no_grad():
+        m.fc1.weight.mul_(3.0)  # some weights beyond the Q0.n range: clamped
+    quantize_weights_fixed(m, m_bits, n_bits)
+    kmax = 2 ** (m_bits + n_bits) - 1
+    for layer in (m.fc1, m.fc2):
+        k = layer.weight.detach() * 2 ** n_bits
+        assert torch.allclose(k, k.round(), atol=1e-4) and float(k.abs().max()) <= kmax + 1e-4
+    d = deploy(m)
+    formats = {f["format"] for f in layer_formats(d).values()}
+    assert formats == ({fmt} if fmt else {"fp32"})
+    x = torch.rand(16, 8)
+    torch.testing.assert_close(d(x), m(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="frac_bits"):
+        quantize_weights_fixed(m, 0, -1)

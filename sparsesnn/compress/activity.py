@@ -40,11 +40,15 @@ class ActivityRegularizer:
         layers: names of the layers to watch (default: every LIF/PLIF/IF); unknown names raise
             ValueError naming ``layers``. A mapping ``{name: weight}`` gives per-layer weights.
         target_rate: penalize only the excess ``relu(rate - target_rate)`` (default 0).
+        by_count: weight each layer's rate by its share of the neurons, times the number of
+            layers, ``L * N_l / sum_k N_k`` (default True), so the penalty tracks the total
+            spike count (Deng et al.) and equals the plain sum of rates when all layers are
+            equally wide; False: the plain sum of per-layer rates (the old behaviour).
     """
 
     def __init__(self, model: nn.Module, weight: float = 1e-2, *,
                  layers: Iterable[str] | Mapping[str, float] | None = None,
-                 target_rate: float = 0.0) -> None:
+                 target_rate: float = 0.0, by_count: bool = True) -> None:
         self.weight = check_finite("weight", weight)
         if self.weight < 0:
             raise ValueError(f"weight: expected a number >= 0, got {weight}")
@@ -70,6 +74,8 @@ class ActivityRegularizer:
             if bad:
                 raise ValueError(f"layers: unknown layer names {bad}")
         self.layer_weights = chosen
+        self.by_count = bool(by_count)
+        self._neurons: dict[str, int] = {}  # neurons per sample, seen by the hooks
         self.enabled = True
         self._captured: dict[str, list[torch.Tensor]] = {n: [] for n in chosen}
         self._spikes: dict[str, float] = {n: 0.0 for n in chosen}  # running sums for rates
@@ -83,6 +89,9 @@ class ActivityRegularizer:
             if not isinstance(s, torch.Tensor):
                 return
             with torch.no_grad():
+                # [T, B, ...] (multi-step) or [B, ...]: neurons per sample
+                lead = s.shape[0] * s.shape[1] if s.dim() >= 3 else s.shape[0]
+                self._neurons[name] = s.numel() // max(lead, 1)
                 self._spikes[name] += float(s.detach().sum())
                 self._counts[name] += s.numel()
             if self.enabled and s.requires_grad:
@@ -108,12 +117,21 @@ class ActivityRegularizer:
             rates = {n: r + (g - r.detach()) for (n, r), g in zip(rates.items(), glob)}
         self.last_rates = {n: float(r.detach()) for n, r in rates.items()}
         total: torch.Tensor | None = None
+        share = self._shares(list(rates))
         for name, rate in rates.items():
             if self.target_rate > 0:
                 rate = torch.relu(rate - self.target_rate)
-            term = self.layer_weights[name] * rate
+            term = self.layer_weights[name] * share[name] * rate
             total = term if total is None else total + term
         return total if total is not None else torch.zeros(())
+
+    def _shares(self, names: list[str]) -> dict[str, float]:
+        """``L * N_l / sum_k N_k`` per layer (``by_count``), else 1."""
+        if not self.by_count or not names:
+            return {n: 1.0 for n in names}
+        sizes = {n: self._neurons.get(n, 1) for n in names}
+        tot = sum(sizes.values())
+        return {n: len(names) * sizes[n] / tot for n in names}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The global rates the last penalty used (identical on every rank under DDP)."""

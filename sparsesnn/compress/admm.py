@@ -31,7 +31,8 @@ from .state import CompressionState, compressible_layers, set_state
 
 @dataclass(frozen=True)
 class LayerTarget:
-    """Constraint for one layer: ``sparsity`` in [0, 1) and/or ``bits`` (8, 4, 2, 'ternary', 'binary')."""
+    """Constraint for one layer: ``sparsity`` in [0, 1) and/or ``bits`` (8, 6, 5, 4, 3, 2,
+    'ternary', 'binary'; 3/5/6-bit grids are stored in int4/int8 codes)."""
 
     sparsity: float | None = None
     bits: int | str | None = None
@@ -81,13 +82,17 @@ class ADMM:
             with step ``proximal / rho``) and ``penalty()`` returns 0. Use it with adaptive
             optimizers (Adam), whose per-weight normalization otherwise makes the pull toward Z
             too weak to converge in few steps (as decoupled weight decay in AdamW).
+        scale_fit: how the quantization grid's scale is fitted at every projection:
+            "maxabs" (default, per-channel ``max|w| / qmax``) or "als" (the paper: one alpha per
+            layer by alternating least squares, ``als_iters`` rounds, the authors' 5).
     """
 
     def __init__(self, model: nn.Module, targets: Mapping[str, Any] | None = None, *,
                  sparsity: float | None = None, bits: int | str | None = None,
                  exclude: Iterable[str] = (), per_channel: bool = True, rho: float = 1e-3,
                  rho_growth: float = 1.0, rho_max: float = 1.0,
-                 update_every: int | None = None, proximal: float | None = None) -> None:
+                 update_every: int | None = None, proximal: float | None = None,
+                 scale_fit: str = "maxabs", als_iters: int = 5) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         # under DDP the layers are the wrapped model's; names may come with the 'module.' prefix
@@ -103,6 +108,10 @@ class ADMM:
             if proximal > 1.0:
                 raise ValueError(f"proximal: expected a step in (0, 1], got {proximal}")
         self.proximal = proximal
+        if scale_fit not in P.SCALE_FITS:
+            raise ValueError(f"scale_fit: expected one of {P.SCALE_FITS}, got {scale_fit!r}")
+        self.scale_fit = scale_fit
+        self.als_iters = check_positive_int("als_iters", als_iters)
         if sparsity is not None:
             P.check_sparsity("sparsity", sparsity)
         if bits is not None:
@@ -141,10 +150,20 @@ class ADMM:
         self._init_auxiliary()
 
     # ------------------------------------------------------------------ ADMM phase
-    def _project(self, name: str, w: torch.Tensor) -> torch.Tensor:
+    def _project_full(self, name: str, w: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Prune, fit the grid's scale (``scale_fit``) on the kept weights, quantize."""
         t = self.targets[name]
-        z, _, _ = P.project(w, t.sparsity, self.specs[name])
-        return z
+        mask = P.sparsity_mask(w, t.sparsity) if t.sparsity else None
+        scale = None
+        if t.bits is not None:
+            wm = w.detach() * mask if mask is not None else w.detach()
+            scale = P.fit_scale(wm, t.bits, method=self.scale_fit, per_channel=t.per_channel,
+                                iters=self.als_iters)
+        return P.project(w, None, self.specs[name], scale=scale, mask=mask)
+
+    def _project(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        return self._project_full(name, w)[0]
 
     @torch.no_grad()
     def _init_auxiliary(self) -> None:
@@ -221,7 +240,7 @@ class ADMM:
         for name, layer in self.layers.items():
             t = self.targets[name]
             w = layer.weight.detach()
-            z, mask, scale = P.project(w, t.sparsity, self.specs[name])
+            z, mask, scale = self._project_full(name, w)
             layer.weight.copy_(z)
             set_state(layer, CompressionState(mask=mask, spec=self.specs[name], scale=scale,
                                               sparsity=t.sparsity))

@@ -6,8 +6,12 @@ problem is the minimax of the Lagrangian
 
     min_{W, p} max_{y >= 0}  L(W) + rho/2 * ||W_{(p)}||^2 / n + y * (1 - p - budget)
 
-where ``W_{(p)}`` are the ``round(p n)`` smallest weights (globally, by magnitude normalized per
-layer), i.e. the ones the current ``s`` marks for pruning. One compression step (``step()``,
+where ``W_{(p)}`` are the ``round(p n)`` smallest weights (globally, ranked by raw ``w^2`` as the
+authors do; ``normalize=True`` ranks by magnitude over each layer's RMS instead), i.e. the ones
+the current ``s`` marks for pruning. The first compressible layer is left dense and out of the
+budget by default (the authors' ``ignore_first_layer``; ``exclude_first=False`` prunes it).
+
+One compression step (``step()``,
 interleaved with the task optimizer's fine-tuning steps) does
 
     proximal step on W:   the smallest s weights are shrunk, w <- w / (1 + eta * rho)
@@ -18,7 +22,14 @@ interleaved with the task optimizer's fine-tuning steps) does
     dual ascent on y:     y <- max(0, y + lr_y * (1 - p - budget)).
 
 So the dual variable rises while the model is over budget and pushes ``s`` up; the shrunken
-weights fade before they are cut. :meth:`MinimaxPruner.finalize` applies the hard global mask
+weights fade before they are cut. With ``hard_mask=True`` (default, as the authors' search) the
+current ``s`` smallest weights are also set to zero after every compression step, so the network
+is trained as pruned throughout the search; a zeroed weight that the task gradient regrows above
+the cut comes back at the next step.
+
+:func:`minimax_prune` runs a staged budget schedule by default (``0.25 -> ... -> budget``,
+geometric): at each stage a search, the hard mask at that stage's budget, masked fine-tuning,
+and the best checkpoint on ``val_loader`` kept (the authors' progressive schedule). :meth:`MinimaxPruner.finalize` applies the hard global mask
 with exactly ``floor(budget n)`` kept weights while the constraint is active (``y > 0``), else
 ``round((1-p) n)`` -- the result is always within budget -- and masked fine-tuning follows (``step()`` keeps pruned weights at zero).
 The layers carry a :class:`~sparsesnn.compress.state.CompressionState` mask, so
@@ -27,7 +38,8 @@ The layers carry a :class:`~sparsesnn.compress.state.CompressionState` mask, so
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+import copy
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -36,8 +48,9 @@ from ..ops._checks import check_finite, check_greater, check_positive_int
 from . import distributed as D
 from .state import CompressionState, compressible_layers, set_state
 from ._finetune import finetune
+from .train import evaluate
 
-__all__ = ["check_budget", "MinimaxPruner", "minimax_prune"]
+__all__ = ["check_budget", "budget_stages", "MinimaxPruner", "minimax_prune"]
 
 
 def check_budget(budget: object, name: str = "budget") -> float:
@@ -61,13 +74,18 @@ class MinimaxPruner:
         prox_lr: step size ``eta`` of the proximal shrink (> 0).
         lr_s, lr_y: step sizes of the pruned fraction ``p`` and of the dual variable ``y``.
         update_every: run a compression step every this many ``step()`` calls.
-        normalize: compare magnitudes across layers after dividing by each layer's RMS (so a
-            layer with small weights is not wiped out).
+        normalize: rank magnitudes across layers after dividing by each layer's RMS (the old
+            default here); False (default) ranks raw ``w^2`` globally, as the paper.
+        exclude_first: leave the first compressible layer dense (the authors'
+            ``ignore_first_layer``; default True).
+        hard_mask: zero the current ``s`` smallest weights after every search step (default
+            True); False only shrinks them (the old behaviour).
     """
 
     def __init__(self, model: nn.Module, budget: float, *, exclude: Iterable[str] = (),
                  rho: float = 1.0, prox_lr: float = 0.05, lr_s: float = 0.05,
-                 lr_y: float = 0.2, update_every: int = 1, normalize: bool = True) -> None:
+                 lr_y: float = 0.2, update_every: int = 1, normalize: bool = False,
+                 exclude_first: bool = True, hard_mask: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         self.budget = check_budget(budget)
@@ -77,6 +95,7 @@ class MinimaxPruner:
         self.lr_y = check_greater("lr_y", lr_y, 0.0)
         self.update_every = check_positive_int("update_every", update_every)
         self.normalize = bool(normalize)
+        self.hard_mask = bool(hard_mask)
         # DDP: prune the wrapped model's layers (same parameters); accept 'module.' names
         wrapped = D.unwrap(model) is not model
         model = D.unwrap(model)
@@ -85,6 +104,9 @@ class MinimaxPruner:
         bad = [n for n in exclude if n not in available]
         if bad:
             raise ValueError(f"exclude: unknown layer names {bad}; compressible layers are {list(available)}")
+        if exclude_first and available and len(available) > 1:
+            exclude = [*exclude, next(iter(available))]
+        self.excluded = list(dict.fromkeys(exclude))
         self.layers = {n: m for n, m in available.items() if n not in exclude}
         if not self.layers:
             raise ValueError("exclude: no layer left to prune")
@@ -97,9 +119,11 @@ class MinimaxPruner:
         self.history: list[dict[str, float]] = []
         self._masks: dict[str, torch.Tensor] = {}
         self._hooks: list[Any] = []
+        self.stage_history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ helpers
     def _scores(self) -> list[torch.Tensor]:
+        # |w| orders exactly as w^2 does: ranking by |w| is ranking by raw w^2
         out = []
         for m in self.layers.values():
             a = m.weight.detach().abs().flatten()
@@ -142,16 +166,39 @@ class MinimaxPruner:
                 m.weight.mul_(torch.where(small, 1.0 / (1.0 + self.prox_lr * self.rho), 1.0))
         else:
             cut = float(flat.min()) if flat.numel() else 0.0
+        if self.hard_mask and 0 < s < self.n:
+            # the s smallest are zero after the hard mask: the marginal cost of pruning one
+            # more is the smallest *kept* magnitude (else p would run away on zeros)
+            cut = float(torch.kthvalue(flat, s + 1).values)
         # marginal cost of one more pruned weight (magnitude^2 at the cut, relative to the mean
         # square of all scores so rho and y are scale-free) against the price y of a kept one
         ms = float(flat.pow(2).mean()) if flat.numel() else 1.0
+        if self.hard_mask and 0 < s < self.n:  # zeros would shrink the scale: kept ones only
+            ms = float(torch.topk(flat, self.n - s).values.pow(2).mean())
         grad_p = 0.5 * self.rho * cut * cut / max(ms, 1e-30) - self.y
-        self.p = min(max(self.p - self.lr_s * grad_p, 0.0), 1.0 - 1.0 / self.n)
+        # with the hard mask a pruned weight is gone until training regrows it: s never goes
+        # past the budget (an overshoot of the dual would wipe weights for nothing)
+        p_max = 1.0 - (max(self.budget, 1.0 / self.n) if self.hard_mask else 1.0 / self.n)
+        self.p = min(max(self.p - self.lr_s * grad_p, 0.0), p_max)
         violation = (1.0 - self.p) - self.budget
         self.y = max(0.0, self.y + self.lr_y * violation)
+        s_new = int(round(self.p * self.n))
+        if self.hard_mask and s_new > 0:
+            self._zero_smallest(torch.cat(self._scores()), s_new)
         rec = {"step": self.steps, "p": self.p, "y": self.y, "violation": violation}
         self.history.append(rec)
         return rec
+
+    def _zero_smallest(self, flat: torch.Tensor, s: int) -> None:
+        """Hard mask of the current ``s``: zero the ``s`` smallest scores (exactly ``s``)."""
+        idx = torch.topk(flat, min(s, self.n), largest=False, sorted=False).indices
+        keep = torch.ones(self.n, dtype=torch.bool, device=flat.device)
+        keep[idx] = False
+        off = 0
+        for m in self.layers.values():
+            k = m.weight.numel()
+            m.weight.mul_(keep[off:off + k].view_as(m.weight).to(m.weight.device))
+            off += k
 
     def step(self) -> None:
         """Call after every ``optimizer.step()``: compression step (search) or re-masking."""
@@ -224,22 +271,81 @@ class MinimaxPruner:
         self._hooks.clear()
 
 
+def budget_stages(budget: float, start: float = 0.25) -> list[float]:
+    """Staged budgets ``start -> ... -> budget``, geometric with ratio about 1/2 (one stage when
+    ``budget >= start``): e.g. 0.1 -> [0.25, 0.158, 0.1]."""
+    budget = check_budget(budget)
+    start = check_budget(start, "start")
+    if budget >= start:
+        return [budget]
+    n = 1 + math.ceil(math.log(start / budget, 2) - 1e-9)
+    return [start * (budget / start) ** (i / (n - 1)) for i in range(n - 1)] + [budget]
+
+
+def _finetune_keep_best(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
+                        pruner: MinimaxPruner, epochs: int, lr: float, progress: bool, desc: str
+                        ) -> list[dict[str, float]]:
+    """Masked fine-tuning, one epoch at a time; restores the epoch best on ``val_loader``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    hist: list[dict[str, float]] = []
+    best_acc, best_state = -1.0, None
+    for e in range(epochs):
+        finetune(D.ddp_wrap(model), train_loader, opt, epochs=1, hooks=[pruner], desc=desc,
+                 progress=progress)
+        if val_loader is None:
+            continue
+        acc = evaluate(model, val_loader, reduce=True)["acc"]
+        hist.append({"epoch": e + 1, "val_acc": acc})
+        if acc > best_acc:
+            best_acc, best_state = acc, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)  # same masks: pruned weights stay zero
+    return hist
+
+
 def minimax_prune(model: nn.Module, train_loader: Iterable, budget: float, *, epochs: int = 3,
                   finetune_epochs: int = 2, lr: float = 1e-3, val_loader: Iterable | None = None,
-                  progress: bool = True, **kwargs: Any) -> MinimaxPruner:
-    """Search (fine-tuning interleaved with compression steps) for ``epochs``, then the hard
-    budgeted mask and masked fine-tuning for ``finetune_epochs``. Returns the pruner (its
-    ``history`` has p, y and the violation per step). ``kwargs`` go to :class:`MinimaxPruner`."""
-    pruner = MinimaxPruner(model, budget, **kwargs)
+                  progress: bool = True, stages: Sequence[float] | str | None = "auto",
+                  **kwargs: Any) -> MinimaxPruner:
+    """Budgeted pruning by stages; at each stage: search (fine-tuning interleaved with
+    compression steps) for ``epochs``, the hard mask at the stage's budget, masked fine-tuning
+    for ``finetune_epochs`` keeping the best epoch on ``val_loader`` (last epoch without one).
+
+    ``stages``: "auto" = :func:`budget_stages` (``0.25 -> ... -> budget``); an explicit
+    decreasing list of budgets ending at ``budget``; None = one stage (the old behaviour).
+    So the training epochs are ``len(stages) * (epochs + finetune_epochs)``. Returns the last
+    stage's pruner (its ``history`` has p, y and the violation per step; ``stage_history`` the
+    stages). ``kwargs`` go to :class:`MinimaxPruner`.
+    """
+    budget = check_budget(budget)
     epochs = check_positive_int("epochs", epochs, minimum=0)
     finetune_epochs = check_positive_int("finetune_epochs", finetune_epochs, minimum=0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    if epochs:
-        finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, hooks=[pruner], desc="minimax search",
-            progress=progress)
-    pruner.finalize()
-    if finetune_epochs:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        finetune(D.ddp_wrap(model), train_loader, opt, epochs=finetune_epochs, hooks=[pruner], val_loader=val_loader,
-            desc="minimax fine-tune", progress=progress)
+    if stages is None:
+        plan = [budget]
+    elif isinstance(stages, str):
+        if stages != "auto":
+            raise ValueError(f"stages: expected 'auto', None or a list of budgets, got {stages!r}")
+        plan = budget_stages(budget)
+    else:
+        plan = [check_budget(b, "stages") for b in stages]
+        if not plan or abs(plan[-1] - budget) > 1e-12 or any(b2 >= b1 for b1, b2 in zip(plan, plan[1:])):
+            raise ValueError(f"stages: expected strictly decreasing budgets ending at {budget}, got {list(stages)}")
+    stage_history: list[dict[str, Any]] = []
+    pruner: MinimaxPruner | None = None
+    for b in plan:
+        if pruner is not None:
+            pruner.remove()  # the previous stage's gradient masks: the new search may regrow
+        p0 = pruner.p if pruner is not None else 0.0
+        pruner = MinimaxPruner(model, b, **kwargs)
+        pruner.p = min(p0, 1.0 - 1.0 / pruner.n)  # start from where the last stage ended
+        if epochs:
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, hooks=[pruner],
+                     desc=f"minimax search {b:.3g}", progress=progress)
+        pruner.finalize()
+        hist = _finetune_keep_best(model, train_loader, val_loader, pruner, finetune_epochs, lr,
+                                   progress, f"minimax fine-tune {b:.3g}")
+        stage_history.append({"budget": b, "kept": pruner.kept_fraction(), "finetune": hist})
+    assert pruner is not None
+    pruner.stage_history = stage_history
     return pruner

@@ -4,8 +4,11 @@
 For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
 
 1. Run a calibration set and record, per sample, the average accumulated membrane potential of
-   each neuron: the input current the membrane integrates, averaged over the T steps,
-   ``u[b, n] = mean_t (W x[t] + bias)[b, n]`` -> matrix ``U [samples, N]``.
+   each neuron: the membrane potential after leak, integration and reset at every step,
+   summed over the T steps and divided by T, ``u[b, n] = mean_t v[t, b, n]`` -> matrix
+   ``U [samples, N]`` (the paper's criterion). ``criterion="current"`` uses the time-averaged
+   input current ``mean_t (W x[t] + bias)`` instead (the old behaviour here): it is linear in
+   the layer's input, so a first layer fed ``F`` inputs never keeps more than ``F`` neurons.
 2. PCA of ``U``: the width ``k`` is the number of principal components whose cumulative
    explained variance reaches ``variance`` (default 0.999) -- :func:`explained_components`.
 3. Rebuild at width ``k`` with *real* smaller tensors: keep the ``k`` neurons that span the
@@ -17,12 +20,15 @@ For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
    neurons that duplicate kept ones or never change (dead / always-on) are removed exactly.
 5. Fine-tune (:func:`pca_prune`) to recover the rest.
 
-Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains of
-``nn.Linear`` / neuron (LIF, IF, PLIF) layers. Apply PCA before other compression (the rebuilt
+Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains (or
+modules listing their layers in ``_order``) of ``nn.Linear`` / neuron (LIF, IF, PLIF) layers,
+and of ``Conv2d`` (``SpikingConv2d``) / neuron / ``Conv2d``: channel PCA, every (batch, H, W)
+position a sample. Apply PCA before other compression (the rebuilt
 layers carry no compression state).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -37,7 +43,7 @@ from ._finetune import finetune
 from .train import reset_states
 
 __all__ = ["check_variance", "explained_components", "select_neurons", "prunable_layers",
-           "collect_membrane", "spatial_prune", "pca_prune", "PCAResult"]
+           "collect_membrane", "membrane_trace", "spatial_prune", "pca_prune", "PCAResult"]
 
 
 def check_variance(variance: object) -> float:
@@ -93,7 +99,7 @@ def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return [(n, getattr(model, n)) for n in order]
     if isinstance(model, nn.Sequential):
         return list(model.named_children())
-    raise ValueError(f"model: expected a SpikingMLP or an nn.Sequential of Linear/neuron layers, "
+    raise ValueError(f"model: expected a SpikingMLP or an nn.Sequential of Linear/Conv2d/neuron layers, "
                      f"got {type(model).__name__}")
 
 
@@ -104,27 +110,64 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, str, str]]:
     out = []
     for i in range(len(seq) - 2):
         (a, ma), (b, mb), (c, mc) = seq[i], seq[i + 1], seq[i + 2]
-        if type(ma) is nn.Linear and isinstance(mb, ntypes) and type(mc) is nn.Linear:
+        linear = type(ma) is nn.Linear and type(mc) is nn.Linear
+        conv = _plain_conv(ma) and _plain_conv(mc)
+        if (linear or conv) and isinstance(mb, ntypes):
             out.append((a, b, c))
     return out
 
 
+def _plain_conv(m: nn.Module) -> bool:
+    """A Conv2d (or subclass, e.g. SpikingConv2d) whose channels PCA can drop."""
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+
+
+CRITERIA = ("membrane", "current")
+
+
+@torch.no_grad()
+def membrane_trace(neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Membrane potential after each step (after leak, integration and reset) of a copy of
+    ``neuron`` driven by ``x`` ``[T, B, ...]`` from rest: ``[T, B, ...]``."""
+    probe = copy.deepcopy(neuron)
+    for k, v in vars(probe).items():  # no hooks on the probe (ours would recurse)
+        if k.startswith(("_forward", "_backward")) and "hooks" in k and isinstance(v, dict):
+            v.clear()
+    probe.step_mode = "s"
+    probe.reset()
+    vs = []
+    for t in range(x.shape[0]):
+        probe(x[t])
+        vs.append(probe.v.detach().float())
+    return torch.stack(vs)
+
+
+def _channels_last(a: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B * H * W, C]`` (conv: every position is a sample); ``[B, N]`` as is."""
+    return a.movedim(1, -1).reshape(-1, a.shape[1]) if a.dim() > 2 else a
+
+
 @torch.no_grad()
 def collect_membrane(model: nn.Module, loader: Iterable, neuron: nn.Module,
-                     max_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                     max_samples: int = 512, criterion: str = "membrane"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``loader`` through ``model`` and record at ``neuron``:
 
-    Returns ``(U [samples, N], S [samples * T, N])``: the time-averaged input current (the
-    average accumulated membrane potential) per sample, and the output spikes of every step.
+    Returns ``(U [samples, N], S [samples * T, N])``: the average accumulated membrane potential
+    (``criterion="membrane"``: ``mean_t v[t]`` after leak and reset; ``"current"``: the
+    time-averaged input current) per sample, and the output spikes of every step.
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
     us: list[torch.Tensor] = []
     ss: list[torch.Tensor] = []
 
     def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-        x = inputs[0]
+        x = inputs[0].detach().float()
         s = output[0] if isinstance(output, tuple) else output
-        us.append(x.detach().float().mean(0).reshape(x.shape[1], -1))
-        ss.append(s.detach().float().reshape(-1, s.shape[-1]))
+        u = membrane_trace(mod, x) if criterion == "membrane" else x
+        us.append(_channels_last(u.mean(0)))
+        ss.append(_channels_last(s.detach().float().flatten(0, 1)))
 
     h = neuron.register_forward_hook(hook)
     was_training = model.training
@@ -173,9 +216,60 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
+    """A new conv of ``conv``'s class and geometry with other channel counts."""
+    return type(conv)(in_ch, out_ch, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      1, conv.bias is not None, conv.padding_mode,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+
+
+@torch.no_grad()
+def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
+                  spikes: torch.Tensor | None) -> None:
+    """Channel version of :func:`_rebuild`: ``conv`` keeps output channels ``keep``, ``next``
+    the same input channels; the dropped channels' fan-out is folded in per kernel tap (the
+    regression is per position, so it holds at every tap; the constant goes to the bias, exact
+    away from the zero-padded border)."""
+    conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
+    nxt: nn.Conv2d = model.get_submodule(next_name)  # type: ignore[assignment]
+    dev, dt = conv.weight.device, conv.weight.dtype
+    keep = keep.to(dev)
+    drop = torch.ones(conv.out_channels, dtype=torch.bool, device=dev)
+    drop[keep] = False
+    drop_idx = drop.nonzero().flatten()
+    new_conv = _conv_like(conv, conv.in_channels, keep.numel())
+    new_conv.weight.copy_(conv.weight[keep])
+    if conv.bias is not None:
+        new_conv.bias.copy_(conv.bias[keep])
+    w2 = nxt.weight.detach().double()  # [O, N, kh, kw]
+    w_new = w2[:, keep].clone()
+    b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
+    if spikes is not None and drop_idx.numel() > 0:
+        s = spikes.to(dev).double()
+        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
+        sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
+        w_new += torch.einsum("odhw,kd->okhw", w2[:, drop_idx], sol[:-1])
+        const = torch.einsum("odhw,d->o", w2[:, drop_idx], sol[-1])
+        if b_new is None:
+            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
+        b_new += const
+    new_next = _conv_like(nxt, keep.numel(), nxt.out_channels)
+    if b_new is not None and nxt.bias is None:
+        new_next = type(nxt)(keep.numel(), nxt.out_channels, nxt.kernel_size, nxt.stride, nxt.padding,
+                             nxt.dilation, 1, True, nxt.padding_mode, device=dev, dtype=dt)
+    new_next.weight.copy_(w_new.to(dt))
+    if b_new is not None:
+        new_next.bias.copy_(b_new.to(dt))
+    _set_module(model, fc_name, new_conv)
+    _set_module(model, next_name, new_next)
+
+
 @torch.no_grad()
 def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
              spikes: torch.Tensor | None) -> None:
+    if isinstance(model.get_submodule(fc_name), nn.Conv2d):
+        _rebuild_conv(model, fc_name, next_name, keep, spikes)
+        return
     fc: nn.Linear = model.get_submodule(fc_name)  # type: ignore[assignment]
     nxt: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
     N = fc.out_features
@@ -211,7 +305,8 @@ def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
 
 def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.999, *,
                   layers: Sequence[str] | None = None, max_samples: int = 512,
-                  compensate: bool = True, min_width: int = 1) -> PCAResult:
+                  compensate: bool = True, min_width: int = 1, criterion: str = "membrane",
+                  widths: dict[str, int] | None = None) -> PCAResult:
     """PCA width reduction of the hidden layers of ``model`` (in place, no fine-tuning).
 
     Args:
@@ -222,6 +317,10 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
             unknown names raise ValueError naming ``layers``).
         compensate: fold the dropped neurons into the next layer by least squares.
         min_width: never go below this many neurons.
+        criterion: "membrane" (the paper's average accumulated membrane potential, default) or
+            "current" (time-averaged input current, the old default).
+        widths: ``{fc name: k}`` fixes the width of those layers instead of the variance rule
+            (an operating point by size); the kept neurons are still the PCA-selected ones.
     Returns:
         a :class:`PCAResult` with the widths before/after and the kept neuron indices.
     """
@@ -244,9 +343,13 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
     res = PCAResult()
     for fc_name, neuron_name, next_name in triples:  # in order: later layers see the rebuilt ones
         neuron = model.get_submodule(neuron_name)
-        u, s = collect_membrane(model, calib_loader, neuron, max_samples)
+        u, s = collect_membrane(model, calib_loader, neuron, max_samples, criterion)
         N = u.shape[1]
-        k = max(min(explained_components(u, variance), N), min(min_width, N))
+        if widths is not None and fc_name in widths:
+            k = check_positive_int("widths", widths[fc_name])
+            k = min(k, N)
+        else:
+            k = max(min(explained_components(u, variance), N), min(min_width, N))
         keep = select_neurons(u, k) if k < N else torch.arange(N)  # CPU indices, moved in _rebuild
         res.widths_before[fc_name] = N
         res.widths_after[fc_name] = int(k)
@@ -260,14 +363,31 @@ def spatial_prune(model: nn.Module, calib_loader: Iterable, variance: float = 0.
 def pca_prune(model: nn.Module, calib_loader: Iterable, train_loader: Iterable | None = None, *,
               variance: float = 0.999, epochs: int = 2, lr: float = 1e-3,
               val_loader: Iterable | None = None, layers: Sequence[str] | None = None,
-              max_samples: int = 512, progress: bool = True) -> PCAResult:
-    """:func:`spatial_prune` then fine-tune with Adam for ``epochs`` (0: no fine-tuning)."""
+              max_samples: int = 512, progress: bool = True, criterion: str = "membrane",
+              widths: dict[str, int] | None = None, mode: str = "finetune",
+              init_gain: float = 1.0) -> PCAResult:
+    """:func:`spatial_prune` then train with Adam for ``epochs`` (0: no training).
+
+    ``mode="finetune"`` (default) continues from the pruned weights; ``mode="retrain"``
+    re-initializes the reduced-width network (``reset_parameters()``, weights times
+    ``init_gain``) and trains it from scratch, as the paper's retraining of the smaller
+    architecture (give it the dense model's epochs for a like-for-like comparison).
+    """
+    if mode not in ("finetune", "retrain"):
+        raise ValueError(f"mode: expected 'finetune' or 'retrain', got {mode!r}")
     variance = check_variance(variance)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs: expected an integer >= 0, got {epochs!r}")
     if check_finite("lr", lr) <= 0 or math.isnan(lr):
         raise ValueError(f"lr: expected a number > 0, got {lr!r}")
-    res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples)
+    res = spatial_prune(model, calib_loader, variance, layers=layers, max_samples=max_samples,
+                        criterion=criterion, widths=widths)
+    if mode == "retrain":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    m.reset_parameters()
+                    m.weight.mul_(init_gain)
     if epochs > 0 and train_loader is not None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         res.history = finetune(D.ddp_wrap(model), train_loader, opt, epochs=epochs, val_loader=val_loader,

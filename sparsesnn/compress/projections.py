@@ -14,7 +14,56 @@ import torch
 from ..ops._checks import check_finite
 
 #: Weight formats the packed kernels implement (``sparsesnn.quant.QuantSpec``).
-VALID_BITS: tuple[Any, ...] = (8, 4, 2, "ternary", "binary")
+PACKED_BITS: tuple[Any, ...] = (8, 4, 2, "ternary", "binary")
+#: Weight grids the projections accept: the packed formats plus 3-, 5- and 6-bit grids, stored
+#: in the next wider container (3 -> int4 codes in [-3, 3]; 5, 6 -> int8 codes in [-15, 15],
+#: [-31, 31]) with a scale fitted for the narrower grid.
+VALID_BITS: tuple[Any, ...] = (8, 6, 5, 4, 3, 2, "ternary", "binary")
+#: Scale fits: per-channel max-abs (``max|w| / qmax``) or the ADMM paper's least squares.
+SCALE_FITS = ("maxabs", "als")
+
+
+def container_bits(bits: int | str) -> int | str:
+    """The packed format that stores a grid: 3 -> 4, 5 and 6 -> 8, others unchanged."""
+    return {3: 4, 5: 8, 6: 8}.get(bits, bits)  # type: ignore[arg-type]
+
+
+def grid_qmax(bits: int | str) -> int:
+    """Largest code of a symmetric integer grid ``[-qmax, qmax]`` (``2^(bits-1) - 1``)."""
+    if not isinstance(bits, int):
+        raise ValueError(f"bits: expected an integer grid, got {bits!r}")
+    return 2 ** (bits - 1) - 1
+
+
+def fit_scale(w: torch.Tensor, bits: int | str, *, method: str = "maxabs",
+              per_channel: bool = True, iters: int = 5) -> torch.Tensor | None:
+    """Scale ``[N]`` of the grid ``alpha * {-qmax..qmax}`` for ``w`` ``[N, ...]``.
+
+    ``"maxabs"``: ``max|w| / qmax`` (per row when ``per_channel``). ``"als"`` (Deng et al.):
+    one alpha for the whole layer, alternating ``Q = clip(round(W / alpha))`` and
+    ``alpha = <W, Q> / <Q, Q>`` for ``iters`` rounds, started at ``max|w| / qmax`` (the
+    returned ``[N]`` repeats it). None for ternary/binary (their own fitted scale).
+    """
+    if method not in SCALE_FITS:
+        raise ValueError(f"method: expected one of {SCALE_FITS}, got {method!r}")
+    if not isinstance(bits, int):
+        return None
+    qmax = grid_qmax(bits)
+    w2 = w.detach().float().reshape(w.shape[0], -1)
+    n = w2.shape[0]
+    if method == "maxabs":
+        s = w2.abs().amax(dim=1) / qmax if per_channel else (w2.abs().amax() / qmax).expand(n)
+        return torch.where(s > 0, s, torch.ones_like(s)).contiguous()
+    alpha = w2.abs().amax() / qmax
+    if float(alpha) <= 0:
+        return torch.ones(n)
+    for _ in range(iters):
+        q = torch.clamp(torch.round(w2 / alpha), -qmax, qmax)
+        qq = (q * q).sum()
+        if float(qq) == 0:
+            break
+        alpha = (w2 * q).sum() / qq
+    return alpha.abs().expand(n).contiguous()
 
 try:  # the packed-weight package (merged from the "packed" branch)
     from ..quant import QuantSpec as _QuantSpec  # type: ignore[attr-defined]
@@ -37,15 +86,16 @@ def check_sparsity(name: str, value: object) -> float:
 
 
 def check_bits(name: str, value: object) -> int | str:
-    """Bits must name a packed format: 8, 4, 2, 'ternary' or 'binary'."""
+    """Bits must name a grid: 8, 6, 5, 4, 3, 2, 'ternary' or 'binary'."""
     if isinstance(value, bool) or value not in VALID_BITS:
         raise ValueError(f"{name}: expected one of {VALID_BITS}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
 def make_spec(bits: int | str, per_channel: bool = True) -> Any:
-    """A ``QuantSpec`` (or a plain dict when the quant package is absent)."""
-    bits = check_bits("bits", bits)
+    """A ``QuantSpec`` of the container format (or a plain dict when the quant package is
+    absent); 3/5/6-bit grids get the int4/int8 container (see :data:`VALID_BITS`)."""
+    bits = container_bits(check_bits("bits", bits))
     if _QuantSpec is not None:
         return _QuantSpec(bits=bits, per_channel=per_channel)
     return {"bits": bits, "per_channel": per_channel}
@@ -189,7 +239,8 @@ def expected_zeros(numel: int, sparsity: float) -> int:
 
 
 __all__ = [
-    "VALID_BITS", "check_sparsity", "check_bits", "make_spec", "spec_bits", "bits_per_weight",
+    "VALID_BITS", "PACKED_BITS", "SCALE_FITS", "container_bits", "grid_qmax", "fit_scale",
+    "check_sparsity", "check_bits", "make_spec", "spec_bits", "bits_per_weight",
     "sparsity_mask", "project_sparse", "quantize", "dequantize", "fake_quantize", "project",
     "expected_zeros",
 ]

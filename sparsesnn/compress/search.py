@@ -1,5 +1,10 @@
-"""LitE-SNN-style joint search (Liu et al., IJCAI 2024): per-layer mixed precision and pruning,
-plus the number of time steps, learned jointly under a cost penalty or a hard budget.
+"""Compressive + timestep search after LitE-SNN (Liu et al., IJCAI 2024): per-layer mixed
+precision and pruning, plus the number of time steps, learned jointly under a cost penalty or a
+hard budget. It is not the paper's full method: there is no cell-level architecture search
+(the network's layers are fixed), and the time steps are mixed by running the model at each
+candidate T (the paper runs once at the largest T and weights the losses of the prefixes, which
+needs an input code whose first T_j steps are the T_j code -- direct or Poisson input; the
+thermometer code of ``SpikingMLP`` is not).
 
 Search space and relaxation (differentiable, one level: weights and architecture parameters are
 trained together by the task loss + cost, with separate learning rates):
@@ -28,6 +33,7 @@ fake-quantized, so the result deploys with ``sparsesnn.deploy.deploy``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -45,7 +51,7 @@ from .temporal import get_timesteps, set_timesteps
 from ._finetune import finetune
 
 __all__ = ["SEARCH_BITS", "MixedWeight", "JointSearch", "SearchConfig", "apply_config",
-           "config_bits", "lite_search"]
+           "config_bits", "deployed_layer_bits", "lite_search"]
 
 SEARCH_BITS = (8, 4, 2)
 
@@ -137,6 +143,24 @@ def config_bits(numels: dict[str, int], layers: dict[str, dict[str, Any]]) -> fl
                      for n, c in layers.items()))
 
 
+def deployed_layer_bits(shape: Sequence[int], bits: int | None, sparsity: float,
+                        bias: bool = True) -> float:
+    """Bits ``sparsesnn.deploy`` stores for one layer of weight ``shape`` at ``bits`` (None:
+    fp32) with ``sparsity``: packed codes + fp32 scales + bias; a linear layer takes the
+    compressed-row layout (int32 row pointers, 16/32-bit indices, codes) only when smaller;
+    conv layers store every code."""
+    n = int(shape[0])
+    k = int(math.prod(shape[1:]))
+    sb = 32 if bits is None else int(bits)
+    extra = 32 * n * (int(bias) + int(bits is not None))
+    dense = n * math.ceil(k * sb / 8) * 8
+    if len(shape) != 2 or sparsity <= 0:
+        return float(dense + extra)
+    nnz = n * k - int(round(sparsity * n * k))
+    pruned = 32 * (k + 1) + nnz * (16 if n <= 65536 else 32) + math.ceil(nnz * sb / 8) * 8
+    return float(min(dense, pruned) + extra)
+
+
 class JointSearch:
     """Differentiable joint search over bits, pruning and T (see module docstring).
 
@@ -151,13 +175,17 @@ class JointSearch:
         dual_lr: dual-ascent step of ``lam_bits`` in budget mode.
         prune: learn a pruning threshold (else dense, bits only).
         max_sparsity: cap of the decoded per-layer sparsity.
+        budget_on: what the hard budget counts: "deployed" (default: every bit ``deploy`` will
+            store -- codes, indices of the pruned layout when it is the smaller one, scales and
+            biases -- against the fp32 weights and biases) or "codes" (kept weights x bits, the
+            old accounting, which ignores index and scale overhead).
     """
 
     def __init__(self, model: nn.Module, *, bit_candidates: Sequence[int] = SEARCH_BITS,
                  T_candidates: Sequence[int] | None = None, layers: Iterable[str] | None = None,
                  lam_bits: float = 0.1, lam_ops: float = 0.0, budget: float | None = None,
                  dual_lr: float = 0.05, prune: bool = True, max_sparsity: float = 0.99,
-                 tau: float = 0.2) -> None:
+                 tau: float = 0.2, budget_on: str = "deployed") -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         if D.unwrap(model) is not model:
@@ -183,6 +211,9 @@ class JointSearch:
         self.max_sparsity = check_finite("max_sparsity", max_sparsity)
         if not 0.0 <= self.max_sparsity < 1.0:
             raise ValueError(f"max_sparsity: expected a number in [0, 1), got {max_sparsity!r}")
+        if budget_on not in ("deployed", "codes"):
+            raise ValueError(f"budget_on: expected 'deployed' or 'codes', got {budget_on!r}")
+        self.budget_on = budget_on
         available = compressible_layers(model)
         names = list(available) if layers is None else list(layers)
         bad = [n for n in names if n not in available]
@@ -195,6 +226,8 @@ class JointSearch:
         self.layers = {n: available[n] for n in names}
         self.numels = {n: m.weight.numel() for n, m in self.layers.items()}
         self.fan = {n: (m.weight[0].numel(), m.weight.shape[0]) for n, m in self.layers.items()}
+        self.shapes = {n: tuple(m.weight.shape) for n, m in self.layers.items()}
+        self.has_bias = {n: getattr(m, "bias", None) is not None for n, m in self.layers.items()}
         self.mixers: dict[str, MixedWeight] = {}
         # threshold 0: starts dense (scores > 0) with a useful soft-mask gradient for small weights
         for n, m in self.layers.items():
@@ -309,36 +342,44 @@ class JointSearch:
             s = min(max(round(s, 4), 0.0), self.max_sparsity)
             cfg[n] = {"bits": b, "sparsity": s}
         T = self.model.T_candidates[int(torch.argmax(self.model.beta))]
-        dense_bits = 32.0 * sum(self.numels.values())
+        if self.budget_on == "deployed":
+            dense_bits = sum(deployed_layer_bits(self.shapes[n], None, 0.0, self.has_bias[n]) for n in cfg)
+        else:
+            dense_bits = 32.0 * sum(self.numels.values())
         if self.budget is not None:
             self._enforce_budget(cfg, self.budget * dense_bits)
-        return SearchConfig(cfg, T, config_bits(self.numels, cfg), dense_bits, list(self.history))
+        return SearchConfig(cfg, T, self._cost(cfg), dense_bits, list(self.history))
+
+    def _cost(self, cfg: dict[str, dict[str, Any]]) -> float:
+        """Bits of ``cfg`` as the budget counts them (``budget_on``)."""
+        if self.budget_on == "codes":
+            return config_bits(self.numels, cfg)
+        return sum(deployed_layer_bits(self.shapes[n], c["bits"], c["sparsity"], self.has_bias[n])
+                   for n, c in cfg.items())
 
     def _enforce_budget(self, cfg: dict[str, dict[str, Any]], limit: float) -> None:
+        """Greedy: shrink the costliest layer that can still shrink -- lower precision first,
+        then 5% more sparsity. Under ``budget_on="deployed"`` a conv layer is never pruned for
+        the budget (deploy stores all its codes, so pruning would cost accuracy and save no
+        byte)."""
         bits_sorted = sorted(self.mixers[next(iter(cfg))].bits, reverse=True)
-        while config_bits(self.numels, cfg) > limit:
-            # shrink the layer that costs the most bits: lower precision first, then prune more
-            n = max(cfg, key=lambda k: config_bits(self.numels, {k: cfg[k]}))
-            c = cfg[n]
-            lower = [b for b in bits_sorted if b < c["bits"]]
-            if lower:
-                c["bits"] = lower[0]
-            elif c["sparsity"] < self.max_sparsity:
-                c["sparsity"] = min(self.max_sparsity, round(c["sparsity"] + 0.05, 4))
-            else:
-                others = [k for k in cfg if k != n and (cfg[k]["sparsity"] < self.max_sparsity
-                                                        or cfg[k]["bits"] > bits_sorted[-1])]
-                if not others:
-                    raise ValueError(f"budget: {limit:.0f} bits cannot be met even at sparsity "
-                                     f"{self.max_sparsity} and {bits_sorted[-1]} bits")
-                # the largest layer is at its floor: continue with the next largest
-                n2 = max(others, key=lambda k: config_bits(self.numels, {k: cfg[k]}))
-                c2 = cfg[n2]
-                lower = [b for b in bits_sorted if b < c2["bits"]]
+
+        def can_prune(n: str) -> bool:
+            return self.budget_on == "codes" or len(self.shapes[n]) == 2
+
+        while self._cost(cfg) > limit:
+            for n in sorted(cfg, key=lambda k: self._cost({k: cfg[k]}), reverse=True):
+                c = cfg[n]
+                lower = [b for b in bits_sorted if b < c["bits"]]
                 if lower:
-                    c2["bits"] = lower[0]
-                else:
-                    c2["sparsity"] = min(self.max_sparsity, round(c2["sparsity"] + 0.05, 4))
+                    c["bits"] = lower[0]
+                    break
+                if can_prune(n) and c["sparsity"] < self.max_sparsity:
+                    c["sparsity"] = min(self.max_sparsity, round(c["sparsity"] + 0.05, 4))
+                    break
+            else:
+                raise ValueError(f"budget: {limit:.0f} bits cannot be met even at sparsity "
+                                 f"{self.max_sparsity} and {bits_sorted[-1]} bits")
 
     def remove(self) -> nn.Module:
         """Drop the relaxation: original float weights back, plain layers, hooks removed."""
@@ -375,17 +416,26 @@ def apply_config(model: nn.Module, config: SearchConfig, train_loader: Iterable 
 
 def lite_search(model: nn.Module, train_loader: Iterable, *, epochs: int = 2,
                 finetune_epochs: int = 1, lr: float = 5e-4, arch_lr: float = 5e-2,
-                progress: bool = True, **kwargs: Any) -> tuple[SearchConfig, ADMM]:
-    """Search for ``epochs`` (weights + arch params jointly), decode, apply and fine-tune.
+                warmup_epochs: int = 0, progress: bool = True,
+                **kwargs: Any) -> tuple[SearchConfig, ADMM]:
+    """Warm up, search for ``epochs`` (weights + arch params jointly), decode, apply, fine-tune.
 
-    ``kwargs`` go to :class:`JointSearch`. ``model`` is modified in place and ends with the
-    decoded T, pruned and quantized weights (deploy it with ``sparsesnn.deploy.deploy``).
+    ``warmup_epochs`` (as the paper): train only the weights of the relaxed supernet first,
+    architecture parameters frozen and no cost penalty, so the search starts from weights that
+    work under every candidate. ``kwargs`` go to :class:`JointSearch`. ``model`` is modified in
+    place and ends with the decoded T, pruned and quantized weights (deploy it with
+    ``sparsesnn.deploy.deploy``).
     """
     epochs = check_positive_int("epochs", epochs, minimum=0)
+    warmup_epochs = check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
     js = JointSearch(model, **kwargs)
     opt = torch.optim.Adam([{"params": js.weight_parameters(), "lr": lr},
                             {"params": js.arch_parameters(), "lr": arch_lr}])
     try:
+        if warmup_epochs:
+            warm = torch.optim.Adam(js.weight_parameters(), lr=lr)
+            finetune(D.ddp_wrap(js.model), train_loader, warm, epochs=warmup_epochs,
+                     desc="LitE warm-up", progress=progress)
         if epochs:
             finetune(D.ddp_wrap(js.model), train_loader, opt, epochs=epochs, hooks=[js], desc="LitE search",
                 progress=progress)

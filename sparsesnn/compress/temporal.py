@@ -7,7 +7,14 @@ the new T, fine-tuned for a few epochs, and evaluated. If the accuracy is more t
 the search stops; otherwise it continues to the next T.
 
 The model must expose its number of steps: a ``set_timesteps(T)`` method, or a ``T`` attribute
-(as :class:`sparsesnn.models.SpikingMLP`, whose thermometer-encoder thresholds are rebuilt).
+(as :class:`sparsesnn.models.SpikingMLP`, whose thermometer-encoder thresholds are rebuilt). The
+input may be rate-coded (SpikingMLP) or direct: an analog input applied at every step (a model
+whose forward repeats ``x`` ``T`` times, e.g. the conv SNN of ``bench/compare_methods.py``); the
+paper starts from T >= 8 (its trained models use 25 or more steps).
+
+:func:`precision_sweep` then quantizes the pruned model's weights post-training at several
+grids (8, 6, 5, 4, 3, 2 bits) and reports the accuracy of each, as the paper reports that the
+spatio-temporally pruned networks stay stable down to 5 bits.
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from . import distributed as D
 from ._finetune import finetune
 from .train import evaluate
 
-__all__ = ["get_timesteps", "set_timesteps", "make_schedule", "temporal_prune", "TemporalResult"]
+__all__ = ["get_timesteps", "set_timesteps", "make_schedule", "temporal_prune", "TemporalResult",
+           "precision_sweep"]
 
 
 def get_timesteps(model: nn.Module) -> int:
@@ -131,3 +139,32 @@ def temporal_prune(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
             break
         res.T_final, res.final_acc = T, acc
     return res
+
+
+def precision_sweep(model: nn.Module, val_loader: Iterable, bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
+                    scale_fit: str = "maxabs") -> list[dict[str, float]]:
+    """Post-training weight quantization of a copy of ``model`` at each grid in ``bits``
+    (every compressible layer, symmetric per-channel grid ``{-qmax..qmax}``, 3/5/6 bits stored
+    in the next wider container): ``[{"bits": b, "acc": accuracy on val_loader}, ...]``.
+    ``model`` is not changed; the quantized copies carry the compression state that
+    ``sparsesnn.deploy.deploy`` reads, but are not kept.
+    """
+    from . import projections as P
+    from .state import CompressionState, compressible_layers, get_state, set_state
+
+    out: list[dict[str, float]] = []
+    for b in bits:
+        P.check_bits("bits", b)
+        if not isinstance(b, int):
+            raise ValueError(f"bits: expected integer grids, got {b!r}")
+        m = copy.deepcopy(D.unwrap(model))
+        with torch.no_grad():
+            for layer in compressible_layers(m).values():
+                st = get_state(layer)
+                mask = st.mask if st is not None else None
+                scale = P.fit_scale(layer.weight, b, method=scale_fit)
+                z, _, s = P.project(layer.weight, None, P.make_spec(b), scale=scale, mask=mask)
+                layer.weight.copy_(z)
+                set_state(layer, CompressionState(mask=mask, spec=P.make_spec(b), scale=s))
+        out.append({"bits": b, "acc": evaluate(m, val_loader, reduce=True)["acc"]})
+    return out

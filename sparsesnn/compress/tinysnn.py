@@ -5,15 +5,23 @@ space exploration returning the memory/accuracy Pareto front and the smallest mo
 an accuracy constraint.
 
 - Weights: symmetric per-channel integer codes (``sparsesnn.quant``: 8, 4, 2 bits, ternary,
-  binary -- the formats the packed kernels run) with the chosen rounding of ``w / scale``.
+  binary -- the formats the packed kernels run) with the chosen rounding of ``w / scale``; or
+  fixed-point Qm.n at any precision (:func:`quantize_weights_fixed`, scale ``2^-n``). The
+  int2 grid has three levels (-1, 0, 1): the packed int2 codes store -2..1, but the quantizer
+  is symmetric, so the paper's four-level 2-bit weights are not available.
 - Neurons: :class:`sparsesnn.FixedPoint` with ``bits`` total and ``bits - 1 - int_bits``
   fraction bits; ``neuron.quantize_state(fmt)`` puts threshold, reset and decay on the grid and
   makes the LIF kernel round the membrane potential every step with the same rounding.
 - Rounding: ``truncate`` (toward zero), ``nearest``, ``stochastic`` (``floor(x + u)``,
   ``u ~ U[0, 1)``: unbiased in expectation).
-- Post-training (``mode='post'``): quantize a trained model once. In-training (``mode='in'``):
-  fine-tune with quantized weights and neurons in the forward pass; the optimizer updates a
-  float shadow copy (straight-through estimator) that is re-quantized after every step.
+- Post-training (``mode='post'``): quantize a trained model once. In-training (``mode='in'``,
+  the paper's): the weights live on the grid; every optimizer update is rounded back onto the
+  grid (fixed scale) with the chosen rounding -- no full-precision copy is kept, so with
+  ``nearest`` an update smaller than half a step is lost and ``stochastic`` keeps it in
+  expectation. Quantization-aware training (``mode='qat'``, the old ``'in'`` here): the
+  optimizer updates a float shadow copy (straight-through) re-quantized after every step.
+- Stochastic rounding of the neuron state draws fresh noise on every forward pass (the seed
+  of each neuron's fixed-point format advances per call), not the same noise each time.
 
 Memory counted (batch 1): packed weight codes + fp32 per-channel scales + fp32 biases +
 membrane state (one value per neuron) + neuron parameters (threshold, reset, decay) per layer,
@@ -32,7 +40,7 @@ from torch import nn
 
 from ..fixed_point import FixedPoint
 from ..ops._checks import check_finite, check_positive_int
-from ..quant import QuantSpec, dequantize, quantize
+from ..quant import QuantSpec, dequantize, quantize, round_values
 from ..quant.spec import STORAGE_BITS
 from . import distributed as D
 from .activity import neuron_layers
@@ -41,13 +49,13 @@ from ._finetune import finetune
 from .train import evaluate
 
 __all__ = ["ROUNDINGS", "WEIGHT_PRECISIONS", "MODES", "check_rounding", "QuantConfig",
-           "state_format", "quantize_weights", "quantize_neurons", "InTrainingQuantizer",
+           "state_format", "quantize_weights", "quantize_weights_fixed", "quantize_neurons", "InTrainingQuantizer",
            "apply_config", "memory_bytes", "pareto_front", "smallest_meeting", "explore",
            "Exploration"]
 
 ROUNDINGS = ("truncate", "nearest", "stochastic")
 WEIGHT_PRECISIONS = (8, 4, 2, "ternary", "binary", None)  # None: fp32 weights
-MODES = ("post", "in")
+MODES = ("post", "in", "qat")
 
 
 def check_rounding(rounding: object) -> str:
@@ -78,7 +86,8 @@ class QuantConfig:
     weight_bits: 8 | 4 | 2 | 'ternary' | 'binary' | None (fp32).
     state_bits: total bits of the membrane state / neuron parameters, or None (fp32).
     rounding: 'truncate' | 'nearest' | 'stochastic' (weights and state).
-    mode: 'post' (post-training) | 'in' (in-training, fine-tuned quantized).
+    mode: 'post' (post-training) | 'in' (in-training: weights on the grid, updates rounded) |
+        'qat' (fine-tuned with a float shadow copy, straight-through).
     int_bits: integer bits of the fixed-point state (range about +-2**int_bits).
     """
 
@@ -138,6 +147,36 @@ def quantize_weights(model: nn.Module, bits: Any, rounding: str = "nearest", see
     return chosen
 
 
+def quantize_weights_fixed(model: nn.Module, int_bits: int, frac_bits: int,
+                           rounding: str = "nearest", seed: int = 0,
+                           layers: Iterable[str] | None = None) -> dict[str, nn.Module]:
+    """Fixed-point Qm.n weights at any precision (post-training, in place): every weight
+    becomes ``k * 2^-n`` with ``|k| <= 2^(m+n) - 1`` (sign + ``m`` integer + ``n`` fraction
+    bits, symmetric), rounded with ``rounding``. With ``1 + m + n <= 8`` the layers deploy as
+    packed int2/int4/int8 codes (scale ``2^-n``); wider formats keep fp32 values on the grid.
+    Returns the layers."""
+    check_rounding(rounding)
+    m_ = check_positive_int("int_bits", int_bits, minimum=0)
+    n_ = check_positive_int("frac_bits", frac_bits, minimum=0)
+    total = 1 + m_ + n_
+    if total > 32:
+        raise ValueError(f"int_bits + frac_bits: expected at most 31 bits, got {m_} + {n_}")
+    container = next((b for b in (2, 4, 8) if total <= b), None)
+    kmax = 2 ** (m_ + n_) - 1
+    chosen = _layers(model, layers)
+    with torch.no_grad():
+        for i, layer in enumerate(chosen.values()):
+            w = layer.weight.detach().float() * 2.0 ** n_
+            k = round_values(w.reshape(w.shape[0], -1).contiguous(), rounding, seed + i)
+            k = k.reshape(w.shape).clamp(-kmax, kmax)
+            layer.weight.copy_((k * 2.0 ** -n_).to(layer.weight.dtype))
+            if container is not None:
+                scale = torch.full((w.shape[0],), 2.0 ** -n_)
+                set_state(layer, CompressionState(mask=None, spec=_spec(container, "nearest", None),
+                                                  scale=scale, sparsity=None))
+    return chosen
+
+
 def _layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Module]:
     wrapped = D.unwrap(model) is not model  # DDP: its layers, names with or without 'module.'
     available = compressible_layers(D.unwrap(model))
@@ -150,21 +189,46 @@ def _layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Modu
     return {n: available[n] for n in layers}
 
 
+_NOISE_HOOK = "_sparsesnn_fresh_noise"
+
+
+def _advance_seed(neuron: nn.Module, inputs: Any) -> None:
+    """Forward pre-hook: a new stochastic-rounding seed for this call (fresh noise per pass).
+    Deterministic (a counter, not the global RNG), so DDP ranks draw the same noise."""
+    fmt = neuron.state_quant
+    if fmt is not None and fmt.rounding == "stochastic":
+        neuron.state_quant = FixedPoint(fmt.bits, fmt.frac_bits, fmt.rounding,
+                                        (fmt.seed + 0x9E3779B1) % 2**32)
+
+
 def quantize_neurons(model: nn.Module, bits: int | None, rounding: str = "nearest",
-                     int_bits: int = 3, seed: int = 0) -> FixedPoint | None:
-    """Put every LIF/IF/PLIF on a fixed-point state grid (``None``: back to fp32)."""
+                     int_bits: int = 3, seed: int = 0, fresh_noise: bool = True) -> FixedPoint | None:
+    """Put every LIF/IF/PLIF on a fixed-point state grid (``None``: back to fp32).
+
+    ``fresh_noise`` (stochastic rounding): advance each neuron's seed on every forward call, so
+    every pass draws new rounding noise; False keeps one fixed noise pattern (old behaviour).
+    """
     check_rounding(rounding)
     neurons = neuron_layers(model)
     fmt = None if bits is None else state_format(bits, int_bits, rounding, seed)
     for i, n in enumerate(neurons.values()):
         # a different seed per layer: independent stochastic rounding noise
         n.quantize_state(None if fmt is None else FixedPoint(fmt.bits, fmt.frac_bits, rounding, seed + i))
+        old = n.__dict__.pop(_NOISE_HOOK, None)
+        if old is not None:
+            old.remove()
+        if fmt is not None and rounding == "stochastic" and fresh_noise:
+            n.__dict__[_NOISE_HOOK] = n.register_forward_pre_hook(_advance_seed)
     return fmt
 
 
 class InTrainingQuantizer:
-    """Hook for :func:`sparsesnn.compress.fit`: quantized weights in every forward pass, float
-    shadow weights updated by the optimizer (straight-through), re-quantized after each step.
+    """Hook for :func:`sparsesnn.compress.fit`: quantized weights in every forward pass.
+
+    ``shadow=True`` (QAT, ``mode='qat'``): float shadow weights updated by the optimizer
+    (straight-through), re-quantized after each step (scale refitted). ``shadow=False``
+    (in-training, ``mode='in'``): no float copy; after each step the updated weight is rounded
+    back onto the grid of the scale fitted at the start, with the chosen rounding.
 
     Stochastic rounding draws fresh noise every step (seed + step), as in-training stochastic
     rounding does; :meth:`finalize` quantizes the shadow weights once more and fixes them.
@@ -173,15 +237,30 @@ class InTrainingQuantizer:
     """
 
     def __init__(self, model: nn.Module, bits: Any, rounding: str = "nearest", seed: int = 0,
-                 layers: Iterable[str] | None = None) -> None:
+                 layers: Iterable[str] | None = None, shadow: bool = True) -> None:
         self.bits = _check_weight_bits(bits)
         self.rounding = check_rounding(rounding)
         self.seed = int(seed)
+        self.shadow = bool(shadow)
         self.layers = _layers(model, layers)
         self.steps = 0
         self._latent = {n: m.weight.detach().clone() for n, m in self.layers.items()}
         self._last: dict[str, torch.Tensor] = {}
         self._requantize()
+        if not self.shadow:
+            self._latent.clear()  # in-training: the grid weights are the only copy
+
+    @torch.no_grad()
+    def _round_on_grid(self) -> None:
+        """In-training: round each updated weight onto its layer's fixed grid."""
+        if self.bits is None:
+            return
+        for i, (name, layer) in enumerate(self.layers.items()):
+            st = getattr(layer, "sparsesnn_compression")
+            w2 = layer.weight.detach().reshape(layer.weight.shape[0], -1).float()
+            spec = _spec(self.bits, self.rounding, self.seed + 7919 * self.steps + i)
+            codes, scale = quantize(w2, spec, scale=st.scale)
+            layer.weight.copy_(dequantize(codes, scale).reshape(layer.weight.shape).to(layer.weight.dtype))
 
     @torch.no_grad()
     def _requantize(self) -> None:
@@ -194,18 +273,23 @@ class InTrainingQuantizer:
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
+        if not self.shadow:
+            self._round_on_grid()
+            return
         for name, layer in self.layers.items():
             self._latent[name] += layer.weight.detach() - self._last[name]
         self._requantize()
 
     def finalize(self) -> None:
-        self._requantize()
+        if self.shadow:
+            self._requantize()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Shadow and quantized weights, scales and step count (identical on every rank)."""
         out: dict[str, torch.Tensor] = {"steps": torch.tensor(self.steps)}
         for n, layer in self.layers.items():
-            out[f"{n}.latent"] = self._latent[n]
+            if n in self._latent:
+                out[f"{n}.latent"] = self._latent[n]
             out[f"{n}.weight"] = layer.weight.detach()
             st = getattr(layer, "sparsesnn_compression", None)
             if st is not None and st.scale is not None:
@@ -224,9 +308,10 @@ def apply_config(model: nn.Module, config: QuantConfig, train_loader: Iterable |
         quantize_weights(m, config.weight_bits, config.rounding, config.seed)
         return m
     if train_loader is None:
-        raise ValueError("train_loader: in-training quantization (mode='in') needs training data")
+        raise ValueError(f"train_loader: mode={config.mode!r} (training quantized) needs training data")
     epochs = check_positive_int("epochs", epochs)
-    q = InTrainingQuantizer(m, config.weight_bits, config.rounding, config.seed)
+    q = InTrainingQuantizer(m, config.weight_bits, config.rounding, config.seed,
+                            shadow=config.mode == "qat")
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     # DDP: the copy is trained through its own wrapper, or each rank would fit its own shard
     finetune(D.ddp_wrap(m), train_loader, opt, epochs=epochs, hooks=[q], desc=f"qat {config.label()}",
@@ -333,8 +418,8 @@ def explore(model: nn.Module, val_loader: Iterable, train_loader: Iterable | Non
         a = check_finite("accuracy_constraint", accuracy_constraint)
         if not 0.0 <= a <= 1.0:
             raise ValueError(f"accuracy_constraint: expected an accuracy in [0, 1], got {accuracy_constraint!r}")
-    if "in" in modes and train_loader is None:
-        raise ValueError("train_loader: in-training quantization (mode 'in') needs training data")
+    if ({"in", "qat"} & set(modes)) and train_loader is None:
+        raise ValueError("train_loader: in-training quantization (modes 'in'/'qat') needs training data")
     res = Exploration()
     models: dict[int, nn.Module] = {}
     combos = list(itertools.product(modes, weight_bits, state_bits, roundings))
