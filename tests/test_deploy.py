@@ -181,3 +181,31 @@ def test_deploy_inplace_drops_hooks():
     out = deploy(model, inplace=True)
     assert out is model and _hook_count(model) == 0
     assert model.lif1.v is None
+
+
+@pytest.mark.parametrize("sparsity,layout", [(0.5, "dense"), (0.95, "pruned")])
+def test_index_layout_only_when_smaller(sparsity, layout):
+    # int4 codes: the index layout costs 2 B of index + 0.5 B of code per kept weight, so at
+    # 50% sparsity the plain packed codes (0.5 B per weight) are smaller (issue 14)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(256, 128))
+    ADMM(m, sparsity=sparsity, bits=4).finalize()
+    d = deploy(m)
+    f = layer_formats(d)["0"]
+    assert f["layout"] == layout
+    st = m[0].sparsesnn_compression
+    both = [PackedSpikingLinear.from_float(m[0], st.spec, scale=st.scale, mask=st.mask, layout=lay)
+            for lay in ("dense", "pruned")]
+    assert f["bytes"] == min(b.model_bytes() for b in both)
+    x = (torch.rand(3, 256) > 0.5).float()
+    torch.testing.assert_close(d(x), m(x), atol=1e-4, rtol=1e-4)
+
+
+def test_from_float_layout_argument():
+    lin = nn.Linear(8, 4)
+    with pytest.raises(ValueError, match="layout"):
+        PackedSpikingLinear.from_float(lin, 8, layout="csr")
+    mask = torch.rand(4, 8) > 0.5
+    dense = PackedSpikingLinear.from_float(lin, None, mask=mask, layout="dense")
+    assert dense.layout == "dense"
+    torch.testing.assert_close(dense.dequantized_weight(), lin.weight.detach() * mask)
