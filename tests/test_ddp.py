@@ -322,7 +322,7 @@ def test_minimax_and_lite_state_identical_across_ranks(tmp_path):
     res = _run_ok(_worker_minimax_lite, tmp_path)
     _assert_identical(res["minimax"], "minimax")
     _assert_identical(res["lite"], "LitE")
-    assert {"p", "y", "fc1.mask"} <= res["minimax"][0].keys()
+    assert {"p", "y", "fc2.mask"} <= res["minimax"][0].keys()  # fc1: left dense (first layer)
     assert float(res["minimax"][0]["y"]) > 0, "budget dual never rose"
     assert {"beta", "lam_bits", "fc1.alpha", "fc1.theta", "fc1.rate"} <= res["lite"][0].keys()
     assert float(res["lite"][0]["fc2.rate"]) > 0, "input spike rates not recorded"
