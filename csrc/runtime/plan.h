@@ -42,6 +42,7 @@ struct Op {
   PrunedLinearParams pruned;
   PackedConv2dParams conv;
   Blob scale, bias, weights, row_ptr, index, values;
+  Blob chunked;  // CONV2D: the gather kernel's layout of `weights` (binary spikes, one scale group)
   bool has_blocks = false;
   Blob block_ptr, block_id, block_mask, block_code, codes;
   // NEURON

@@ -28,6 +28,39 @@ int64_t checked_mul(int64_t a, int64_t b, const std::string& where) {
   return a * b;
 }
 
+// A zeroed, 64-byte aligned blob of `nbytes` (+ 64 bytes of slack, as read_blob).
+Blob zeroed_blob(uint8_t dtype, int64_t count, size_t nbytes) {
+  Blob b;
+  b.dtype = dtype;
+  b.count = count;
+  const size_t total = ((nbytes + 64) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, total);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, total);
+  b.mem = std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
+  return b;
+}
+
+// The gather conv kernel's layout (packed_conv2d.h, as sparsesnn/ops/packed_conv2d.py's
+// chunked_rows): in 64-byte chunk q of a row, bits [s*bits, (s+1)*bits) of byte j hold the
+// stored code of output q*(512/bits) + s*64 + j; packed rows hold output o in byte o/per at
+// bit (o%per)*bits. Padding outputs stay 0.
+Blob chunked_conv_rows(const Blob& rows, int64_t R, int64_t O, int bits) {
+  const int per = 8 / bits, cw = 64 * per;
+  const int64_t nch = std::max<int64_t>(1, (O + cw - 1) / cw), rb = packed_row_bytes(O, bits);
+  Blob out = zeroed_blob(F::kU8, R * nch * 64, static_cast<size_t>(R * nch * 64));
+  uint8_t* dst = const_cast<uint8_t*>(out.as<uint8_t>());
+  const uint8_t* src = rows.as<uint8_t>();
+  const int mask = (1 << bits) - 1;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t o = 0; o < O; ++o) {
+      const int code = (src[r * rb + o / per] >> ((o % per) * bits)) & mask;
+      const int64_t q = o / cw, s = (o % cw) / 64, j = o % 64;
+      dst[r * nch * 64 + q * 64 + j] |= static_cast<uint8_t>(code << (s * bits));
+    }
+  return out;
+}
+
 Blob read_blob(Reader& r, const std::string& where, const char* name) {
   Blob b;
   b.dtype = r.get<uint8_t>(name);
@@ -192,6 +225,8 @@ void read_conv(Reader& r, Op& op, const std::string& where) {
   op.weights = read_blob(r, where, "weights");
   if (bits == 32) expect(op.weights, F::kF32, checked_mul(rows, p.O, where), where, "weights");
   else expect(op.weights, F::kU8, checked_mul(rows, packed_row_bytes(p.O, bits), where), where, "weights");
+  if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows))  // one scale group: gather kernel
+    op.chunked = chunked_conv_rows(op.weights, rows, p.O, p.bits);
   op.out = op.in;
   op.out.dims = {p.O, p.OH, p.OW};
 }
@@ -383,7 +418,7 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
       op.row_ptr = op.index = op.values = Blob();
     }
     for (const Blob* b : {&op.scale, &op.bias, &op.weights, &op.row_ptr, &op.index, &op.values,
-                          &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes})
+                          &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes, &op.chunked})
       if (b->mem) plan->weight_bytes += b->bytes();
     cur = op.out;
     plan->ops.push_back(std::move(op));

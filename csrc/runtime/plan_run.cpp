@@ -141,8 +141,11 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         PackedConv2dParams p = op.conv;
         p.NB = rows;
         p.threads = threads;
-        packed_spike_conv2d_cpu(p, spike, cur, op.weights.data(), op.scale.as<float>(),
-                                op.bias.count ? op.bias.as<float>() : nullptr, out);
+        const float* bias = op.bias.count ? op.bias.as<float>() : nullptr;
+        if (spike && op.chunked.count)  // the eager module's kernel for spikes too
+          packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
+        else
+          packed_spike_conv2d_cpu(p, spike, cur, op.weights.data(), op.scale.as<float>(), bias, out);
         break;
       }
       case F::kNeuron: {
