@@ -245,9 +245,7 @@ def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Te
     w_new = w2[:, keep].clone()
     b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
     if spikes is not None and drop_idx.numel() > 0:
-        s = spikes.to(dev).double()
-        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
-        sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
+        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
         w_new += torch.einsum("odhw,kd->okhw", w2[:, drop_idx], sol[:-1])
         const = torch.einsum("odhw,d->o", w2[:, drop_idx], sol[-1])
         if b_new is None:
@@ -262,6 +260,14 @@ def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Te
         new_next.bias.copy_(b_new.to(dt))
     _set_module(model, fc_name, new_conv)
     _set_module(model, next_name, new_next)
+
+
+def _fold_fit(spikes: torch.Tensor, keep: torch.Tensor, drop_idx: torch.Tensor, dev) -> torch.Tensor:
+    """Least-squares ``A`` with ``S_drop ~= [S_keep, 1] @ A``: the dropped neurons' fan-out is
+    folded into the kept ones (and a bias) through it."""
+    s = spikes.to(dev).double()
+    design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
+    return torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution
 
 
 @torch.no_grad()
@@ -286,10 +292,7 @@ def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
     w_new = w2[:, keep].clone()
     b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
     if spikes is not None and drop_idx.numel() > 0:
-        # S_drop ~= [S_keep, 1] @ A: fold the dropped neurons' fan-out into the kept ones
-        s = spikes.to(dev).double()
-        design = torch.cat([s[:, keep], torch.ones(s.shape[0], 1, dtype=s.dtype, device=dev)], 1)
-        sol = torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution  # [k+1, d]
+        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
         w_new += w2[:, drop_idx] @ sol[:-1].T
         const = w2[:, drop_idx] @ sol[-1]
         if b_new is None:
