@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="hidden widths (default 2048 2048; conv: fully connected widths, default 256)")
     d.add_argument("--T", type=int, default=4, help="timesteps")
-    d.add_argument("--bits", default="4", help="weight format: 8, 4, 2, ternary, binary")
+    d.add_argument("--bits", default="4", help="weight format: 8, 6, 5, 4, 3, 2, ternary, binary (3/5/6-bit grids in int4/int8 containers)")
     d.add_argument("--sparsity", type=float, default=None, help="one sparsity for every layer")
     d.add_argument("--activity", type=float, default=0.3, help="activity regularization weight")
     d.add_argument("--seed", type=int, default=0)

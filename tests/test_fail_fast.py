@@ -19,7 +19,7 @@ def no_work(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--bits", "3"], r"bits: expected one of \(8, 4, 2, 'ternary', 'binary'\), got 3"),
+    (["--bits", "7"], r"bits: expected one of \(8, 6, 5, 4, 3, 2, 'ternary', 'binary'\), got 7"),
     (["--bits", "int3"], r"bits: expected one of .* got 'int3'"),
     (["--T", "0"], r"T: expected an integer >= 1, got 0"),
     (["--sparsity", "1.5"], r"sparsity\['fc1'\]: expected a sparsity in \[0, 1\), got 1.5"),

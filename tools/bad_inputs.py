@@ -60,7 +60,7 @@ CASES = [
     ("deploy.load", "shape in description != stored", lambda: deploy.load(_file(_valid().replace(b'"out_features":4', b'"out_features":5')))),
     ("deploy.save", "unregistered module type", lambda: deploy.save(nn.Sequential(nn.Bilinear(2, 2, 2)), tempfile.mktemp())),
     ("deploy.convert_legacy", "without trust=True", lambda: deploy.convert_legacy("x.pt", "y.ssnn")),
-    ("sparsesnn demo", "--bits 3", lambda: _cli("--bits", "3")),
+    ("sparsesnn demo", "--bits 7", lambda: _cli("--bits", "7")),
     ("sparsesnn demo", "--T 0", lambda: _cli("--T", "0")),
     ("sparsesnn demo", "--sparsity 1.5", lambda: _cli("--sparsity", "1.5")),
     ("PackedSpikingLinear", "10^6 x 10^6 weight", lambda: PackedSpikingLinear(10**6, 10**6, spec=4)),

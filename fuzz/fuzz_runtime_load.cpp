@@ -1,0 +1,39 @@
+// libFuzzer harness for the native runtime's plan loader (csrc/runtime, C ABI).
+//
+// Every input is loaded with ssnn_load_memory; the CRC-32 trailer is first recomputed over the
+// mutated bytes, otherwise nearly every mutation would stop at the checksum and the parser
+// behind it would go unexercised. A plan that loads is run once on a small input (inputs whose
+// per-sample size or output would be large are only loaded), then freed.
+//
+//   fuzz/build_runtime_fuzzer.sh && /tmp/fuzz_runtime_load fuzz/runtime_corpus -runs=1000000
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "format.h"
+#include "sparsesnn_runtime.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::vector<uint8_t> buf(data, data + size);
+  if (buf.size() >= 4) {
+    const uint32_t crc = sparsesnn::plan_format::crc32(buf.data(), buf.size() - 4);
+    std::memcpy(buf.data() + buf.size() - 4, &crc, 4);  // little-endian hosts only (x86-64)
+  }
+  ssnn_model* m = nullptr;
+  if (ssnn_load_memory(buf.data(), buf.size(), &m) != SSNN_OK) return 0;
+  int64_t in_dims[8], out_dims[8];
+  int in_rank = 0, out_rank = 0, batch_axis = 0;
+  int64_t in_n = 1, out_n = 1;
+  if (ssnn_input_shape(m, in_dims, 8, &in_rank, &batch_axis) == SSNN_OK &&
+      ssnn_output_shape(m, out_dims, 8, &out_rank, &batch_axis) == SSNN_OK) {
+    for (int i = 0; i < in_rank; ++i) in_n *= in_dims[i];
+    for (int i = 0; i < out_rank; ++i) out_n *= out_dims[i];
+    if (in_n > 0 && out_n > 0 && in_n <= (1 << 16) && out_n <= (1 << 16)) {
+      std::vector<float> x(static_cast<size_t>(in_n)), y(static_cast<size_t>(out_n));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 2654435761u) % 7) / 3.0f;
+      ssnn_run(m, x.data(), 1, y.data(), 1);
+    }
+  }
+  ssnn_free(m);
+  return 0;
+}
