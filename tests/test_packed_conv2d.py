@@ -10,15 +10,10 @@ from sparsesnn.nn import PackedSpikingConv2d
 from sparsesnn.ops.packed_conv2d import packed_conv2d_op
 from sparsesnn.quant import QuantSpec, dequantize, quantize
 
+from _conv_cases import CONV_GEOMS  # noqa: E402
+
 FORMATS = ["int8", "int4", "int2", "ternary", "binary", None]
-GEOMS = [  # (C, O, k, stride, padding, dilation, H, W)
-    (3, 8, 3, 1, 1, 1, 9, 9),
-    (4, 17, 3, 2, 1, 1, 10, 7),
-    (2, 5, (1, 3), 1, (0, 2), 1, 6, 8),
-    (5, 9, 3, 1, 2, 2, 8, 8),
-    (1, 1, 1, 1, 0, 1, 1, 1),
-    (6, 33, 5, 3, 0, 1, 11, 13),
-]
+GEOMS = CONV_GEOMS
 
 
 def spikes(shape, density, seed=0):

@@ -13,14 +13,10 @@ from sparsesnn.ops import pruned_conv2d as pruned_mod
 from sparsesnn.ops.pruned_conv2d import dense_rows, pruned_conv2d_op, tap_mask
 from sparsesnn.quant import QuantSpec
 
+from _conv_cases import CONV_GEOMS  # noqa: E402
+
 FORMATS = ["int8", "int4", "int2", "ternary", None]
-GEOMS = [  # (C, O, k, stride, padding, dilation, H, W)
-    (3, 8, 3, 1, 1, 1, 9, 9),
-    (4, 17, 3, 2, 1, 1, 10, 7),
-    (2, 5, (1, 3), 1, (0, 2), 1, 6, 8),
-    (5, 9, 3, 1, 2, 2, 8, 8),
-    (1, 1, 1, 1, 0, 1, 1, 1),
-    (6, 33, 5, 3, 0, 1, 11, 13),
+GEOMS = CONV_GEOMS + [
     (8, 130, 3, 1, 1, 1, 6, 5),  # several output chunks / tiles
 ]
 
