@@ -16,7 +16,7 @@ from ..nn import (IF, LIF, PLIF, AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2
 from ..nn import Dropout as SNNDropout
 from ..quant import pack
 from ..ops.pruned_blocks import cpu_blocks
-from ..quant import pack
+from ..ops.pruned_conv2d import dense_rows
 from . import _format as F
 
 _MODES = {"auto": 0, "spike": 1, "analog": 2}
@@ -115,18 +115,12 @@ def _linear(m: PackedSpikingLinear, low: Lowering, path: str) -> None:
 
 
 def _conv_rows(m: PackedSpikingConv2d) -> torch.Tensor:
-    """The dense packed tap rows; a pruned layer's dropped rows become rows of code 0, so the
-    plan computes exactly what the pruned layer does (its own kernel is not in the runtime)."""
+    """The dense packed tap rows (a pruned layer's dropped rows hold code 0), so the plan
+    computes exactly what the pruned layer does (its own kernel is not in the runtime)."""
     if getattr(m, "layout", "dense") == "dense":
         return m.weights
     taps = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-    if m.bits == 32:
-        zero = m.values.new_zeros(m.values.shape[1:])
-    else:  # codes are stored with an offset: code 0 is not the zero byte
-        zero = pack(torch.zeros(m.out_channels, 1, dtype=torch.int8), m.bits)[0]
-    rows = zero.expand((taps,) + tuple(zero.shape)).clone()
-    rows[m.index.long()] = m.values
-    return rows
+    return dense_rows(m.index, m.values, m.bits, m.out_channels, taps)
 
 
 def _conv(m: PackedSpikingConv2d, low: Lowering, path: str) -> None:
