@@ -1,11 +1,12 @@
-"""The blocked pruned layout (CPU spike kernel) against the reference, over shapes that cross
-block, group and thread-split boundaries."""
+"""The CPU spike layouts of pruned weights (blocked, or dense packed rows) against the
+reference, over shapes that cross block, group and thread-split boundaries."""
 import pytest
 import torch
 
 from sparsesnn import _ext, reference
 from sparsesnn.nn import PackedSpikingLinear
-from sparsesnn.ops.pruned_blocks import build_blocks, cpu_blocks
+from sparsesnn.ops import pruned_blocks
+from sparsesnn.ops.pruned_blocks import build_blocks, cpu_blocks, dense_codes, spike_layout
 from sparsesnn.quant import QuantSpec
 
 pytestmark = pytest.mark.usefixtures("kernel_required")  # fails without the extension unless SPARSESNN_DISABLE_EXT=1
@@ -24,8 +25,10 @@ def _layer(K, N, sparsity, bits, group_size, seed):
 @pytest.mark.parametrize("K,N", [(1, 1), (7, 15), (33, 17), (64, 513), (300, 2048)])
 @pytest.mark.parametrize("bits", [8, 4, 2, "binary"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_blocked_kernel_matches_reference(K, N, bits, threads, monkeypatch):
+@pytest.mark.parametrize("prefer", ["blocks", "dense", "auto"])
+def test_spike_layouts_match_reference(K, N, bits, threads, prefer, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(pruned_blocks, "PREFER", prefer)
     for M, density, sparsity, group in ((1, 0.3, 0.8, 0), (3, 0.5, 0.95, 0), (5, 1.0, 0.5, 7),
                                         (2, 0.0, 0.9, 0)):
         if bits == "binary" and sparsity:
@@ -36,7 +39,8 @@ def test_blocked_kernel_matches_reference(K, N, bits, threads, monkeypatch):
         x = (torch.rand(M, K) < density).float()
         expected = reference.pruned_linear(x, layer.row_ptr, layer.index, layer.values, layer.scale,
                                            layer.bias, layer.bits, N, layer.group_size)
-        assert cpu_blocks(layer.row_ptr, layer.index, layer.values, layer.bits, N) is not None
+        kind = spike_layout(layer.row_ptr, layer.index, layer.values, layer.bits, N)[0]
+        assert kind == ("blocks" if bits == "binary" else prefer) or prefer == "auto", kind
         with torch.no_grad():
             torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
 
@@ -67,3 +71,22 @@ def test_blocks_rebuilt_when_buffers_change():
     x = (torch.rand(4, 32) < 0.5).float()
     with torch.no_grad():
         torch.testing.assert_close(layer(x), other(x))
+
+
+def test_dense_codes_hold_zero_for_pruned_entries():
+    layer = _layer(40, 37, 0.7, 4, 0, seed=3)
+    codes = reference.pruned_dense_codes(layer.row_ptr, layer.index, layer.values, 4, 37)
+    from sparsesnn.quant import unpack
+
+    got = unpack(dense_codes(layer.row_ptr, layer.index, layer.values, 4, 37), 4, (37, 40))
+    assert torch.equal(got, codes) and int((got == 0).sum()) >= int(0.7 * 37 * 40) - 60
+
+
+@pytest.mark.parametrize("sparsity,expected", [(0.9, "dense"), (0.999, "blocks")])
+def test_auto_picks_fewer_vector_steps(sparsity, expected):
+    """Unstructured 90%: nearly every 16-output block keeps a weight, so per active input the
+    blocked kernel does ~2.5x more steps than a dense int4 row has 64-byte lines; at 99.9% the
+    blocks are far fewer."""
+    layer = _layer(256, 2048, sparsity, 4, 0, seed=7)
+    assert layer.layout == "pruned"
+    assert spike_layout(layer.row_ptr, layer.index, layer.values, 4, 2048)[0] == expected

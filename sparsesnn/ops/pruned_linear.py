@@ -14,8 +14,8 @@ from torch import Tensor
 
 from .. import _ext, reference
 from . import _checks as C
-from .packed_linear import check_spike_input
-from .pruned_blocks import cpu_blocks
+from .packed_linear import _params as packed_params, check_spike_input
+from .pruned_blocks import spike_layout
 
 
 def dequantized_weight(row_ptr: Tensor, index: Tensor, values: Tensor, scale: Tensor, bits: int,
@@ -42,18 +42,22 @@ def pruned_linear_cpu(x: Tensor, row_ptr: Tensor, index: Tensor, values: Tensor,
                       bias: Optional[Tensor], bits: int, out_features: int, group_size: int,
                       spike: bool) -> Tensor:
     """The CPU kernels on validated input: ``x [M, K]`` fp32 contiguous, binary if ``spike``
-    (then the blocked layout's kernel, see ``pruned_blocks``). The op calls it after its
+    (then the blocked or dense packed layout, whichever is cheaper: ``pruned_blocks``). The op calls it after its
     checks; modules call it directly on their inference fast path."""
     M, K = x.shape
     N = out_features
     y = torch.empty(M, N)
     if not (M and N):
         return y
-    p = _cpu_params(M, K, N, bits, group_size, index.dtype == torch.uint16, _ext.num_threads())
     b = 0 if bias is None else bias.data_ptr()
-    blocks = cpu_blocks(row_ptr, index, values, bits, N) if spike else None
-    if blocks is not None:
-        _ext._C.pruned_blocks_spike_linear_cpu(p, x.data_ptr(), *(t.data_ptr() for t in blocks),
+    layout = spike_layout(row_ptr, index, values, bits, N) if spike else None
+    if layout is not None and layout[0] == "dense":
+        _ext._C.packed_linear_cpu(packed_params(M, K, N, bits, group_size), True, x.data_ptr(),
+                                  layout[1].data_ptr(), scale.data_ptr(), b, y.data_ptr())
+        return y
+    p = _cpu_params(M, K, N, bits, group_size, index.dtype == torch.uint16, _ext.num_threads())
+    if layout is not None:
+        _ext._C.pruned_blocks_spike_linear_cpu(p, x.data_ptr(), *(t.data_ptr() for t in layout[1]),
                                                scale.data_ptr(), b, y.data_ptr())
     else:
         _ext._C.pruned_linear_cpu(p, spike, x.data_ptr(), row_ptr.data_ptr(), index.data_ptr(),

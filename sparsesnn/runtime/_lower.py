@@ -10,12 +10,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from .. import reference
 from ..nn import (IF, LIF, PLIF, AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d, PackedSpikingConv2d,
                   PackedSpikingLinear, SEWBlock)
 from ..nn import Dropout as SNNDropout
-from ..quant import pack
-from ..ops.pruned_blocks import cpu_blocks
+from ..ops.pruned_blocks import cpu_blocks, spike_layout
 from ..ops.pruned_conv2d import dense_rows
 from . import _format as F
 
@@ -68,29 +66,12 @@ class Lowering:
 
 
 def _pruned_as_dense(m: PackedSpikingLinear, low: Lowering) -> Optional[torch.Tensor]:
-    """Dense packed rows for a pruned integer layer fed with spikes, when they are cheaper.
-
-    Both spike kernels sum the same integer codes exactly and scale once per group, so the
-    result is bit-identical; only the cost differs. Per active input the blocked pruned kernel
-    does one 16-output vector step per non-empty block, the dense one streams a packed row of
-    ``N * bits / 8`` bytes; measured on the demo's fc2 (2048x2048 int4, 2-8% kept) the dense
-    row is 1.8-3.8x faster, so blocks win only when an input has fewer non-empty blocks than
-    its dense row has 64-byte lines."""
-    if not PRUNED_TO_DENSE or not (low.binary and m.input_mode != "analog" and m.dense_threshold >= 1.0) or m.bits == 32 \
-            or m.format == "binary":  # binary codes have no zero
+    """Dense packed rows for a pruned integer layer fed with spikes, where the eager CPU kernel
+    would read them too (``ops.pruned_blocks.spike_layout``: bit-identical, cheaper)."""
+    if not PRUNED_TO_DENSE or not (low.binary and m.input_mode != "analog" and m.dense_threshold >= 1.0):
         return None
-    N, K = m.out_features, m.in_features
-    blocks = cpu_blocks(m.row_ptr, m.index, m.values, m.bits, N)
-    nonempty_blocks = blocks[1].numel() if blocks is not None else m.index.numel()
-    if nonempty_blocks / max(K, 1) <= N * m.bits / 8 / 64:
-        return None
-    nnz = m.index.numel()
-    codes = torch.zeros(N, K, dtype=torch.int8)
-    if nnz:
-        vals = reference.unpack_codes(m.values.reshape(1, -1), m.bits, nnz).reshape(-1)
-        k = torch.repeat_interleave(torch.arange(K), (m.row_ptr[1:] - m.row_ptr[:-1]).long())
-        codes[m.index.to(torch.int32).long(), k] = vals
-    return pack(codes, m.bits)
+    layout = spike_layout(m.row_ptr, m.index, m.values, m.bits, m.out_features)
+    return layout[1] if layout is not None and layout[0] == "dense" else None
 
 
 def _linear(m: PackedSpikingLinear, low: Lowering, path: str) -> None:
