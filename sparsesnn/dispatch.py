@@ -7,9 +7,16 @@ break-even density on this machine for a few ``M`` and caches it in a JSON file
 (``~/.cache/sparsesnn/calibration.json``, or ``$SPARSESNN_CALIBRATION_FILE``); the modules
 look it up per call and interpolate in ``log M``.
 
-Overrides, strongest first: the module's ``break_even`` argument, the environment variable
-``SPARSESNN_BREAK_EVEN`` (``"0.2"`` for every op, or ``"linear=0.3,conv2d=0.15"``), the cache
-file. Without any of them the first lookup runs :func:`calibrate` once (a few seconds).
+Where the modules get it (:func:`choose`), strongest first: the module's ``break_even``
+argument, the environment variable ``SPARSESNN_BREAK_EVEN`` (``"0.2"`` for every op, or
+``"linear=0.3,conv2d=0.15"``), a calibration the user ran (memory or cache file). Without any
+of them a module measures its own shape: the first call per layer shape and row-count octave
+runs both paths twice on its real input (alternating), keeps the faster one's output and sets
+that shape's break-even to ``density * t_dense / t_event`` (event time grows with density,
+dense time does not). That costs a few extra kernel calls once, instead of a calibration of
+seconds in the first forward, and it is exact for the shapes the model has, which one
+generic calibration is not (conv break-even moves with channels and image size).
+:func:`break_even` itself (the explicit query) still calibrates when nothing is cached.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -37,6 +44,9 @@ _FORMAT = 2  # 2: crossings fixed (1 could record ~0 when only the lowest densit
 _lock = threading.Lock()
 _calibrating = threading.Lock()  # held while a first-use calibration measures
 _memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
+_file_read: set[tuple[str, str]] = set()  # (machine key, cache path) already read
+_probed: dict[tuple, float] = {}  # (op, device, layer shape, M octave) -> measured break-even
+_MIN_PROBE_DENSITY = 0.002  # sparser calls run event-driven without measuring (almost no work)
 
 
 def cache_path() -> Path:
@@ -277,10 +287,70 @@ def _interpolate(entry: dict, m: int) -> float:
     return float(bes[-1])
 
 
+def _calibrated(op: str, device: str) -> Optional[dict]:
+    """The calibration entry of ``op`` on this machine (memory, else cache file), or None."""
+    key = machine_key(device)
+    with _lock:
+        entry = _memory.get(key, {}).get(op)
+        read = (key, str(cache_path()))
+        if entry is None and read not in _file_read:  # the file is read once per process and path
+            _file_read.add(read)
+            cached = _load_file(cache_path()).get("machines", {}).get(key, {})
+            _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
+            entry = cached.get(op)
+    return entry
+
+
+def _given(op: str, m: int, device: str, override: Optional[float]) -> Optional[float]:
+    """The break-even from the argument, the environment or a calibration; None if none."""
+    if override is not None:
+        return float(override)
+    env = _parse_env(op)
+    if env is not None:
+        return env
+    entry = _calibrated(op, device)
+    return None if entry is None else _interpolate(entry, max(1, int(m)))
+
+
+def choose(op: str, density: float, m: int, device: str, override: Optional[float], shape: tuple,
+           dense: Callable[[], Any], event: Callable[[], Any]) -> tuple[str, Any]:
+    """Runs the path this call should take: ``("event" | "dense", its output)``.
+
+    ``shape`` identifies the layer geometry (with ``m``'s octave, the key of a measurement);
+    ``dense`` and ``event`` compute the same result. See the module docstring for the order
+    of the sources of the break-even."""
+    be = _given(op, m, device, override)
+    if be is None:
+        key = (op, device, shape, max(1, int(m)).bit_length())
+        be = _probed.get(key)
+        if be is None:
+            if density < _MIN_PROBE_DENSITY:
+                return "event", event()
+            return _probe(key, density, dense, event)
+    return ("event", event()) if density < be else ("dense", dense())
+
+
+def _probe(key: tuple, density: float, dense: Callable[[], Any], event: Callable[[], Any]) -> tuple[str, Any]:
+    """Times both paths twice (alternating; the first run of each pays one-time setup), keeps
+    the faster's output and records this shape's break-even density."""
+    times: dict[str, float] = {"event": math.inf, "dense": math.inf}
+    outs: dict[str, Any] = {}
+    for name, fn in (("event", event), ("dense", dense)) * 2:
+        t0 = time.perf_counter()
+        outs[name] = fn()
+        times[name] = min(times[name], time.perf_counter() - t0)
+    be = min(1.0, density * times["dense"] / max(times["event"], 1e-9))
+    with _lock:
+        _probed[key] = be
+    best = "event" if times["event"] <= times["dense"] else "dense"
+    return best, outs[best]
+
+
 def break_even(op: str, m: int = 256, device: str = "cpu", override: Optional[float] = None) -> float:
     """Spike density below which the event-driven kernel of ``op`` is faster than dense, for
     ``m`` rows on ``device``: the override, else ``$SPARSESNN_BREAK_EVEN``, else the cached
-    calibration (measured now, once, if there is none)."""
+    calibration (measured now, once, if there is none). The modules do not call this; they
+    use :func:`choose`, which measures their own shapes instead of calibrating."""
     if op not in OPS:
         raise ValueError(f"op: expected one of {OPS}, got {op!r}")
     if override is not None:
@@ -289,13 +359,7 @@ def break_even(op: str, m: int = 256, device: str = "cpu", override: Optional[fl
     if env is not None:
         return env
     key = machine_key(device)
-    with _lock:
-        entry = _memory.get(key, {}).get(op)
-        if entry is None:
-            cached = _load_file(cache_path()).get("machines", {}).get(key, {})
-            if op in cached:
-                _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
-                entry = cached[op]
+    entry = _calibrated(op, device)
     if entry is None:
         with _calibrating:  # concurrent first use: one thread measures, the others reuse it
             with _lock:

@@ -17,6 +17,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv(dispatch.ENV_CACHE_FILE, str(path))
     monkeypatch.delenv(dispatch.ENV_BREAK_EVEN, raising=False)
     monkeypatch.setattr(dispatch, "_memory", {})
+    monkeypatch.setattr(dispatch, "_probed", {})
+    monkeypatch.setattr(dispatch, "_file_read", set())
     return path
 
 
@@ -111,3 +113,74 @@ def test_bad_arguments():
         sparsesnn.calibrate(("matmul",), save=False)
     with pytest.raises(ValueError, match="device"):
         sparsesnn.calibrate(device="tpu", save=False)
+
+
+def _counted(name: str, seconds: float, calls: list):
+    import time
+
+    def fn():
+        calls.append(name)
+        time.sleep(seconds)
+        return name
+    return fn
+
+
+def test_choose_measures_each_shape_once(isolated, monkeypatch):
+    """No calibration: the first call of a shape times both paths twice and keeps the faster's
+    output; later calls of that shape (same M octave) run one path, by the recorded break-even."""
+    monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not calibrate"))
+    calls: list = []
+    dense, event = _counted("dense", 0.004, calls), _counted("event", 0.001, calls)
+    assert dispatch.choose("linear", 0.1, 64, "cpu", None, (8, 8), dense, event) == ("event", "event")
+    assert sorted(calls) == ["dense", "dense", "event", "event"]
+    be = dispatch._probed[("linear", "cpu", (8, 8), 7)]
+    assert 0.2 < be <= 1.0  # 0.1 * ~4 ms / ~1 ms
+    calls.clear()
+    assert dispatch.choose("linear", 0.1, 100, "cpu", None, (8, 8), dense, event)[0] == "event"
+    assert dispatch.choose("linear", min(1.0, be * 1.01) + 1e-6, 100, "cpu", None, (8, 8), dense, event)[0] == "dense"
+    assert calls == ["event", "dense"]  # same octave of M: no new measurement
+    calls.clear()
+    dispatch.choose("linear", 0.1, 1024, "cpu", None, (8, 8), dense, event)  # another octave
+    dispatch.choose("linear", 0.1, 64, "cpu", None, (8, 9), dense, event)  # another shape
+    assert len(calls) == 8
+
+
+def test_choose_keeps_dense_where_event_is_slower(isolated):
+    calls: list = []
+    dense, event = _counted("dense", 0.001, calls), _counted("event", 0.004, calls)
+    assert dispatch.choose("conv2d", 0.2, 64, "cpu", None, ("c",), dense, event) == ("dense", "dense")
+    assert dispatch._probed[("conv2d", "cpu", ("c",), 7)] < 0.1  # 0.2 * ~1 ms / ~4 ms
+
+
+def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isolated, monkeypatch):
+    calls: list = []
+    dense, event = _counted("dense", 0.0, calls), _counted("event", 0.0, calls)
+    assert dispatch.choose("linear", 0.0, 64, "cpu", None, (1,), dense, event)[0] == "event"
+    assert dispatch.choose("linear", 0.3, 64, "cpu", 0.5, (1,), dense, event)[0] == "event"
+    assert dispatch.choose("linear", 0.6, 64, "cpu", 0.5, (1,), dense, event)[0] == "dense"
+    monkeypatch.setenv(dispatch.ENV_BREAK_EVEN, "0.05")
+    assert dispatch.choose("linear", 0.1, 64, "cpu", None, (1,), dense, event)[0] == "dense"
+    monkeypatch.delenv(dispatch.ENV_BREAK_EVEN)
+    key = dispatch.machine_key("cpu")
+    isolated.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
+        "linear": {"m": [1, 100], "break_even": [0.5, 0.3]}}}}))
+    dispatch._file_read.clear()  # a new process: the file is read once per process
+    assert dispatch.choose("linear", 0.25, 100, "cpu", None, (1,), dense, event)[0] == "event"
+    assert dispatch.choose("linear", 0.35, 100, "cpu", None, (1,), dense, event)[0] == "dense"
+    assert calls == ["event", "event", "dense", "dense", "event", "dense"] and not dispatch._probed
+
+
+@pytest.mark.parametrize("make", [lambda: sparsesnn.nn.SpikingLinear(1024, 512),
+                                  lambda: sparsesnn.nn.SpikingConv2d(32, 32, 3, padding=1)])
+def test_module_first_call_does_not_calibrate(isolated, monkeypatch, make):
+    """A module's first call measures its own shape (a few kernel calls), never a calibration
+    of seconds; both paths give the same result, so the kept output is correct either way."""
+    monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not calibrate"))
+    mod = make()
+    x = (torch.rand(16, 1024) < 0.1).float() if isinstance(mod, torch.nn.Linear) else \
+        (torch.rand(4, 32, 16, 16) < 0.1).float()
+    y = mod(x)
+    dense = (torch.nn.functional.linear(x, mod.weight, mod.bias) if isinstance(mod, torch.nn.Linear)
+             else torch.nn.functional.conv2d(x, mod.weight, mod.bias, padding=1))
+    torch.testing.assert_close(y, dense, rtol=1e-4, atol=1e-4)
+    assert mod.last_path in ("event", "dense") and len(dispatch._probed) == 1

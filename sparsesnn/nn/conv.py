@@ -84,16 +84,22 @@ class SpikingConv2d(nn.Conv2d):
             nonzero, nonbinary = spike_stats(xc)
             if not nonbinary:
                 m = xc.shape[0] * xc.shape[-1] * xc.shape[-2]
-                if self.mode == "event" or dispatch.use_event("conv2d", nonzero / xc.numel(), m,
-                                                              x.device.type, self.break_even):
+                event = lambda: F.spike_conv2d(xc, self.weight, self.bias, self.stride, self.padding,  # noqa: E731
+                                               self.dilation, self.groups, weight_r=self.weight_r(),
+                                               check_binary=False)
+                if self.mode == "event":
                     self.last_path = "event"
-                    return F.spike_conv2d(xc, self.weight, self.bias, self.stride, self.padding,
-                                          self.dilation, self.groups, weight_r=self.weight_r(),
-                                          check_binary=False)
+                    return event()
+                shape = (tuple(self.weight.shape), self.stride, self.padding, self.dilation, self.groups,
+                         tuple(xc.shape[1:]))
+                self.last_path, y = dispatch.choose("conv2d", nonzero / xc.numel(), m, x.device.type,
+                                                    self.break_even, shape, lambda: self._dense(xc), event)
+                return y
         self.last_path = "dense"
-        if not x.is_floating_point():
-            x = x.to(self.weight.dtype)
-        return super().forward(x)
+        return self._dense(x)
+
+    def _dense(self, x: Tensor) -> Tensor:
+        return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 5:

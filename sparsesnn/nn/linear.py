@@ -86,15 +86,20 @@ class SpikingLinear(nn.Linear):
             nonzero, nonbinary = spike_stats(xc)
             if not nonbinary:
                 m = xc.numel() // max(1, self.in_features)
-                if self.mode == "event" or dispatch.use_event("linear", nonzero / xc.numel(), m,
-                                                              x.device.type, self.break_even):
+                event = lambda: F.spike_linear(xc, self.weight, self.bias, weight_t=self.weight_t(),  # noqa: E731
+                                               check_binary=False)
+                if self.mode == "event":
                     self.last_path = "event"
-                    return F.spike_linear(xc, self.weight, self.bias, weight_t=self.weight_t(),
-                                          check_binary=False)
+                    return event()
+                self.last_path, y = dispatch.choose(
+                    "linear", nonzero / xc.numel(), m, x.device.type, self.break_even,
+                    (self.in_features, self.out_features), lambda: self._dense(xc), event)
+                return y
         self.last_path = "dense"
-        if not x.is_floating_point():
-            x = x.to(self.weight.dtype)
-        return super().forward(x)
+        return self._dense(x)
+
+    def _dense(self, x: Tensor) -> Tensor:
+        return super().forward(x if x.is_floating_point() else x.to(self.weight.dtype))
 
     def _forward_traced(self, x: Tensor) -> Tensor:
         """Under torch.compile: the density is measured inside one op (no graph break)."""

@@ -22,14 +22,16 @@ from .spike_linear import SPIKE_TYPES, input_major_weight, spike_linear_op, spik
 def spike_linear_auto_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], break_even: float) -> Tensor:
     """``x [M, K]`` (contiguous; binary spikes or analog values) -> ``[M, N]`` fp32.
     ``break_even``: density below which binary input runs event-driven; negative: the
-    machine's calibrated value (``sparsesnn.dispatch``)."""
+    module's default (``sparsesnn.dispatch.choose``)."""
+    dense = lambda: torch.nn.functional.linear(x.to(weight.dtype), weight, bias).float()  # noqa: E731
     if x.numel() and x.dtype in SPIKE_TYPES and _ext.use_kernel(x):
         nonzero, nonbinary = spike_stats(x)
-        override = None if break_even < 0 else break_even
-        if not nonbinary and dispatch.use_event("linear", nonzero / x.numel(), x.shape[0],
-                                                x.device.type, override):
-            return direct(spike_linear_op)(x, weight, input_major_weight(weight), bias)
-    return torch.nn.functional.linear(x.to(weight.dtype), weight, bias).float()
+        if not nonbinary:
+            override = None if break_even < 0 else break_even
+            return dispatch.choose("linear", nonzero / x.numel(), x.shape[0], x.device.type, override,
+                                   tuple(weight.shape[::-1]), dense,
+                                   lambda: direct(spike_linear_op)(x, weight, input_major_weight(weight), bias))[1]
+    return dense()
 
 
 @spike_linear_auto_op.register_fake
