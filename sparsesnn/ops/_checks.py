@@ -20,11 +20,15 @@ def _memory_limit() -> int:
         return 1 << 40
 
 
+# Read once: physical memory does not change, and torch.compile cannot trace os.sysconf.
+_MEMORY_LIMIT = _memory_limit()
+
+
 def check_alloc(name: str, numel: int, itemsize: int, what: str) -> None:
     """ValueError naming ``name`` when ``what`` (``numel`` elements) would not fit in memory,
     instead of a raw allocator error (or an OOM kill) later."""
     nbytes = int(numel) * int(itemsize)
-    limit = _memory_limit()
+    limit = _MEMORY_LIMIT
     if nbytes > limit:
         raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.1f} GiB, more than this "
                          f"machine's {limit / 2**30:.1f} GiB of memory")
