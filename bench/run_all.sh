@@ -7,10 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${1:-}
 py=${PYTHON:-python}
-# A user's first SpikingLinear/SpikingConv2d call calibrates dense/event dispatch once and caches
-# it per machine (~/.cache/sparsesnn); doing it first, in its own process, keeps that one-off
-# cost out of the timed sweeps without changing what the modules then do.
-"$py" -c "import sparsesnn; print('calibration:', sparsesnn.calibrate())"
 "$py" bench/bench_lif.py $q
 "$py" bench/bench_allocator.py $q
 "$py" bench/bench_spike_linear.py $q

@@ -9,14 +9,14 @@ look it up per call and interpolate in ``log M``.
 
 Where the modules get it (:func:`choose`), strongest first: the module's ``break_even``
 argument, the environment variable ``SPARSESNN_BREAK_EVEN`` (``"0.2"`` for every op, or
-``"linear=0.3,conv2d=0.15"``), a calibration the user ran (memory or cache file). Without any
-of them a module measures its own shape: the first call per layer shape and row-count octave
-runs both paths twice on its real input (alternating), keeps the faster one's output and sets
-that shape's break-even to ``density * t_dense / t_event`` (event time grows with density,
-dense time does not). That costs a few extra kernel calls once, instead of a calibration of
-seconds in the first forward, and it is exact for the shapes the model has, which one
-generic calibration is not (conv break-even moves with channels and image size).
-:func:`break_even` itself (the explicit query) still calibrates when nothing is cached.
+``"linear=0.3,conv2d=0.15"``), else a measurement of the module's own shape: the first call
+per layer shape and row-count octave runs both paths twice on its real input (alternating),
+keeps the faster one's output and sets that shape's break-even to
+``density * t_dense / t_event`` (event time grows with density, dense time does not). That
+costs a few extra kernel calls once, instead of a calibration of seconds in the first forward,
+and it holds for the shapes the model has, which one generic calibration does not (conv's
+break-even moves with channels and image size). :func:`calibrate` and :func:`break_even`
+remain as the machine-wide view (cached in the file; the modules do not read it).
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ _FORMAT = 2  # 2: crossings fixed (1 could record ~0 when only the lowest densit
 _lock = threading.Lock()
 _calibrating = threading.Lock()  # held while a first-use calibration measures
 _memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
-_file_read: set[tuple[str, str]] = set()  # (machine key, cache path) already read
 _probed: dict[tuple, float] = {}  # (op, device, layer shape, M octave) -> measured break-even
 _MIN_PROBE_DENSITY = 0.002  # sparser calls run event-driven without measuring (almost no work)
 
@@ -292,24 +291,17 @@ def _calibrated(op: str, device: str) -> Optional[dict]:
     key = machine_key(device)
     with _lock:
         entry = _memory.get(key, {}).get(op)
-        read = (key, str(cache_path()))
-        if entry is None and read not in _file_read:  # the file is read once per process and path
-            _file_read.add(read)
+        if entry is None:
             cached = _load_file(cache_path()).get("machines", {}).get(key, {})
-            _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
-            entry = cached.get(op)
+            if op in cached:
+                _memory.setdefault(key, {}).update({k: v for k, v in cached.items() if k in OPS})
+                entry = cached[op]
     return entry
 
 
-def _given(op: str, m: int, device: str, override: Optional[float]) -> Optional[float]:
-    """The break-even from the argument, the environment or a calibration; None if none."""
-    if override is not None:
-        return float(override)
-    env = _parse_env(op)
-    if env is not None:
-        return env
-    entry = _calibrated(op, device)
-    return None if entry is None else _interpolate(entry, max(1, int(m)))
+def _given(op: str, override: Optional[float]) -> Optional[float]:
+    """The break-even from the argument or the environment; None if neither sets one."""
+    return float(override) if override is not None else _parse_env(op)
 
 
 def choose(op: str, density: float, m: int, device: str, override: Optional[float], shape: tuple,
@@ -319,7 +311,7 @@ def choose(op: str, density: float, m: int, device: str, override: Optional[floa
     ``shape`` identifies the layer geometry (with ``m``'s octave, the key of a measurement);
     ``dense`` and ``event`` compute the same result. See the module docstring for the order
     of the sources of the break-even."""
-    be = _given(op, m, device, override)
+    be = _given(op, override)
     if be is None:
         key = (op, device, shape, max(1, int(m)).bit_length())
         be = _probed.get(key)

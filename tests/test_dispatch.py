@@ -18,7 +18,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(dispatch.ENV_BREAK_EVEN, raising=False)
     monkeypatch.setattr(dispatch, "_memory", {})
     monkeypatch.setattr(dispatch, "_probed", {})
-    monkeypatch.setattr(dispatch, "_file_read", set())
     return path
 
 
@@ -160,14 +159,18 @@ def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isola
     assert dispatch.choose("linear", 0.6, 64, "cpu", 0.5, (1,), dense, event)[0] == "dense"
     monkeypatch.setenv(dispatch.ENV_BREAK_EVEN, "0.05")
     assert dispatch.choose("linear", 0.1, 64, "cpu", None, (1,), dense, event)[0] == "dense"
-    monkeypatch.delenv(dispatch.ENV_BREAK_EVEN)
+    assert calls == ["event", "event", "dense", "dense"] and not dispatch._probed
+
+
+def test_choose_ignores_the_machine_wide_calibration(isolated):
+    """A cached calibration (generic sizes) does not decide for a module's own shape."""
     key = dispatch.machine_key("cpu")
     isolated.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
-        "linear": {"m": [1, 100], "break_even": [0.5, 0.3]}}}}))
-    dispatch._file_read.clear()  # a new process: the file is read once per process
-    assert dispatch.choose("linear", 0.25, 100, "cpu", None, (1,), dense, event)[0] == "event"
-    assert dispatch.choose("linear", 0.35, 100, "cpu", None, (1,), dense, event)[0] == "dense"
-    assert calls == ["event", "event", "dense", "dense", "event", "dense"] and not dispatch._probed
+        "linear": {"m": [1, 100], "break_even": [0.0, 0.0]}}}}))
+    calls: list = []
+    dense, event = _counted("dense", 0.004, calls), _counted("event", 0.001, calls)
+    assert dispatch.choose("linear", 0.1, 100, "cpu", None, (1,), dense, event)[0] == "event"
+    assert len(calls) == 4 and dispatch.break_even("linear", 100) == 0.0
 
 
 @pytest.mark.parametrize("make", [lambda: sparsesnn.nn.SpikingLinear(1024, 512),

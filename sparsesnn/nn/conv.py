@@ -1,7 +1,7 @@
 """``SpikingConv2d``: drop-in ``nn.Conv2d`` that runs event-driven when the input is sparse.
 
 Takes ``[N, C, H, W]`` or multi-step ``[T, B, C, H, W]`` (time folded into the batch), measures
-the spike density per call and picks the event-driven kernel below the calibrated break-even
+the spike density per call and picks the event-driven kernel below the break-even measured for its shape
 density, the dense ``nn.Conv2d`` path otherwise.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ class SpikingConv2d(nn.Conv2d):
     """``nn.Conv2d`` for spikes with dense / event-driven dispatch by measured density.
 
     Args: as ``nn.Conv2d``, plus ``break_even`` (density threshold overriding the
-    calibration), ``mode`` (``"auto"`` | ``"event"`` | ``"dense"``) and ``min_macs`` (in
+    measured one), ``mode`` (``"auto"`` | ``"event"`` | ``"dense"``) and ``min_macs`` (in
     ``"auto"`` mode, smaller calls run dense without measuring the density). The event-driven path
     needs ``padding_mode="zeros"``; other padding modes always run dense.
     Input: ``[N, C, H, W]``, ``[C, H, W]`` or ``[T, B, C, H, W]``; output matches.

@@ -1,7 +1,7 @@
 """``SpikingLinear``: drop-in ``nn.Linear`` that runs event-driven when the input is sparse.
 
 Per call it measures the spike density (one pass, which also detects analog input) and picks
-the event-driven kernel below the machine's calibrated break-even density, the dense
+the event-driven kernel below the break-even density measured for its shape (``dispatch.choose``), the dense
 ``nn.Linear`` path otherwise, so it is never much slower than ``nn.Linear``.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SpikingLinear(nn.Linear):
 
     Args:
         in_features, out_features, bias, device, dtype: as ``nn.Linear``.
-        break_even: density threshold overriding the calibration (see ``sparsesnn.dispatch``).
+        break_even: density threshold overriding the measured one (see ``sparsesnn.dispatch``).
         mode: ``"auto"`` (dispatch by density), ``"event"`` (event-driven whenever the input
             is binary) or ``"dense"``.
         min_macs: in ``"auto"`` mode, calls with fewer dense multiply-accumulates than this
