@@ -32,12 +32,15 @@ _MAX_BLOCKS = 1 << 16  # block ids are uint16
 PREFER = "auto"
 
 
-def _block_keys(row_ptr: Tensor, index: Tensor, out_features: int) -> tuple[Tensor, Tensor]:
-    """``(input k, block key k * nblocks + n // 16)`` of every stored entry, ascending."""
+def _entry_inputs(row_ptr: Tensor) -> Tensor:
+    """The input k of every stored entry (entries are grouped by input)."""
     K = row_ptr.numel() - 1
-    counts = (row_ptr[1:] - row_ptr[:-1]).long()
-    k = torch.repeat_interleave(torch.arange(K), counts)
-    return k, k * ((out_features + 15) // 16) + index.to(torch.int32).long() // 16
+    return torch.repeat_interleave(torch.arange(K), (row_ptr[1:] - row_ptr[:-1]).long())
+
+
+def _block_keys(row_ptr: Tensor, index: Tensor, out_features: int) -> Tensor:
+    """``k * nblocks + n // 16`` of every stored entry: ascending (by input, then output)."""
+    return _entry_inputs(row_ptr) * ((out_features + 15) // 16) + (index.to(torch.int32).long() >> 4)
 
 
 def build_blocks(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
@@ -47,10 +50,10 @@ def build_blocks(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
     K, nnz = row_ptr.numel() - 1, index.numel()
     nblocks = (out_features + 15) // 16
     n = index.to(torch.int32).long()
-    _, key = _block_keys(row_ptr, index, out_features)  # ascending: by input, then output
+    key = _block_keys(row_ptr, index, out_features)
     blocks, inverse, sizes = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
     block_code = torch.cumsum(sizes, 0) - sizes
-    mask = torch.zeros(blocks.numel(), dtype=torch.int64).index_add_(0, inverse, 1 << (n % 16))
+    mask = torch.zeros(blocks.numel(), dtype=torch.int64).index_add_(0, inverse, 1 << (n & 15))
     block_ptr = torch.zeros(K + 1, dtype=torch.int64)
     block_ptr[1:] = torch.cumsum(torch.bincount(blocks // nblocks, minlength=K), 0)
     codes = torch.zeros(nnz + 16, dtype=torch.int8)
@@ -62,16 +65,23 @@ def build_blocks(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
 
 def dense_codes(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
                 out_features: int) -> Tensor:
-    """The dense packed rows ``[K, row_bytes]`` (``quant.pack`` layout) of the pruned weights:
-    pruned entries hold code 0, so the dense packed kernel sums exactly the same codes."""
-    from ..quant import pack
-
-    K, nnz = row_ptr.numel() - 1, index.numel()
-    codes = torch.zeros(out_features, K, dtype=torch.int8)
+    """The dense packed rows ``[K, row_bytes]`` (``quant.pack``'s input-major layout) of the
+    pruned weights: pruned entries hold code 0, so the dense packed kernel sums exactly the
+    same codes. Built row-major from the compressed rows (already by input), no transpose."""
+    K, nnz, N = row_ptr.numel() - 1, index.numel(), out_features
+    per_byte, off = 8 // bits, 1 << (bits - 1)  # stored byte value = code + off (bits > 1)
+    n_pad = -(-N // per_byte) * per_byte
+    u = torch.full((K, n_pad), off, dtype=torch.uint8)
+    u[:, N:] = 0  # padding slots stay zero, as quant.pack leaves them
     if nnz:
-        k, _ = _block_keys(row_ptr, index, out_features)
-        codes[index.to(torch.int32).long(), k] = reference.unpack_codes(values.reshape(1, -1), bits, nnz).reshape(-1)
-    return pack(codes, bits)
+        k = _entry_inputs(row_ptr)
+        codes = reference.unpack_codes(values.reshape(1, -1), bits, nnz).reshape(-1)
+        u[k, index.to(torch.int32).long()] = (codes.to(torch.int16) + off).to(torch.uint8)
+    u = u.view(K, n_pad // per_byte, per_byte)
+    packed = u[..., 0].clone()
+    for slot in range(1, per_byte):  # code j of a row sits in byte j // P at bit (j % P) * bits
+        packed |= u[..., slot] << (slot * bits)
+    return packed
 
 
 def _choose(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int, out_features: int):
@@ -82,7 +92,7 @@ def _choose(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int, out_featu
     if PREFER == "auto" and fits:
         # Vector steps per active input: one per non-empty block, against one per 64 bytes of
         # a dense packed row (each a load and a few integer ops in both kernels).
-        blocks = torch.unique_consecutive(_block_keys(row_ptr, index, out_features)[1]).numel()
+        blocks = torch.unique_consecutive(_block_keys(row_ptr, index, out_features)).numel()
         if blocks <= max(K, 1) * out_features * bits / 8 / 64:
             return ("blocks", build_blocks(row_ptr, index, values, bits, out_features))
     return ("dense", dense_codes(row_ptr, index, values, bits, out_features))
