@@ -9,6 +9,7 @@ q=${1:-}
 py=${PYTHON:-python}
 "$py" bench/bench_lif.py $q
 "$py" bench/bench_allocator.py $q
+"$py" bench/bench_first_call.py $q
 "$py" bench/bench_spike_linear.py $q
 "$py" bench/bench_spike_conv.py $q
 "$py" bench/bench_packed.py $q
