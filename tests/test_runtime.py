@@ -108,6 +108,33 @@ def test_linear_formats_layouts_inputs(bits, keep, analog, relayout):
     torch.testing.assert_close(runtime.compile(head, x)(x), _eager(head, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("K, N, group, p", [
+    (40, 1037, None, 0.4),   # three output tiles, the last one odd and partial
+    (300, 513, 64, 0.5),     # scale groups: the fold runs once per group of listed inputs
+    (4500, 20, None, 1.0),   # 4500 inputs active in one row: the uint16 lanes are flushed
+])
+@pytest.mark.parametrize("dense_threshold", [1.0, 0.3])
+def test_spike_lists_to_int4_linear(K, N, group, p, dense_threshold, monkeypatch):
+    """Spikes reach an int4 layer as active-input lists (the plan's own kernel): bit-identical
+    to eager and to the plan with dense fp32 spikes (SSNN_SPIKE_LISTS=0), also above
+    dense_threshold (then the dense kernel runs)."""
+    from sparsesnn.quant import QuantSpec
+
+    torch.manual_seed(4)
+    fc = nn.Linear(K, N)
+    # IF(threshold 1) fed with 0 / 2 fires exactly where the input is 2: spikes of density p.
+    model = nn.Sequential(IF(), PackedSpikingLinear.from_float(
+        fc, QuantSpec(4, group_size=group), layout="dense", dense_threshold=dense_threshold)).eval()
+    x = _spikes((T, 3, K), p, seed=K) * 2
+    want = _eager(model, x)
+    got = runtime.compile(model, x)(x)
+    monkeypatch.setenv("SSNN_SPIKE_LISTS", "0")
+    dense_spikes = runtime.compile(model, x)(x)
+    assert torch.equal(_eager(model[:1], x), x / 2)
+    assert torch.equal(got, dense_spikes)
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("neuron", [
     lambda: LIF(tau=3.0, decay_input=False),
     lambda: LIF(v_reset=None),
