@@ -244,7 +244,7 @@ def test_export_load_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", False)
     d = _mlp()
     x = torch.rand(7, 16)
-    path = tmp_path / "m.ssnn"
+    path = tmp_path / "m.ssnnp"
     size = runtime.export(d, path, x[:1])
     data = path.read_bytes()
     assert size == len(data) and data[:8] == b"SSNNPLAN" and b"torch" not in data
@@ -255,6 +255,21 @@ def test_export_load_roundtrip(tmp_path, monkeypatch):
     want = (d.fc1.model_bytes() + d.fc3.model_bytes() + d.fc2.scale.numel() * 4 + d.fc2.bias.numel() * 4
             + sum(t.numel() * t.element_size() for t in blocks))
     assert runtime.compile(d, x).weight_bytes() == want
+
+
+def test_file_names_do_not_decide(tmp_path):
+    """Plans are named *.ssnnp by convention, but the header decides: any name loads, and a
+    model file of deploy.save (*.ssnn) is refused with a hint, never run."""
+    from sparsesnn.deploy import save
+
+    d = _mlp()
+    x = torch.rand(3, 16)
+    assert runtime.PLAN_SUFFIX == ".ssnnp"
+    runtime.export(d, tmp_path / "plan.bin", x[:1])
+    torch.testing.assert_close(runtime.load(tmp_path / "plan.bin")(x), _eager(d, x), atol=1e-5, rtol=1e-5)
+    save(d, tmp_path / "model.ssnn")
+    with pytest.raises(ValueError, match="model file .*deploy.load"):
+        runtime.load(tmp_path / "model.ssnn")
 
 
 def _small_plan() -> bytes:

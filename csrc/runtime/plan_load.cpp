@@ -287,6 +287,9 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     std::memcpy(&first, &probe, 1);
     if (first != 1) throw FormatError("this runtime needs a little-endian host");
   }
+  if (size >= 8 && std::memcmp(data, "SSNNMODL", 8) == 0)
+    throw FormatError("this is a sparsesnn model file (sparsesnn.deploy.save), not a native plan: "
+                      "load it with sparsesnn.deploy.load and write a plan with sparsesnn.runtime.export");
   if (size < 8 || std::memcmp(data, F::kMagic, 8) != 0)
     throw FormatError("not a sparsesnn plan file (bad magic; expected \"SSNNPLAN\")");
   if (size < 8 + 8 + 8) throw FormatError("plan file truncated (" + std::to_string(size) + " bytes)");

@@ -23,7 +23,11 @@ from ._lib import Handle, RuntimeLibraryError, include_path, library_path
 from ._lower import lower
 
 __all__ = ["compile", "export", "load", "to_bytes", "CompiledPlan", "library_path",
-           "include_path", "RuntimeLibraryError"]
+           "include_path", "RuntimeLibraryError", "PLAN_SUFFIX"]
+
+# File name suffix of exported plans ("sparsesnn plan"); deploy.save's model files use ".ssnn".
+# Only a convention: loaders read the header, whatever the name.
+PLAN_SUFFIX = ".ssnnp"
 
 
 def to_bytes(model: nn.Module, example_input: Tensor) -> bytes:
@@ -33,7 +37,8 @@ def to_bytes(model: nn.Module, example_input: Tensor) -> bytes:
 
 
 def export(model: nn.Module, path: str | os.PathLike, example_input: Tensor) -> int:
-    """Writes the plan of ``model`` to ``path`` (checked by loading it back); returns its size."""
+    """Writes the plan of ``model`` to ``path`` (checked by loading it back); returns its size.
+    Name it ``*.ssnnp`` (:data:`PLAN_SUFFIX`) by convention; any name loads."""
     data = to_bytes(model, example_input)
     Handle(data)  # the native loader must accept what we write
     with open(path, "wb") as f:
