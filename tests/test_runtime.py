@@ -135,6 +135,33 @@ def test_spike_lists_to_int4_linear(K, N, group, p, dense_threshold, monkeypatch
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("group", [None, 8])
+def test_encoder_lists_nested_or_not(order, group, monkeypatch):
+    """The thermometer encoder hands fc1 nested lists (each step only adds the inputs that
+    step activates) when its thresholds ascend and fc1 has one scale group; otherwise plain
+    lists. Both are bit-identical to eager and to fp32 spike maps, inputs at the thresholds too."""
+    from sparsesnn.quant import QuantSpec
+
+    d = _mlp()
+    if order == "shuffled":
+        d.thresholds.copy_(d.thresholds.flatten()[torch.tensor([2, 0, 3, 1])].view_as(d.thresholds))
+    fc1 = d.fc1.dequantized_weight()
+    lin = nn.Linear(fc1.shape[1], fc1.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(fc1)
+        lin.bias.copy_(d.fc1.bias)
+    d.fc1 = PackedSpikingLinear.from_float(lin, QuantSpec(4, group_size=group), layout="dense")
+    x = torch.rand(11, 16, generator=torch.Generator().manual_seed(6))
+    x[0, :4] = d.thresholds.flatten()  # exactly at a threshold: not active there
+    x[1, :3] = float("nan")  # never active
+    want = _eager(d, x)
+    got = runtime.compile(d, x[:1])(x)
+    monkeypatch.setenv("SSNN_SPIKE_LISTS", "0")
+    assert torch.equal(got, runtime.compile(d, x[:1])(x))
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("neuron", [
     lambda: LIF(tau=3.0, decay_input=False),
     lambda: LIF(v_reset=None),

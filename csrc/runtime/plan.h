@@ -37,6 +37,7 @@ struct Op {
   Shape in, out;
   bool in_binary = false;   // input known to be 0/1 (spikes), so no check is needed
   bool lists_out = false;   // ENCODE / NEURON: also list the spikes for the next layer
+  bool lists_nested = false;  // ENCODE: thresholds non-decreasing, so nested lists (spike_lists.h)
   int lists_from = -1;      // LINEAR: read the active-input lists of this earlier op
   // LINEAR / CONV2D
   int layout = 0, input_mode = 0;

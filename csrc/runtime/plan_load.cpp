@@ -445,6 +445,10 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
         event_linear_lists_supported(dst.lin)) {
       src.lists_out = true;
       dst.lists_from = static_cast<int>(i);
+      if (src.kind == F::kEncodeThreshold && num_groups(dst.lin.K, dst.lin.group_size) == 1) {
+        const float* thr = src.thr.as<float>();
+        src.lists_nested = std::is_sorted(thr, thr + plan->T);
+      }
     }
   }
   return plan;

@@ -107,7 +107,8 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         const float* thr = op.thr.as<float>();
         for (uint32_t t = 0; t < T; ++t)
           for (int64_t j = 0; j < n; ++j) out[t * n + j] = cur[j] > thr[t] ? 1.0f : 0.0f;
-        if (op.lists_out) ws.lists[i].from_dense(out, T * B, op.out.numel(), threads);
+        if (op.lists_nested) ws.lists[i].thermometer(cur, thr, T, B, op.out.numel());
+        else if (op.lists_out) ws.lists[i].from_dense(out, T * B, op.out.numel(), threads);
         break;
       }
       case F::kRepeat: {

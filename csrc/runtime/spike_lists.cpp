@@ -38,6 +38,31 @@ void SpikeLists::from_dense(const float* x, int64_t rows_, int64_t K_, int threa
   });
   total = 0;
   for (int64_t m = 0; m < rows; ++m) total += cnt[m];
+  nested = false;
+}
+
+void SpikeLists::thermometer(const float* x, const float* thr, int64_t steps_, int64_t B, int64_t K_) {
+  reserve(steps_ * B, K_);
+  if (static_cast<int64_t>(active.size()) < rows) active.resize(static_cast<size_t>(rows));
+  nested = true;
+  steps = steps_;
+  total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * K;
+    int64_t running = 0;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t m = t * B + b;
+      const float lo = thr[t], hi = t + 1 < steps ? thr[t + 1] : 0.0f;
+      int32_t* out = idx.data() + m * K;
+      int32_t n = 0;
+      for (int64_t k = 0; k < K; ++k)  // active at t, and not already at t + 1
+        if (xb[k] > lo && !(t + 1 < steps && xb[k] > hi)) out[n++] = static_cast<int32_t>(k);
+      cnt[m] = n;
+      running += n;
+      active[m] = static_cast<int32_t>(running);
+      total += running;
+    }
+  }
 }
 
 #if defined(SPARSESNN_PACKED_AVX512)
@@ -154,12 +179,62 @@ void fold(const int32_t* lo, const int32_t* hi, int64_t tile_n, int64_t count, c
 
 bool event_linear_lists_supported(const PackedLinearParams& p) { return p.bits == 4; }
 
+namespace {
+
+// out = yf + bias (or + 0, as packed_spike_linear_cpu writes it).
+void write_row(const float* yf, const float* bias, int64_t tile_n, float* out) {
+  if (bias)
+    for (int64_t n = 0; n < tile_n; ++n) out[n] = yf[n] + bias[n];
+  else
+    for (int64_t n = 0; n < tile_n; ++n) out[n] = yf[n] + 0.0f;
+}
+
+// Listed inputs a nested consumer reads (each once per sample).
+int64_t nested_events(const SpikeLists& s) {
+  int64_t e = 0;
+  for (int64_t m = 0; m < s.rows; ++m) e += s.cnt[m];
+  return e;
+}
+
+// Nested lists, one scale group: per (tile, sample), steps from last to first, the integer
+// sums carried from step to step.
+void nested_lists(const PackedLinearParams& p, const SpikeLists& s, const uint8_t* w,
+                  const float* scale, const float* bias, float* y, int nt) {
+  const int64_t N = p.N, B = s.rows / s.steps, rb = packed_row_bytes(N, 4);
+  const int64_t tiles = (N + 2 * kTileBytes - 1) / (2 * kTileBytes);
+  parallel_chunks(tiles * B, work_chunk(tiles, B, nt), nt, [&](int64_t i0, int64_t i1) {
+    alignas(64) int32_t lo[kTileBytes], hi[kTileBytes];
+    alignas(64) float yf[2 * kTileBytes];
+    for (int64_t it = i0; it < i1; ++it) {
+      const int64_t tile = it / B, b = it % B;
+      const int64_t n0 = tile * 2 * kTileBytes, tile_n = std::min<int64_t>(2 * kTileBytes, N - n0);
+      const int64_t byte0 = n0 / 2, tile_bytes = (tile_n + 1) / 2;
+      const int ch = static_cast<int>((tile_bytes + 63) / 64);
+      std::memset(lo, 0, sizeof(int32_t) * 64 * ch);
+      std::memset(hi, 0, sizeof(int32_t) * 64 * ch);
+      for (int64_t t = s.steps - 1; t >= 0; --t) {
+        const int64_t m = t * B + b;
+        if (s.cnt[m]) kTiles[ch - 1](w, rb, byte0, tile_bytes, s.row(m), s.cnt[m], lo, hi);
+        std::memset(yf, 0, sizeof(float) * tile_n);
+        if (s.active[m]) fold(lo, hi, tile_n, s.active[m], scale + n0, 1, 0, yf);
+        write_row(yf, bias ? bias + n0 : nullptr, tile_n, y + m * N + n0);
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void event_linear_lists(const PackedLinearParams& p, const SpikeLists& s, const uint8_t* w,
                         const float* scale, const float* bias, float* y) {
   const int64_t M = p.M, K = p.K, N = p.N;
   if (M == 0 || N == 0) return;
   const int64_t rb = packed_row_bytes(N, 4), glen = group_len(K, p.group_size), G = num_groups(K, p.group_size);
   const int64_t tiles = (N + 2 * kTileBytes - 1) / (2 * kTileBytes);
+  if (s.nested) {
+    if (G != 1) throw std::logic_error("event_linear_lists: nested lists need one scale group");
+    return nested_lists(p, s, w, scale, bias, y, threads_for(nested_events(s) * rb * 4 + M * N, p.threads));
+  }
   // Work: every listed input reads its row's bytes of all tiles.
   const int nt = threads_for(s.total * rb * 4 + M * N, p.threads);
   parallel_chunks(tiles * M, work_chunk(tiles, M, nt), nt, [&](int64_t i0, int64_t i1) {
@@ -177,11 +252,7 @@ void event_linear_lists(const PackedLinearParams& p, const SpikeLists& s, const 
         kTiles[ch - 1](w, rb, byte0, tile_bytes, s.row(m) + b, e - b, lo, hi);
         fold(lo, hi, tile_n, e - b, scale + n0 * G, G, g, yf);
       });
-      float* out = y + m * N + n0;
-      if (bias)
-        for (int64_t n = 0; n < tile_n; ++n) out[n] = yf[n] + bias[n0 + n];
-      else
-        for (int64_t n = 0; n < tile_n; ++n) out[n] = yf[n] + 0.0f;
+      write_row(yf, bias ? bias + n0 : nullptr, tile_n, y + m * N + n0);
     }
   });
 }

@@ -15,11 +15,20 @@ struct SpikeLists {
   int64_t rows = 0, K = 0, total = 0;
   std::vector<int32_t> idx;  // row m's active inputs: idx[m*K, m*K + cnt[m])
   std::vector<int32_t> cnt;  // [rows]
+  // Nested form (a thermometer encoder: step t's inputs include step t+1's): rows are
+  // [steps, B]; row (t, b) lists only the inputs active at t but not at t+1 and active[m]
+  // counts all inputs active at t. The consumer sums steps from the last to the first, adding
+  // only the new inputs: every input row is read once per sample instead of once per step.
+  bool nested = false;
+  int64_t steps = 1;
+  std::vector<int32_t> active;  // [rows], nested only
 
   // Room for `rows` rows of K inputs (grows only).
   void reserve(int64_t rows_, int64_t K_);
   // Lists the nonzero entries of each row of x [rows, K].
   void from_dense(const float* x, int64_t rows_, int64_t K_, int threads);
+  // Nested lists of s[t, b, k] = x[b, k] > thr[t] for non-decreasing thr [steps] (x [B, K]).
+  void thermometer(const float* x, const float* thr, int64_t steps_, int64_t B, int64_t K_);
   const int32_t* row(int64_t m) const { return idx.data() + m * K; }
 };
 
