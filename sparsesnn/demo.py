@@ -235,12 +235,12 @@ def _compress(cfg: DemoConfig, dense: torch.nn.Module, train, test, activity: fl
 
 
 def _native_plan(deployed, x1, x_test, cfg: DemoConfig, say) -> dict[str, Any]:
-    """Export the deployed model as a native plan file (``model.ssnn``, runs from C without
+    """Export the deployed model as a native plan file (``model.ssnnp``, runs from C without
     Python), check it against the eager model and time it at batch 1."""
     from . import runtime
 
     try:
-        path = os.path.join(cfg.out, "model.ssnn")
+        path = os.path.join(cfg.out, "model" + runtime.PLAN_SUFFIX)
         size = runtime.export(deployed, path, x1)
         plan = runtime.load(path)
     except runtime.RuntimeLibraryError as exc:

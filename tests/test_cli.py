@@ -34,7 +34,7 @@ def test_demo_quick(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| Test accuracy (%)" in printed and "Latency batch 1" in printed
-    for name in ("demo.json", "demo.md", "demo.png", "deployed.pt", "model.ssnn"):
+    for name in ("demo.json", "demo.md", "demo.png", "deployed.pt", "model.ssnnp"):
         assert (out / name).stat().st_size > 0
     res = json.loads((out / "demo.json").read_text())
     native = res["native_plan"]  # the exported native plan: same predictions, timed

@@ -108,6 +108,60 @@ def test_linear_formats_layouts_inputs(bits, keep, analog, relayout):
     torch.testing.assert_close(runtime.compile(head, x)(x), _eager(head, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("K, N, group, p", [
+    (40, 1037, None, 0.4),   # three output tiles, the last one odd and partial
+    (300, 513, 64, 0.5),     # scale groups: the fold runs once per group of listed inputs
+    (4500, 20, None, 1.0),   # 4500 inputs active in one row: the uint16 lanes are flushed
+])
+@pytest.mark.parametrize("dense_threshold", [1.0, 0.3])
+def test_spike_lists_to_int4_linear(K, N, group, p, dense_threshold, monkeypatch):
+    """Spikes reach an int4 layer as active-input lists (the plan's own kernel): bit-identical
+    to eager and to the plan with dense fp32 spikes (SSNN_SPIKE_LISTS=0), also above
+    dense_threshold (then the dense kernel runs)."""
+    from sparsesnn.quant import QuantSpec
+
+    torch.manual_seed(4)
+    fc = nn.Linear(K, N)
+    # IF(threshold 1) fed with 0 / 2 fires exactly where the input is 2: spikes of density p.
+    model = nn.Sequential(IF(), PackedSpikingLinear.from_float(
+        fc, QuantSpec(4, group_size=group), layout="dense", dense_threshold=dense_threshold)).eval()
+    x = _spikes((T, 3, K), p, seed=K) * 2
+    want = _eager(model, x)
+    got = runtime.compile(model, x)(x)
+    monkeypatch.setenv("SSNN_SPIKE_LISTS", "0")
+    dense_spikes = runtime.compile(model, x)(x)
+    assert torch.equal(_eager(model[:1], x), x / 2)
+    assert torch.equal(got, dense_spikes)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("group", [None, 8])
+def test_encoder_lists_nested_or_not(order, group, monkeypatch):
+    """The thermometer encoder hands fc1 nested lists (each step only adds the inputs that
+    step activates) when its thresholds ascend and fc1 has one scale group; otherwise plain
+    lists. Both are bit-identical to eager and to fp32 spike maps, inputs at the thresholds too."""
+    from sparsesnn.quant import QuantSpec
+
+    d = _mlp()
+    if order == "shuffled":
+        d.thresholds.copy_(d.thresholds.flatten()[torch.tensor([2, 0, 3, 1])].view_as(d.thresholds))
+    fc1 = d.fc1.dequantized_weight()
+    lin = nn.Linear(fc1.shape[1], fc1.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(fc1)
+        lin.bias.copy_(d.fc1.bias)
+    d.fc1 = PackedSpikingLinear.from_float(lin, QuantSpec(4, group_size=group), layout="dense")
+    x = torch.rand(11, 16, generator=torch.Generator().manual_seed(6))
+    x[0, :4] = d.thresholds.flatten()  # exactly at a threshold: not active there
+    x[1, :3] = float("nan")  # never active
+    want = _eager(d, x)
+    got = runtime.compile(d, x[:1])(x)
+    monkeypatch.setenv("SSNN_SPIKE_LISTS", "0")
+    assert torch.equal(got, runtime.compile(d, x[:1])(x))
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("neuron", [
     lambda: LIF(tau=3.0, decay_input=False),
     lambda: LIF(v_reset=None),
@@ -217,7 +271,7 @@ def test_export_load_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(_lower, "PRUNED_TO_DENSE", False)
     d = _mlp()
     x = torch.rand(7, 16)
-    path = tmp_path / "m.ssnn"
+    path = tmp_path / "m.ssnnp"
     size = runtime.export(d, path, x[:1])
     data = path.read_bytes()
     assert size == len(data) and data[:8] == b"SSNNPLAN" and b"torch" not in data
@@ -228,6 +282,21 @@ def test_export_load_roundtrip(tmp_path, monkeypatch):
     want = (d.fc1.model_bytes() + d.fc3.model_bytes() + d.fc2.scale.numel() * 4 + d.fc2.bias.numel() * 4
             + sum(t.numel() * t.element_size() for t in blocks))
     assert runtime.compile(d, x).weight_bytes() == want
+
+
+def test_file_names_do_not_decide(tmp_path):
+    """Plans are named *.ssnnp by convention, but the header decides: any name loads, and a
+    model file of deploy.save (*.ssnn) is refused with a hint, never run."""
+    from sparsesnn.deploy import save
+
+    d = _mlp()
+    x = torch.rand(3, 16)
+    assert runtime.PLAN_SUFFIX == ".ssnnp"
+    runtime.export(d, tmp_path / "plan.bin", x[:1])
+    torch.testing.assert_close(runtime.load(tmp_path / "plan.bin")(x), _eager(d, x), atol=1e-5, rtol=1e-5)
+    save(d, tmp_path / "model.ssnn")
+    with pytest.raises(ValueError, match="model file .*deploy.load"):
+        runtime.load(tmp_path / "model.ssnn")
 
 
 def _small_plan() -> bytes:

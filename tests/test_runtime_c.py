@@ -52,9 +52,9 @@ def test_no_python_in_the_process(run_model):
 def test_c_predictions_equal_python(run_model, tmp_path):
     d = _model()
     x = torch.rand(37, 64, generator=torch.Generator().manual_seed(1))
-    runtime.export(d, tmp_path / "m.ssnn", x[:1])
+    runtime.export(d, tmp_path / "m.ssnnp", x[:1])
     x.numpy().tofile(tmp_path / "x.f32")
-    out = subprocess.run(["env", "-i", str(run_model), str(tmp_path / "m.ssnn"), str(tmp_path / "x.f32"), "2"],
+    out = subprocess.run(["env", "-i", str(run_model), str(tmp_path / "m.ssnnp"), str(tmp_path / "x.f32"), "2"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     with torch.inference_mode():
@@ -66,10 +66,10 @@ def test_c_reports_corrupt_file(run_model, tmp_path):
     d = _model()
     data = bytearray(runtime.to_bytes(d, torch.zeros(1, 64)))
     data[len(data) // 2] ^= 0x10
-    (tmp_path / "bad.ssnn").write_bytes(bytes(data))
-    (tmp_path / "short.ssnn").write_bytes(bytes(data[:100]))
+    (tmp_path / "bad.ssnnp").write_bytes(bytes(data))
+    (tmp_path / "short.ssnnp").write_bytes(bytes(data[:100]))
     torch.zeros(2, 64).numpy().tofile(tmp_path / "x.f32")
-    for name in ("bad.ssnn", "short.ssnn", "missing.ssnn"):
+    for name in ("bad.ssnnp", "short.ssnnp", "missing.ssnnp"):
         out = subprocess.run(["env", "-i", str(run_model), str(tmp_path / name), str(tmp_path / "x.f32")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "run_model: load:" in out.stderr, (name, out.stderr)

@@ -18,6 +18,10 @@ template <typename F>
 inline void parallel_chunks(int64_t n, int64_t chunk, int threads, F&& body) {
   const int64_t nchunks = (n + chunk - 1) / chunk;
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
+  if (nt == 1) {  // no parallel region at all: even an if(false) one costs a team start (~1 us)
+    for (int64_t begin = 0; begin < n; begin += chunk) body(begin, std::min(n, begin + chunk));
+    return;
+  }
 #if defined(SPARSESNN_OPENMP)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
 #endif

@@ -1,6 +1,8 @@
-// The sparsesnn plan file format (".ssnn"), version 1: the one specification. Written by
+// The sparsesnn plan file format (".ssnnp"), version 1: the one specification. Written by
 // sparsesnn/runtime/_format.py, read by plan.cpp. Everything is little-endian, unpadded.
 //
+//   (The name is a convention, not checked: the magic decides. A model file written by
+//   sparsesnn.deploy.save, ".ssnn", starts with "SSNNMODL" and is refused with a hint.)
 //   file    = header, op[n_ops], u32 checksum
 //   header  = char magic[8] = "SSNNPLAN"
 //             u32 version (= 1)        u32 flags (= 0)

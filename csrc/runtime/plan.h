@@ -11,6 +11,7 @@
 #include "sparsesnn/packed_conv2d.h"
 #include "sparsesnn/packed_linear.h"
 #include "sparsesnn/pruned_linear.h"
+#include "spike_lists.h"
 
 namespace sparsesnn {
 namespace runtime {
@@ -35,6 +36,9 @@ struct Op {
   uint32_t kind = 0;
   Shape in, out;
   bool in_binary = false;   // input known to be 0/1 (spikes), so no check is needed
+  bool lists_out = false;   // ENCODE / NEURON: also list the spikes for the next layer
+  bool lists_nested = false;  // ENCODE: thresholds non-decreasing, so nested lists (spike_lists.h)
+  int lists_from = -1;      // LINEAR: read the active-input lists of this earlier op
   // LINEAR / CONV2D
   int layout = 0, input_mode = 0;
   float dense_threshold = 1.0f;
@@ -59,6 +63,7 @@ struct Workspace {
   int64_t batch = 0;
   std::vector<std::vector<float>> out;  // per op (empty for ops that alias their input)
   std::vector<std::vector<float>> vlast;
+  std::vector<SpikeLists> lists;  // per op with lists_out
 };
 
 class Plan {

@@ -287,6 +287,9 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     std::memcpy(&first, &probe, 1);
     if (first != 1) throw FormatError("this runtime needs a little-endian host");
   }
+  if (size >= 8 && std::memcmp(data, "SSNNMODL", 8) == 0)
+    throw FormatError("this is a sparsesnn model file (sparsesnn.deploy.save), not a native plan: "
+                      "load it with sparsesnn.deploy.load and write a plan with sparsesnn.runtime.export");
   if (size < 8 || std::memcmp(data, F::kMagic, 8) != 0)
     throw FormatError("not a sparsesnn plan file (bad magic; expected \"SSNNPLAN\")");
   if (size < 8 + 8 + 8) throw FormatError("plan file truncated (" + std::to_string(size) + " bytes)");
@@ -425,6 +428,29 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
   }
   if (r.left() != 0) throw FormatError("plan file has " + std::to_string(r.left()) + " trailing bytes");
   plan->output = cur;
+  // Spikes go to an event-driven int4 linear as active-input lists written by their producer
+  // (an encoder or neuron, possibly through FLATTEN, which only renames the dims).
+  // SSNN_SPIKE_LISTS=0 keeps dense fp32 spikes everywhere (a diagnostic: bench_runtime.py
+  // measures the difference).
+  const char* lists_env = std::getenv("SSNN_SPIKE_LISTS");
+  const bool use_lists = !(lists_env && std::strcmp(lists_env, "0") == 0);
+  for (size_t i = 0; use_lists && i < plan->ops.size(); ++i) {
+    Op& src = plan->ops[i];
+    if (src.kind != F::kEncodeThreshold && src.kind != F::kNeuron) continue;
+    size_t j = i + 1;
+    while (j < plan->ops.size() && plan->ops[j].kind == F::kFlatten) ++j;
+    if (j == plan->ops.size()) continue;
+    Op& dst = plan->ops[j];
+    if (dst.kind == F::kLinear && dst.layout == 0 && dst.input_mode != 2 && dst.in_binary &&
+        event_linear_lists_supported(dst.lin)) {
+      src.lists_out = true;
+      dst.lists_from = static_cast<int>(i);
+      if (src.kind == F::kEncodeThreshold && num_groups(dst.lin.K, dst.lin.group_size) == 1) {
+        const float* thr = src.thr.as<float>();
+        src.lists_nested = std::is_sorted(thr, thr + plan->T);
+      }
+    }
+  }
   return plan;
 }
 

@@ -83,12 +83,14 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
   if (ws.batch < B) {  // grow once; later calls with this batch or smaller allocate nothing
     ws.out.assign(ops.size(), {});
     ws.vlast.assign(ops.size(), {});
+    ws.lists.assign(ops.size(), {});
     for (size_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
       if (op.kind == F::kFlatten || op.kind == F::kSave || op.kind == F::kLoad) continue;  // aliases
       const int64_t rows = (op.out.time ? T : 1) * B;
       ws.out[i].resize(static_cast<size_t>(rows * op.out.numel()));
       if (op.kind == F::kNeuron) ws.vlast[i].resize(static_cast<size_t>(B * op.in.numel()));
+      if (op.lists_out) ws.lists[i].reserve(rows, op.out.numel());
     }
     ws.batch = B;
   }
@@ -105,6 +107,8 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         const float* thr = op.thr.as<float>();
         for (uint32_t t = 0; t < T; ++t)
           for (int64_t j = 0; j < n; ++j) out[t * n + j] = cur[j] > thr[t] ? 1.0f : 0.0f;
+        if (op.lists_nested) ws.lists[i].thermometer(cur, thr, T, B, op.out.numel());
+        else if (op.lists_out) ws.lists[i].from_dense(out, T * B, op.out.numel(), threads);
         break;
       }
       case F::kRepeat: {
@@ -113,9 +117,21 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         break;
       }
       case F::kLinear: {
-        const bool spike = spike_mode(op, cur, n_in, "linear");
         const int64_t M = rows;
         const float* bias = op.bias.count ? op.bias.as<float>() : nullptr;
+        if (op.lists_from >= 0) {  // listed spikes: dense kernel only above dense_threshold
+          const SpikeLists& s = ws.lists[op.lists_from];
+          PackedLinearParams p = op.lin;
+          p.M = M;
+          p.threads = threads;
+          if (op.dense_threshold >= 1.0f ||
+              static_cast<double>(s.total) / static_cast<double>(n_in) <= op.dense_threshold)
+            event_linear_lists(p, s, op.weights.as<uint8_t>(), op.scale.as<float>(), bias, out);
+          else
+            packed_dense_linear_cpu(p, cur, op.weights.data(), op.scale.as<float>(), bias, out);
+          break;
+        }
+        const bool spike = spike_mode(op, cur, n_in, "linear");
         if (op.layout == 0) {
           PackedLinearParams p = op.lin;
           p.M = M;
@@ -154,6 +170,7 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         p.N = B * op.in.numel();
         p.threads = threads;
         lif_forward_cpu(p, cur, nullptr, out, ws.vlast[i].data());
+        if (op.lists_out) ws.lists[i].from_dense(out, T * B, op.out.numel(), threads);
         break;
       }
       case F::kFlatten:

@@ -1,8 +1,8 @@
-/* sparsesnn native runtime: run an exported sparsesnn model (a ".ssnn" plan file written by
+/* sparsesnn native runtime: run an exported sparsesnn model (a ".ssnnp" plan file written by
  * sparsesnn.runtime.export) from C, without Python or libtorch.
  *
  *   ssnn_model* m = NULL;
- *   if (ssnn_load_file("model.ssnn", &m) != SSNN_OK) { puts(ssnn_last_error()); return 1; }
+ *   if (ssnn_load_file("model.ssnnp", &m) != SSNN_OK) { puts(ssnn_last_error()); return 1; }
  *   ssnn_input_shape(m, dims, 8, &rank, &batch_axis);   // per-sample shape, no batch dim
  *   ssnn_run(m, input, batch, output, 1);               // float buffers, C order
  *   ssnn_free(m);

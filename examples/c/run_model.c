@@ -1,6 +1,6 @@
 /* Classify inputs with an exported sparsesnn model, no Python involved.
  *
- *   run_model MODEL.ssnn INPUTS.f32 [THREADS]
+ *   run_model MODEL.ssnnp INPUTS.f32 [THREADS]
  *
  * INPUTS.f32 holds raw little-endian float32 samples, each of the model's per-sample input
  * size (for the demo MLP: 64 pixel values in [0, 1]). Prints one predicted class per line
@@ -21,7 +21,7 @@ static int fail(const char* what) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MODEL.ssnn INPUTS.f32 [THREADS]\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL.ssnnp INPUTS.f32 [THREADS]\n", argv[0]);
     return 2;
   }
   const int threads = argc > 3 ? atoi(argv[3]) : 1;

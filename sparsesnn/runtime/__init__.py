@@ -18,12 +18,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .. import _ext
 from ._lib import Handle, RuntimeLibraryError, include_path, library_path
 from ._lower import lower
 
 __all__ = ["compile", "export", "load", "to_bytes", "CompiledPlan", "library_path",
-           "include_path", "RuntimeLibraryError"]
+           "include_path", "RuntimeLibraryError", "PLAN_SUFFIX"]
+
+# File name suffix of exported plans ("sparsesnn plan"); deploy.save's model files use ".ssnn".
+# Only a convention: loaders read the header, whatever the name.
+PLAN_SUFFIX = ".ssnnp"
 
 
 def to_bytes(model: nn.Module, example_input: Tensor) -> bytes:
@@ -33,7 +36,8 @@ def to_bytes(model: nn.Module, example_input: Tensor) -> bytes:
 
 
 def export(model: nn.Module, path: str | os.PathLike, example_input: Tensor) -> int:
-    """Writes the plan of ``model`` to ``path`` (checked by loading it back); returns its size."""
+    """Writes the plan of ``model`` to ``path`` (checked by loading it back); returns its size.
+    Name it ``*.ssnnp`` (:data:`PLAN_SUFFIX`) by convention; any name loads."""
     data = to_bytes(model, example_input)
     Handle(data)  # the native loader must accept what we write
     with open(path, "wb") as f:
@@ -51,6 +55,9 @@ class CompiledPlan(nn.Module):
         self.data = data
         (self.in_dims, self.in_axis) = handle.input_shape()
         (self.out_dims, self.out_axis) = handle.output_shape()
+        # Precomputed for forward, which is on the batch-1 latency path (a few us matter).
+        self._rank = len(self.in_dims) + 1
+        self._out_head, self._out_tail = self.out_dims[:self.out_axis], self.out_dims[self.out_axis:]
 
     def weight_bytes(self) -> int:
         """Bytes of weights, scales and indices the plan reads per call."""
@@ -59,18 +66,19 @@ class CompiledPlan(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise ValueError(f"x: expected a tensor, got {type(x).__name__}")
-        if x.device.type != "cpu":
+        if not x.is_cpu:
             raise ValueError(f"x: the native plan runs on CPU, got device {x.device}")
-        ax, dims = self.in_axis, self.in_dims
-        rank = len(dims) + 1
-        want = dims[:ax] + ("B",) + dims[ax:]
-        if x.dim() != rank or tuple(x.shape[:ax]) + tuple(x.shape[ax + 1:]) != dims or x.shape[ax] < 1:
-            raise ValueError(f"x: expected shape {tuple(want)} (B >= 1), got {tuple(x.shape)}")
-        B = int(x.shape[ax])
-        x = (x if x.dtype == torch.float32 else x.float()).contiguous()
-        od, oa = self.out_dims, self.out_axis
-        y = torch.empty(*od[:oa], B, *od[oa:])
-        self._handle.run(x.data_ptr(), B, y.data_ptr(), _ext.num_threads())
+        ax, shape = self.in_axis, tuple(x.shape)  # tuple slicing is far cheaper than Size's
+        if len(shape) != self._rank or shape[:ax] + shape[ax + 1:] != self.in_dims or shape[ax] < 1:
+            want = self.in_dims[:ax] + ("B",) + self.in_dims[ax:]
+            raise ValueError(f"x: expected shape {tuple(want)} (B >= 1), got {tuple(shape)}")
+        B = shape[ax]
+        if x.dtype != torch.float32:
+            x = x.float()
+        if not x.is_contiguous():
+            x = x.contiguous()
+        y = torch.empty(self._out_head + (B,) + self._out_tail)
+        self._handle.run(x.data_ptr(), B, y.data_ptr(), max(1, torch.get_num_threads()))
         return y
 
     def extra_repr(self) -> str:

@@ -86,6 +86,7 @@ class Handle:
     def __init__(self, data: Optional[bytes] = None, path: Optional[str] = None) -> None:
         self.ptr = ctypes.c_void_p()
         L = lib()
+        self._run = L.ssnn_run
         if path is not None:
             check(L.ssnn_load_file(os.fsencode(path), ctypes.byref(self.ptr)))
         else:
@@ -107,7 +108,9 @@ class Handle:
         return int(lib().ssnn_weight_bytes(self.ptr))
 
     def run(self, x_ptr: int, batch: int, y_ptr: int, threads: int) -> None:
-        check(lib().ssnn_run(self.ptr, x_ptr, batch, y_ptr, threads))
+        rc = self._run(self.ptr, x_ptr, batch, y_ptr, threads)
+        if rc:
+            check(rc)
 
     def __del__(self) -> None:
         if getattr(self, "ptr", None) is not None and self.ptr.value:
