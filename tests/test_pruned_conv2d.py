@@ -226,3 +226,17 @@ def test_packed_aligned_planes(fmt):
     assert torch.equal(m(x), dense_reference(m, x))
     mp = PackedSpikingConv2d.from_float(conv, fmt, mask=tap_mask(conv.weight, 0.8)) if fmt != "binary" else m
     assert torch.equal(mp(x), dense_reference(mp, x))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_parallel_row_bands(B, stride):
+    """A layer big enough for every thread: each work item lists the input rows its band of
+    output rows reads (bands overlap by the kernel's reach), for both layouts."""
+    torch.manual_seed(13)
+    conv = torch.nn.Conv2d(64, 128, 3, stride=stride, padding=1)
+    x = spikes((B, 64, 32, 32), 0.05, seed=B)
+    for mask in (None, tap_mask(conv.weight, 0.9)):
+        m = PackedSpikingConv2d.from_float(conv, "int4", mask=mask)
+        assert m.layout == ("dense" if mask is None else "pruned")
+        assert torch.equal(m(x), dense_reference(m, x))
