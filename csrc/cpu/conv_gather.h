@@ -58,6 +58,36 @@ struct Scratch {
   }
 };
 
+// Indices k (offset by `base`) with v[k] != 0, written to idx (up to 16 entries past the
+// returned count are written); returns the count. Branch-free per 16 inputs: at the spike
+// densities of conv layers a "skip empty vector" branch is taken about half the time, and
+// its mispredictions cost more than the compress and store it saves.
+inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* idx) {
+#if defined(__AVX512F__)
+  int count = 0;
+  int64_t k = 0;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i ids = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                 _mm512_set1_epi32(base));
+  for (; k + 16 <= n; k += 16) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + k), zero, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
+    count += __builtin_popcount(m);
+    ids = _mm512_add_epi32(ids, step);
+  }
+  if (k < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1u);
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, _mm512_maskz_loadu_ps(tail, v + k), zero, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
+    count += __builtin_popcount(m);
+  }
+  return count;
+#else
+  return event::list_active_f32(v, n, base, idx);
+#endif
+}
+
 // Active channels of the input pixels of one image in a band of input rows: entries
 // row[ptr[q], ptr[q+1]) are c * KKs for the active channels c of band pixel q (ascending).
 // xb points at the band's first pixel of channel 0; planes are `plane` floats apart and the
@@ -71,7 +101,7 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   int64_t n = 0;
   for (int64_t c = 0; c < C; ++c) {
     coff[c] = static_cast<int32_t>(n);
-    const int k = event::list_active_f32(xb + c * plane, npix, 0, pix + n);
+    const int k = list_active_rows(xb + c * plane, npix, 0, pix + n);
     for (int i = 0; i < k; ++i) ++ptr[pix[n + i] + 1];
     n += k;
   }
@@ -122,10 +152,9 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   // input column ix through kernel column kx; -1 where none (padding, stride, band edge).
   int shift = 0;
   while ((int64_t(1) << shift) < W) ++shift;  // events are stored as (band row << shift) | column
-  int32_t* ty = tmp.get(nrow * KH + W * KW + C * nrow * W + kSlack + C + 1);
+  int32_t* ty = tmp.get(nrow * KH + W * KW + W + kSlack);
   int32_t* tx = ty + nrow * KH;
-  int32_t* pix = tx + W * KW;
-  int32_t* coff = pix + C * nrow * W + kSlack;
+  int32_t* pix = tx + W * KW;  // the active columns of one input row
   for (int64_t r = 0; r < nrow; ++r)
     for (int64_t ky = 0; ky < KH; ++ky) {
       const int64_t ny = ir0 + r + p.ph - ky * p.dh, oy = ny / p.sh;
@@ -140,35 +169,36 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
     const int32_t a = ty[(e >> shift) * KH + kt.ky[j]], b = tx[(e & ((1 << shift) - 1)) * KW + kt.kx[j]];
     return (a | b) < 0 ? -1 : a + b;
   };
+  // Pass 1: (output pixel, kept row) of every event and kept tap, counted per output pixel.
+  static thread_local std::vector<int32_t> hits;  // pairs; grown, never shrunk
   ptr.assign(static_cast<size_t>(nout + 1), 0);
-  int64_t n = 0;
+  int64_t nh = 0;
   for (int64_t c = 0; c < C; ++c) {
-    coff[c] = static_cast<int32_t>(n);
     const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
     if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
     for (int64_t r = 0; r < nrow; ++r) {
-      const int k = event::list_active_f32(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix + n);
+      const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix);
+      if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
+        hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
+      int32_t* h = hits.data();
       for (int i = 0; i < k; ++i)
         for (int32_t j = j0; j < j1; ++j) {
-          const int32_t o = target(pix[n + i], j);
-          if (o >= 0) ++ptr[o + 1];
+          const int32_t o = target(pix[i], j);
+          if (o < 0) continue;
+          ++ptr[o + 1];
+          h[2 * nh] = o;
+          h[2 * nh + 1] = kt.row[j];
+          ++nh;
         }
-      n += k;
     }
   }
-  coff[C] = static_cast<int32_t>(n);
+  // Pass 2: into per-output-pixel lists.
   for (int64_t o = 0; o < nout; ++o) ptr[o + 1] += ptr[o];
   const int64_t total = ptr[nout];
   int32_t* out = rows.get(total + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
-  for (int64_t c = 0; c < C; ++c) {
-    const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
-    for (int32_t i = coff[c]; i < coff[c + 1]; ++i)
-      for (int32_t j = j0; j < j1; ++j) {
-        const int32_t o = target(pix[i], j);
-        if (o >= 0) out[fill[o]++] = kt.row[j];
-      }
-  }
+  const int32_t* h = hits.data();
+  for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
   return total;
 }
 
