@@ -240,3 +240,21 @@ def test_parallel_row_bands(B, stride):
         m = PackedSpikingConv2d.from_float(conv, "int4", mask=mask)
         assert m.layout == ("dense" if mask is None else "pruned")
         assert torch.equal(m(x), dense_reference(m, x))
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_unchecked_input_falls_back_to_analog(value, where):
+    """Default modules skip the separate binarity pass: the spike kernel detects a value other
+    than 0/1 while listing (here a single one, in one band of one image) and the analog kernel
+    runs; the result is the float convolution either way."""
+    torch.manual_seed(14)
+    conv = torch.nn.Conv2d(8, 24, 3, padding=1)
+    x = spikes((3, 8, 12, 12), 0.2, seed=3)
+    pos = {"first": (0, 0, 0, 0), "middle": (1, 4, 6, 5), "last": (2, 7, 11, 11)}[where]
+    x[pos] = value
+    for mask in (None, tap_mask(conv.weight, 0.5)):
+        m = PackedSpikingConv2d.from_float(conv, "int4", mask=mask)
+        want = F.conv2d(x, m.dequantized_weight(), conv.bias, 1, 1)
+        torch.testing.assert_close(m(x), want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(m(x), dense_reference(m, x))  # the reference's analog path, bit for bit

@@ -19,6 +19,7 @@
 // whose kernel rows fit in half of L2, so the rows every output pixel walks stay cached.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -59,33 +60,44 @@ struct Scratch {
 };
 
 // Indices k (offset by `base`) with v[k] != 0, written to idx (up to 16 entries past the
-// returned count are written); returns the count. Branch-free per 16 inputs: at the spike
+// returned count are written); returns the count. Sets `analog` if a nonzero value is not 1
+// (the input is not binary spikes; NaN included). Branch-free per 16 inputs: at the spike
 // densities of conv layers a "skip empty vector" branch is taken about half the time, and
 // its mispredictions cost more than the compress and store it saves.
-inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* idx) {
-#if defined(__AVX512F__)
+inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* idx, bool& analog) {
   int count = 0;
   int64_t k = 0;
-  const __m512 zero = _mm512_setzero_ps();
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   const __m512i step = _mm512_set1_epi32(16);
   __m512i ids = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                  _mm512_set1_epi32(base));
+  __mmask16 bad = 0;
   for (; k + 16 <= n; k += 16) {
-    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + k), zero, _CMP_NEQ_UQ);
+    const __m512 x = _mm512_loadu_ps(v + k);
+    const __mmask16 m = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, x, one, _CMP_NEQ_UQ);
     _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
     count += __builtin_popcount(m);
     ids = _mm512_add_epi32(ids, step);
   }
   if (k < n) {
     const __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1u);
-    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, _mm512_maskz_loadu_ps(tail, v + k), zero, _CMP_NEQ_UQ);
+    const __m512 x = _mm512_maskz_loadu_ps(tail, v + k);
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, x, zero, _CMP_NEQ_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, x, one, _CMP_NEQ_UQ);
     _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
     count += __builtin_popcount(m);
   }
-  return count;
+  if (bad) analog = true;
 #else
-  return event::list_active_f32(v, n, base, idx);
+  for (; k < n; ++k)
+    if (v[k] != 0.0f) {
+      if (v[k] != 1.0f) analog = true;
+      idx[count++] = base + static_cast<int32_t>(k);
+    }
 #endif
+  return count;
 }
 
 // Active channels of the input pixels of one image in a band of input rows: entries
@@ -93,7 +105,7 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
 // xb points at the band's first pixel of channel 0; planes are `plane` floats apart and the
 // band holds `npix` pixels. Returns the event count.
 inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t npix, int64_t KKs,
-                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows) {
+                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
   // Pass 1: per channel plane, the active pixels (vector compress), counted per pixel.
   int32_t* pix = tmp.get(C * npix + kSlack + C + 1);
   int32_t* coff = pix + C * npix + kSlack;
@@ -101,7 +113,7 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   int64_t n = 0;
   for (int64_t c = 0; c < C; ++c) {
     coff[c] = static_cast<int32_t>(n);
-    const int k = list_active_rows(xb + c * plane, npix, 0, pix + n);
+    const int k = list_active_rows(xb + c * plane, npix, 0, pix + n, analog);
     for (int i = 0; i < k; ++i) ++ptr[pix[n + i] + 1];
     n += k;
   }
@@ -145,7 +157,7 @@ struct KeptTaps {
 // output rows [y0, y1) read. Returns the entry count.
 inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_t y0, int64_t y1,
                             int64_t ir0, int64_t ir1, const KeptTaps& kt, Scratch<>& tmp,
-                            std::vector<int32_t>& ptr, Scratch<>& rows) {
+                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
   const int64_t C = p.C, W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
   const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
   // Output row (relative to y0) of band row r through kernel row ky, and output column of
@@ -177,7 +189,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
     const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
     if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
     for (int64_t r = 0; r < nrow; ++r) {
-      const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix);
+      const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix, analog);
       if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
         hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
       int32_t* h = hits.data();
@@ -389,8 +401,10 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
 // c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
 // Work items are (image, output-channel group, band of output rows); each lists the events of
 // the input rows its band reads itself, so the listing runs in parallel even for one image.
+// Returns false (y then undefined) if an input value the convolution reads is neither 0 nor 1:
+// the caller runs the analog kernel instead, so binary input needs no separate check pass.
 template <int BITS>
-void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
+bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
   constexpr int64_t CO = kChunk * 8 / BITS;  // outputs per chunk
   const int64_t C = p.C, HW = p.H * p.W, KKs = p.KH * p.KW, KK = C * KKs, O = p.O;
@@ -414,6 +428,7 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   const KeptTaps kept = pruned ? KeptTaps(p, map) : KeptTaps(PackedConv2dParams{}, nullptr);
   // Work before the events are known: the input scan plus the per-output fold and store.
   const int nt = threads_for(p.NB * (C * HW + 8 * OP * O), p.threads);
+  std::atomic<bool> any_analog{false};
   event::parallel_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
     const int64_t yb = item % yblocks, g = (item / yblocks) % ngroups, b = item / (yblocks * ngroups);
     const int64_t q0 = g * gch, q1 = std::min(nch, q0 + gch);
@@ -427,9 +442,12 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     static thread_local Scratch<float> buf_s;
     static thread_local std::vector<int32_t> ptr;
     const float* xb = x + b * C * HW;
+    bool analog = false;
     if (ir1 <= ir0) ptr.assign(static_cast<size_t>((pruned ? (y1 - y0) * p.OW : 0) + 1), 0);
-    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s);
-    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs, tmp_s, ptr, rows_s);
+    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog);
+    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs, tmp_s, ptr, rows_s, analog);
+    if (analog) any_analog.store(true, std::memory_order_relaxed);
+    if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
     int32_t* flat = flat_s.get(KK + kSlack);
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
@@ -475,16 +493,17 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     _mm_sfence();  // this item's streaming stores are complete before the region ends
 #endif
   });
+  return !any_analog.load();
 }
 
-inline void dispatch(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+inline bool dispatch(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
                      const int32_t* map, const float* scale, const float* bias, float* y) {
-  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return;
+  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return true;
   switch (p.bits) {
-    case 8: run<8>(p, x, wk, map, scale, bias, y); break;
-    case 4: run<4>(p, x, wk, map, scale, bias, y); break;
-    case 2: run<2>(p, x, wk, map, scale, bias, y); break;
-    default: run<1>(p, x, wk, map, scale, bias, y); break;
+    case 8: return run<8>(p, x, wk, map, scale, bias, y);
+    case 4: return run<4>(p, x, wk, map, scale, bias, y);
+    case 2: return run<2>(p, x, wk, map, scale, bias, y);
+    default: return run<1>(p, x, wk, map, scale, bias, y);
   }
 }
 
