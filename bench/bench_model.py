@@ -7,8 +7,14 @@ once and is repeated over time in every variant), T = 4, batch 1 and 16.
 Spike rates are *set*, not trained: for each target rate (5%, 10%, 20%) every conv layer's
 weights are scaled, layer by layer in forward order, until the measured rate of the LIF after it
 (on the batch-16 calibration input) hits the target (bisection on the scale). The
-int4 + 90%-pruned model is magnitude-pruned first and calibrated separately, so all variants
-run at the same rates. Each variant then reports the rates it actually measured.
+int4 + 90%-pruned model is pruned first and calibrated separately, so all variants run at the
+same rates. Each variant then reports the rates it actually measured.
+
+Pruning is the granularity the deployed layouts store: every conv keeps the 10% of its tap rows
+``(c, ky, kx)`` with the largest L2 norm (``sparsesnn.ops.pruned_conv2d.tap_mask``; the pruned
+conv layout stores only kept tap rows, so unstructured zeros would leave it the dense layout),
+the classifier keeps its 10% largest weights (the pruned linear layout is per weight). ``deploy``
+then chooses each layer's layout by its actual bytes; the chosen layouts are reported.
 
 Variants, each library in its own fresh process with identical weights and inputs:
   * torch dense fp32: ``nn.Conv2d``/``BatchNorm2d``/``MaxPool2d`` + a PyTorch LIF loop;
@@ -16,8 +22,12 @@ Variants, each library in its own fresh process with identical weights and input
     (multi-step, default backend);
   * sparsesnn event-driven: the float ``SpikingVGG`` (fp32 weights, density dispatch);
   * sparsesnn deployed int4: ``ADMM(bits=4).finalize()`` + ``deploy`` (BN folded, packed);
-  * sparsesnn deployed int4 + 90% pruned: ``ADMM(sparsity=0.9, bits=4)`` + ``deploy``.
-Logits of the fp32 variants are compared (same function); weight bytes are the real bytes.
+  * sparsesnn deployed int4 + 90% pruned: the pruned weights, ``ADMM(bits=4).finalize()`` +
+    ``deploy`` (zeros stay zero through quantization; deploy reads them as the mask).
+Checks in every run: logits of the fp32 variants agree (same function), and each deployed model's
+logits agree with its float model after ``finalize`` with BN folded (``fold_batchnorm``: the
+function deploy computes; a spike exactly at the threshold may still flip on float rounding).
+Weight bytes are the real bytes of the deployed buffers (codes, indices, scales, biases).
 
     python bench/bench_model.py [--quick | --smoke] [--threads N] [--name model_vgg11]
 
@@ -44,7 +54,8 @@ VARIANTS = ("torch_fp32", "spikingjelly", "sparsesnn_event_fp32", "sparsesnn_int
 def plan(size: str) -> dict:
     if size == "smoke":
         return dict(cfg=[8, "M", 16, "M"], image=8, rates=[0.1], batches=[1, 2], timing=bc.SMOKE_TIMING)
-    timing = {"warmup": 2, "min_time": 0.05, "repeat": 5 if size == "quick" else 11}
+    # A batch-16 forward takes long enough that a few samples give a stable median.
+    timing = {"warmup": 1, "min_time": 0.05, "repeat": 3 if size == "quick" else 5}
     rates = [0.1] if size == "quick" else [0.05, 0.1, 0.2]
     return dict(cfg=VGG11, image=32, rates=rates, batches=[1, 16], timing=timing)
 
@@ -61,7 +72,7 @@ def _vgg(cfg, image):
     return SpikingVGG(cfg, 3, CLASSES, T, image_size=image, tau=TAU).eval()
 
 
-def _set_rates(model, x: torch.Tensor, rate: float, iters: int = 30) -> list[float]:
+def _set_rates(model, x: torch.Tensor, rate: float, iters: int = 16) -> list[float]:
     """Scale each synaptic layer that feeds a neuron until that neuron's rate is ``rate``."""
     from sparsesnn.nn import BaseNeuron
 
@@ -98,20 +109,28 @@ def _set_rates(model, x: torch.Tensor, rate: float, iters: int = 30) -> list[flo
     return achieved
 
 
+def prune(model: nn.Module, sparsity: float) -> None:
+    """Zero ``sparsity`` of every conv's tap rows (``tap_mask``) and of every linear's weights."""
+    from sparsesnn.compress import project_sparse
+    from sparsesnn.ops.pruned_conv2d import tap_mask
+
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.mul_(tap_mask(layer.weight, sparsity))
+            elif isinstance(layer, nn.Linear):
+                layer.weight.copy_(project_sparse(layer.weight, sparsity)[0])
+
+
 def calibrate(cfg, image: int, rates, batch: int, path: str) -> dict:
     """Weights for every rate (dense and 90%-pruned), saved to ``path``; rates achieved."""
-    from sparsesnn.compress import project_sparse
-
     x = _images(batch, image)
     weights, achieved = {}, {}
     for rate in rates:
         for variant in ("dense", "pruned"):
             m = _vgg(cfg, image)
             if variant == "pruned":
-                with torch.no_grad():
-                    for layer in m.modules():
-                        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                            layer.weight.copy_(project_sparse(layer.weight, PRUNE)[0])
+                prune(m, PRUNE)
             achieved[f"{rate}/{variant}"] = _set_rates(m, x, rate)
             weights[f"{rate}/{variant}"] = {k: v.clone() for k, v in m.state_dict().items()}
     torch.save(weights, path)
@@ -216,7 +235,7 @@ def run_spikingjelly(cfg, image, batches, timing, weights: str, rate: float, **_
 
 def run_sparsesnn(cfg, image, batches, timing, weights: str, rate: float, **_) -> dict:
     from sparsesnn.compress import ADMM
-    from sparsesnn.deploy import deploy, layer_formats
+    from sparsesnn.deploy import deploy, fold_batchnorm, layer_formats
     from sparsesnn.nn import BaseNeuron
 
     state = torch.load(weights, weights_only=True)
@@ -224,15 +243,21 @@ def run_sparsesnn(cfg, image, batches, timing, weights: str, rate: float, **_) -
     for variant in ("sparsesnn_event_fp32", "sparsesnn_int4", "sparsesnn_int4_pruned90"):
         m = _vgg(cfg, image)
         m.load_state_dict(state[f"{rate}/{'pruned' if variant.endswith('90') else 'dense'}"])
+        check = {}
         if variant != "sparsesnn_event_fp32":
-            ADMM(m, sparsity=PRUNE if variant.endswith("90") else None, bits=4).finalize()
+            # Quantization only: the pruned weights are already zero (at the layouts' granularity).
+            ADMM(m, bits=4).finalize()
+            folded = fold_batchnorm(m).eval()  # the float function deploy must compute
+            with torch.inference_mode():
+                fake = {str(b): folded(_images(b, image)).tolist() for b in batches}
             m = deploy(m)
-            nbytes = sum(f["bytes"] for f in layer_formats(m).values())
-            layouts = {n: f["layout"] for n, f in layer_formats(m).items()}
+            formats = layer_formats(m)
+            nbytes = sum(f["bytes"] for f in formats.values())
+            layouts = {n: f"{f['layout']} {f['format']} {f['bytes']} B" for n, f in formats.items()}
         else:
             nbytes = sum(p.numel() * 4 for n, p in m.named_parameters() if "weight" in n and p.dim() > 1)
             nbytes += sum(p.numel() * 4 for n, p in m.named_parameters() if n.endswith("bias"))
-            layouts = {}
+            layouts, fake = {}, None
         rates = []
         hooks = [l.register_forward_hook(lambda mod, i, o: rates.append(float(o.float().mean())))
                  for l in m.modules() if isinstance(l, BaseNeuron)]
@@ -242,6 +267,8 @@ def run_sparsesnn(cfg, image, batches, timing, weights: str, rate: float, **_) -
             h.remove()
         res[variant] = {"bytes": nbytes, "layouts": layouts, "spike_rates": rates,
                         **_time_all(m.eval(), batches, image, timing)}
+        if fake is not None:
+            res[variant]["check_vs_fake_quant"] = {b: _agreement(res[variant][b]["logits"], fake[b]) for b in fake}
     return res
 
 
@@ -308,9 +335,20 @@ def main() -> None:
           "Same function check (logits vs torch fp32): " + "; ".join(
               f"rate {r['rate']} batch {r['batch']}: sparsesnn max|diff| {r['check_sparsesnn_vs_torch']['max_abs_diff']:.2g}"
               + (f", SpikingJelly {r['check_sj_vs_torch']['max_abs_diff']:.2g}" if "check_sj_vs_torch" in r else "")
-              for r in records)]
+              for r in records),
+          "", "Deployed vs its float model after finalize (fake-quantized weights, BN folded), logits: " + "; ".join(
+              f"rate {rate} {v.replace('sparsesnn_', '')} batch {b}: max|diff| {c['max_abs_diff']:.2g}, "
+              f"same argmax {100 * c['same_argmax']:.0f}%"
+              for rate, r in runs.items() for v in ("sparsesnn_int4", "sparsesnn_int4_pruned90")
+              for b, c in r[v]["check_vs_fake_quant"].items()),
+          "", "Layouts chosen by deploy (by bytes), int4 + 90% pruned: " + ", ".join(
+              f"{n}: {f}" for n, f in runs[cfg["rates"][0]]["sparsesnn_int4_pruned90"]["layouts"].items())]
+    layouts = {v: runs[cfg["rates"][0]][v]["layouts"] for v in ("sparsesnn_int4", "sparsesnn_int4_pruned90")}
     bc.write_results(args.name, {"config": cfg, "calibrated_rates": achieved, "measured_rates": measured,
-                                 "bytes": sizes, "dense_fp32_bytes": dense_bytes, "records": records},
+                                 "bytes": sizes, "dense_fp32_bytes": dense_bytes, "layouts": layouts,
+                                 "checks_vs_fake_quant": {rate: {v: r[v]["check_vs_fake_quant"] for v in layouts}
+                                                          for rate, r in runs.items()},
+                                 "records": records},
                      "\n".join(md), args.machine)
     _plot(args.name, records, cfg)
     print("\n".join(md))

@@ -373,7 +373,7 @@ void bind_packed(py::module_& m) {
       "packed_conv2d_chunked_cpu",
       [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t scale,
          std::uintptr_t bias, std::uintptr_t y) {
-        packed_spike_conv2d_chunked_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
+        return packed_spike_conv2d_chunked_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
                                         ptr<const float>(scale), ptr<const float>(bias),
                                         ptr<float>(y));
       },
@@ -382,7 +382,7 @@ void bind_packed(py::module_& m) {
       "pruned_conv2d_cpu",
       [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t row_map,
          std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
-        pruned_spike_conv2d_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
+        return pruned_spike_conv2d_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
                                 ptr<const int32_t>(row_map), ptr<const float>(scale),
                                 ptr<const float>(bias), ptr<float>(y));
       },

@@ -226,3 +226,35 @@ def test_packed_aligned_planes(fmt):
     assert torch.equal(m(x), dense_reference(m, x))
     mp = PackedSpikingConv2d.from_float(conv, fmt, mask=tap_mask(conv.weight, 0.8)) if fmt != "binary" else m
     assert torch.equal(mp(x), dense_reference(mp, x))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_parallel_row_bands(B, stride):
+    """A layer big enough for every thread: each work item lists the input rows its band of
+    output rows reads (bands overlap by the kernel's reach), for both layouts."""
+    torch.manual_seed(13)
+    conv = torch.nn.Conv2d(64, 128, 3, stride=stride, padding=1)
+    x = spikes((B, 64, 32, 32), 0.05, seed=B)
+    for mask in (None, tap_mask(conv.weight, 0.9)):
+        m = PackedSpikingConv2d.from_float(conv, "int4", mask=mask)
+        assert m.layout == ("dense" if mask is None else "pruned")
+        assert torch.equal(m(x), dense_reference(m, x))
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_unchecked_input_falls_back_to_analog(value, where):
+    """Default modules skip the separate binarity pass: the spike kernel detects a value other
+    than 0/1 while listing (here a single one, in one band of one image) and the analog kernel
+    runs; the result is the float convolution either way."""
+    torch.manual_seed(14)
+    conv = torch.nn.Conv2d(8, 24, 3, padding=1)
+    x = spikes((3, 8, 12, 12), 0.2, seed=3)
+    pos = {"first": (0, 0, 0, 0), "middle": (1, 4, 6, 5), "last": (2, 7, 11, 11)}[where]
+    x[pos] = value
+    for mask in (None, tap_mask(conv.weight, 0.5)):
+        m = PackedSpikingConv2d.from_float(conv, "int4", mask=mask)
+        want = F.conv2d(x, m.dequantized_weight(), conv.bias, 1, 1)
+        torch.testing.assert_close(m(x), want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(m(x), dense_reference(m, x))  # the reference's analog path, bit for bit

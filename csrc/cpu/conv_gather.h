@@ -19,6 +19,7 @@
 // whose kernel rows fit in half of L2, so the rows every output pixel walks stay cached.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -58,23 +59,66 @@ struct Scratch {
   }
 };
 
-// Active channels of every input pixel of one image: entries row[ptr[q], ptr[q+1]) are c * KKs
-// for the active channels c of pixel q (ascending). Returns the event count.
-inline int64_t list_pixels(const float* xb, int64_t C, int64_t HW, int64_t KKs, Scratch<>& tmp,
-                           std::vector<int32_t>& ptr, Scratch<>& rows) {
+// Indices k (offset by `base`) with v[k] != 0, written to idx (up to 16 entries past the
+// returned count are written); returns the count. Sets `analog` if a nonzero value is not 1
+// (the input is not binary spikes; NaN included). Branch-free per 16 inputs: at the spike
+// densities of conv layers a "skip empty vector" branch is taken about half the time, and
+// its mispredictions cost more than the compress and store it saves.
+inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* idx, bool& analog) {
+  int count = 0;
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i ids = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                 _mm512_set1_epi32(base));
+  __mmask16 bad = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 x = _mm512_loadu_ps(v + k);
+    const __mmask16 m = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, x, one, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
+    count += __builtin_popcount(m);
+    ids = _mm512_add_epi32(ids, step);
+  }
+  if (k < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1u);
+    const __m512 x = _mm512_maskz_loadu_ps(tail, v + k);
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, x, zero, _CMP_NEQ_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, x, one, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, ids));
+    count += __builtin_popcount(m);
+  }
+  if (bad) analog = true;
+#else
+  for (; k < n; ++k)
+    if (v[k] != 0.0f) {
+      if (v[k] != 1.0f) analog = true;
+      idx[count++] = base + static_cast<int32_t>(k);
+    }
+#endif
+  return count;
+}
+
+// Active channels of the input pixels of one image in a band of input rows: entries
+// row[ptr[q], ptr[q+1]) are c * KKs for the active channels c of band pixel q (ascending).
+// xb points at the band's first pixel of channel 0; planes are `plane` floats apart and the
+// band holds `npix` pixels. Returns the event count.
+inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t npix, int64_t KKs,
+                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
   // Pass 1: per channel plane, the active pixels (vector compress), counted per pixel.
-  int32_t* pix = tmp.get(C * HW + kSlack + C + 1);
-  int32_t* coff = pix + C * HW + kSlack;
-  ptr.assign(static_cast<size_t>(HW + 1), 0);
+  int32_t* pix = tmp.get(C * npix + kSlack + C + 1);
+  int32_t* coff = pix + C * npix + kSlack;
+  ptr.assign(static_cast<size_t>(npix + 1), 0);
   int64_t n = 0;
   for (int64_t c = 0; c < C; ++c) {
     coff[c] = static_cast<int32_t>(n);
-    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix + n);
+    const int k = list_active_rows(xb + c * plane, npix, 0, pix + n, analog);
     for (int i = 0; i < k; ++i) ++ptr[pix[n + i] + 1];
     n += k;
   }
   coff[C] = static_cast<int32_t>(n);
-  for (int64_t q = 0; q < HW; ++q) ptr[q + 1] += ptr[q];
+  for (int64_t q = 0; q < npix; ++q) ptr[q + 1] += ptr[q];
   // Pass 2: transpose into per-pixel channel lists.
   int32_t* out = rows.get(n + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
@@ -86,39 +130,87 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t HW, int64_t KKs, 
   return n;
 }
 
-// Pruned layout: kept rows of every (input pixel, tap) of one image: entries rows[ptr[q * KKs
-// + t], ptr[q * KKs + t + 1]) are the kept kernel rows of the active channels of pixel q at
-// tap t (ascending channel). tap_ptr / tap_t / tap_row: the kept taps of each channel (from the
-// row map). Per output pixel the list is then nine plain copies, as for the dense layout.
-inline int64_t list_pixel_taps(const float* xb, int64_t C, int64_t HW, int64_t KKs,
-                               const std::vector<int32_t>& tap_ptr, const std::vector<int32_t>& tap_t,
-                               const std::vector<int32_t>& tap_row, Scratch<>& tmp,
-                               std::vector<int32_t>& ptr, Scratch<>& rows) {
-  int32_t* pix = tmp.get(C * HW + kSlack + C + 1);
-  int32_t* coff = pix + C * HW + kSlack;
-  ptr.assign(static_cast<size_t>(HW * KKs + 1), 0);
-  int64_t n = 0;
-  for (int64_t c = 0; c < C; ++c) {
-    coff[c] = static_cast<int32_t>(n);
-    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
-    if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
-    const int k = event::list_active_f32(xb + c * HW, HW, 0, pix + n);
-    for (int i = 0; i < k; ++i)
-      for (int32_t j = j0; j < j1; ++j) ++ptr[pix[n + i] * KKs + tap_t[j] + 1];
-    n += k;
+// The kept taps of the pruned layout, per input channel: entries [ptr[c], ptr[c+1]) give the
+// tap's (ky, kx) and its row in the pruned values.
+struct KeptTaps {
+  std::vector<int32_t> ptr, ky, kx, row;
+  KeptTaps(const PackedConv2dParams& p, const int32_t* map) : ptr(static_cast<size_t>(p.C + 1), 0) {
+    for (int64_t c = 0; c < p.C; ++c) {
+      for (int32_t y = 0; y < p.KH; ++y)
+        for (int32_t x = 0; x < p.KW; ++x) {
+          const int32_t r = map[(c * p.KH + y) * p.KW + x];
+          if (r < 0) continue;
+          ky.push_back(y);
+          kx.push_back(x);
+          row.push_back(r);
+        }
+      ptr[c + 1] = static_cast<int32_t>(row.size());
+    }
   }
-  coff[C] = static_cast<int32_t>(n);
-  for (int64_t i = 0; i < HW * KKs; ++i) ptr[i + 1] += ptr[i];
-  const int64_t total = ptr[HW * KKs];
+};
+
+// Pruned layout: kept kernel rows per *output* pixel of output rows [y0, y1) of one image,
+// entries rows[ptr[o], ptr[o+1]) for output pixel y0 * OW + o. Every event (input pixel,
+// channel) goes straight to the outputs its kept taps reach, so an output pixel's rows are one
+// contiguous list (no per-tap lists to join: at high tap sparsity most would be empty) and a
+// channel whose taps were all pruned is not even scanned. Input rows [ir0, ir1) are the ones
+// output rows [y0, y1) read. Returns the entry count.
+inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_t y0, int64_t y1,
+                            int64_t ir0, int64_t ir1, const KeptTaps& kt, Scratch<>& tmp,
+                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
+  const int64_t C = p.C, W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
+  const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
+  // Output row (relative to y0) of band row r through kernel row ky, and output column of
+  // input column ix through kernel column kx; -1 where none (padding, stride, band edge).
+  int shift = 0;
+  while ((int64_t(1) << shift) < W) ++shift;  // events are stored as (band row << shift) | column
+  int32_t* ty = tmp.get(nrow * KH + W * KW + W + kSlack);
+  int32_t* tx = ty + nrow * KH;
+  int32_t* pix = tx + W * KW;  // the active columns of one input row
+  for (int64_t r = 0; r < nrow; ++r)
+    for (int64_t ky = 0; ky < KH; ++ky) {
+      const int64_t ny = ir0 + r + p.ph - ky * p.dh, oy = ny / p.sh;
+      ty[r * KH + ky] = ny >= 0 && ny % p.sh == 0 && oy >= y0 && oy < y1 ? static_cast<int32_t>((oy - y0) * OW) : -1;
+    }
+  for (int64_t ix = 0; ix < W; ++ix)
+    for (int64_t kx = 0; kx < KW; ++kx) {
+      const int64_t nx = ix + p.pw - kx * p.dw, ox = nx / p.sw;
+      tx[ix * KW + kx] = nx >= 0 && nx % p.sw == 0 && ox < OW ? static_cast<int32_t>(ox) : -1;
+    }
+  const auto target = [&](int32_t e, int32_t j) -> int32_t {
+    const int32_t a = ty[(e >> shift) * KH + kt.ky[j]], b = tx[(e & ((1 << shift) - 1)) * KW + kt.kx[j]];
+    return (a | b) < 0 ? -1 : a + b;
+  };
+  // Pass 1: (output pixel, kept row) of every event and kept tap, counted per output pixel.
+  static thread_local std::vector<int32_t> hits;  // pairs; grown, never shrunk
+  ptr.assign(static_cast<size_t>(nout + 1), 0);
+  int64_t nh = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
+    if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
+    for (int64_t r = 0; r < nrow; ++r) {
+      const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix, analog);
+      if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
+        hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
+      int32_t* h = hits.data();
+      for (int i = 0; i < k; ++i)
+        for (int32_t j = j0; j < j1; ++j) {
+          const int32_t o = target(pix[i], j);
+          if (o < 0) continue;
+          ++ptr[o + 1];
+          h[2 * nh] = o;
+          h[2 * nh + 1] = kt.row[j];
+          ++nh;
+        }
+    }
+  }
+  // Pass 2: into per-output-pixel lists.
+  for (int64_t o = 0; o < nout; ++o) ptr[o + 1] += ptr[o];
+  const int64_t total = ptr[nout];
   int32_t* out = rows.get(total + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
-  for (int64_t c = 0; c < C; ++c) {
-    const int32_t j0 = tap_ptr[c], j1 = tap_ptr[c + 1];
-    if (j0 == j1) continue;
-    for (int32_t i = coff[c]; i < coff[c + 1]; ++i)
-      for (int32_t j = j0; j < j1; ++j) out[fill[pix[i] * KKs + tap_t[j]]++] = tap_row[j];
-  }
-  std::fill(out + total, out + total + kSlack, 0);
+  const int32_t* h = hits.data();
+  for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
   return total;
 }
 
@@ -307,8 +399,12 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
 
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
 // c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
+// Work items are (image, output-channel group, band of output rows); each lists the events of
+// the input rows its band reads itself, so the listing runs in parallel even for one image.
+// Returns false (y then undefined) if an input value the convolution reads is neither 0 nor 1:
+// the caller runs the analog kernel instead, so binary input needs no separate check pass.
 template <int BITS>
-void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
+bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
   constexpr int64_t CO = kChunk * 8 / BITS;  // outputs per chunk
   const int64_t C = p.C, HW = p.H * p.W, KKs = p.KH * p.KW, KK = C * KKs, O = p.O;
@@ -328,69 +424,57 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   if (p.NB * ngroups < want_items)
     rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
   const int64_t yblocks = (p.OH + rb - 1) / rb;
-
-  // 1. Events per image (parallel over images): active-channel rows per pixel (dense layout)
-  // or kept rows per (pixel, tap) (pruned layout).
   const bool pruned = map != nullptr;
-  std::vector<int32_t> tap_ptr, tap_t, tap_row;
-  if (pruned) {
-    tap_ptr.assign(static_cast<size_t>(C + 1), 0);
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t t = 0; t < KKs; ++t)
-        if (map[c * KKs + t] >= 0) {
-          tap_t.push_back(static_cast<int32_t>(t));
-          tap_row.push_back(map[c * KKs + t]);
-        }
-      tap_ptr[c + 1] = static_cast<int32_t>(tap_t.size());
-    }
-  }
-  std::vector<std::vector<int32_t>> ptrs(static_cast<size_t>(p.NB));
-  std::vector<Scratch<>> rows(static_cast<size_t>(p.NB));
-  std::vector<int64_t> nev(static_cast<size_t>(p.NB));
-  const int lt = threads_for(p.NB * C * HW, p.threads);
-  event::parallel_items(p.NB, lt, [&](int64_t b) {
-    static thread_local Scratch<> tmp;
-    const float* xb = x + b * C * HW;
-    nev[b] = pruned ? list_pixel_taps(xb, C, HW, KKs, tap_ptr, tap_t, tap_row, tmp, ptrs[b], rows[b])
-                    : list_pixels(xb, C, HW, KKs, tmp, ptrs[b], rows[b]);
-  });
-  int64_t events = 0;
-  for (const int64_t e : nev) events += e;
-  // 2. Outputs: items (image, output group, block of output rows).
-  const int nt = threads_for(events * KKs * O / 8 + p.NB * OP * O, p.threads);
+  const KeptTaps kept = pruned ? KeptTaps(p, map) : KeptTaps(PackedConv2dParams{}, nullptr);
+  // Work before the events are known: the input scan plus the per-output fold and store.
+  const int nt = threads_for(p.NB * (C * HW + 8 * OP * O), p.threads);
+  std::atomic<bool> any_analog{false};
   event::parallel_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
     const int64_t yb = item % yblocks, g = (item / yblocks) % ngroups, b = item / (yblocks * ngroups);
     const int64_t q0 = g * gch, q1 = std::min(nch, q0 + gch);
     const int64_t o0 = q0 * CO, o1 = std::min(O, q1 * CO), width = o1 - o0;
     if (width <= 0) return;
     const int64_t y0 = yb * rb, y1 = std::min(p.OH, y0 + rb);
-    static thread_local Scratch<> flat_s, acc_s;
+    // Input rows read by output rows [y0, y1).
+    const int64_t ir0 = std::max<int64_t>(0, y0 * p.sh - p.ph);
+    const int64_t ir1 = std::min<int64_t>(p.H, (y1 - 1) * p.sh - p.ph + (p.KH - 1) * p.dh + 1);
+    static thread_local Scratch<> flat_s, acc_s, tmp_s, rows_s;
     static thread_local Scratch<float> buf_s;
+    static thread_local std::vector<int32_t> ptr;
+    const float* xb = x + b * C * HW;
+    bool analog = false;
+    if (ir1 <= ir0) ptr.assign(static_cast<size_t>((pruned ? (y1 - y0) * p.OW : 0) + 1), 0);
+    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog);
+    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs, tmp_s, ptr, rows_s, analog);
+    if (analog) any_analog.store(true, std::memory_order_relaxed);
+    if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
     int32_t* flat = flat_s.get(KK + kSlack);
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
     int32_t* acc32 = acc_s.get(kTileChunks * CO + 16);
-    const int32_t* ptr = ptrs[b].data();
-    const int32_t* ev = rows[b].data.get();
+    const int32_t* ev = rows_s.get(kSlack);
     float* ydst = y + (b * O + o0) * OP;
     for (int64_t pb = y0 * p.OW; pb < y1 * p.OW; pb += kPixBlock) {
       const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
       for (int64_t pi = pb; pi < pe; ++pi) {
-        const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
+        const int32_t* list = flat;
         int k = 0;
-        for (int64_t ky = 0; ky < p.KH; ++ky) {
-          const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
-          if (iy < 0 || iy >= p.H) continue;
-          for (int64_t kx = 0; kx < p.KW; ++kx) {
-            const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
-            if (ix < 0 || ix >= p.W) continue;
-            const int64_t q = iy * p.W + ix, t = ky * p.KW + kx;
-            if (pruned) {
-              const int64_t qt = q * KKs + t;
-              k += event::append_offset(flat + k, ev + ptr[qt], ptr[qt + 1] - ptr[qt], 0);
-            } else {
-              k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q], static_cast<int32_t>(t));
+        if (pruned) {
+          const int64_t o = pi - y0 * p.OW;
+          list = ev + ptr[o];
+          k = ptr[o + 1] - ptr[o];
+        } else {
+          const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
+          for (int64_t ky = 0; ky < p.KH; ++ky) {
+            const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
+            if (iy < 0 || iy >= p.H) continue;
+            for (int64_t kx = 0; kx < p.KW; ++kx) {
+              const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
+              if (ix < 0 || ix >= p.W) continue;
+              const int64_t q = (iy - ir0) * p.W + ix;
+              k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
+                                        static_cast<int32_t>(ky * p.KW + kx));
             }
           }
         }
@@ -399,8 +483,8 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
           const float* bt = bias ? bias + o0 + ta : nullptr;
-          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
-          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, flat, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
       store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
@@ -409,16 +493,17 @@ void run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     _mm_sfence();  // this item's streaming stores are complete before the region ends
 #endif
   });
+  return !any_analog.load();
 }
 
-inline void dispatch(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+inline bool dispatch(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
                      const int32_t* map, const float* scale, const float* bias, float* y) {
-  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return;
+  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return true;
   switch (p.bits) {
-    case 8: run<8>(p, x, wk, map, scale, bias, y); break;
-    case 4: run<4>(p, x, wk, map, scale, bias, y); break;
-    case 2: run<2>(p, x, wk, map, scale, bias, y); break;
-    default: run<1>(p, x, wk, map, scale, bias, y); break;
+    case 8: return run<8>(p, x, wk, map, scale, bias, y);
+    case 4: return run<4>(p, x, wk, map, scale, bias, y);
+    case 2: return run<2>(p, x, wk, map, scale, bias, y);
+    default: return run<1>(p, x, wk, map, scale, bias, y);
   }
 }
 

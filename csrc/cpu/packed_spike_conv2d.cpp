@@ -184,10 +184,10 @@ void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const floa
   else dispatch<false>(p, x, w, scale, bias, y);
 }
 
-void packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
+bool packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
                                      const uint8_t* wk, const float* scale, const float* bias,
                                      float* y) {
-  conv_gather::dispatch(p, x, wk, nullptr, scale, bias, y);
+  return conv_gather::dispatch(p, x, wk, nullptr, scale, bias, y);
 }
 
 }  // namespace sparsesnn

@@ -7,10 +7,10 @@
 
 namespace sparsesnn {
 
-void pruned_spike_conv2d_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+bool pruned_spike_conv2d_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
                              const int32_t* row_map, const float* scale, const float* bias,
                              float* y) {
-  conv_gather::dispatch(p, x, wk, row_map, scale, bias, y);
+  return conv_gather::dispatch(p, x, wk, row_map, scale, bias, y);
 }
 
 }  // namespace sparsesnn

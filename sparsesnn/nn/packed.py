@@ -19,11 +19,11 @@ from ..ops import _checks as C
 from ..ops._fast import eager_cpu
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
-from ..ops.packed_conv2d import packed_conv2d_kernel, packed_conv2d_op
+from ..ops.packed_conv2d import packed_conv2d_kernel, packed_conv2d_op, packed_conv2d_unchecked
 from ..ops.packed_linear import dequantized_weight as _lin_dequant
 from ..ops.packed_linear import packed_linear_cpu, packed_linear_op
 from ..ops.pruned_conv2d import dequantized_weight as _pruned_conv_dequant
-from ..ops.pruned_conv2d import pruned_conv2d_kernel, pruned_conv2d_op
+from ..ops.pruned_conv2d import pruned_conv2d_kernel, pruned_conv2d_op, pruned_conv2d_unchecked
 from ..ops.pruned_linear import dequantized_weight as _pruned_dequant
 from ..ops.pruned_linear import pruned_linear_cpu, pruned_linear_op
 from ..ops.spike_linear import spike_stats
@@ -455,15 +455,27 @@ class PackedSpikingConv2d(_PackedBase):
         ow = (W + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         C.check_alloc("padding", x.shape[0] * self.out_channels * oh * ow, 4,
                       f"the output [{x.shape[0]}, {self.out_channels}, {oh}, {ow}]")
-        spike = self._spike_mode(x)
         geom = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
-        # Inference fast path: input validated above (binary when spike), straight to the kernel.
         fast = eager_cpu(x, ref)
-        if pruned:
-            op = pruned_conv2d_kernel if fast else pruned_conv2d_op
-            y = op(x, buf["index"], ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom,
-                   self.group_size, spike)
-        else:
-            op = packed_conv2d_kernel if fast else packed_conv2d_op
-            y = op(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom, self.group_size, spike)
+        y = None
+        if fast and self.input_mode == "auto" and self.dense_threshold >= 1.0:
+            # The spike kernel checks binarity itself while listing events (no separate pass
+            # over the input) and runs the analog kernel if the input is not 0/1.
+            if pruned:
+                y = pruned_conv2d_unchecked(x, buf["index"], ref, buf["scale"], buf["bias"], self.bits,
+                                            self.out_channels, *geom, self.group_size)
+            else:
+                y = packed_conv2d_unchecked(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels,
+                                            *geom, self.group_size)
+        if y is None:
+            spike = self._spike_mode(x)
+            # Inference fast path: input validated above (binary when spike), straight to the kernel.
+            if pruned:
+                op = pruned_conv2d_kernel if fast else pruned_conv2d_op
+                y = op(x, buf["index"], ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom,
+                       self.group_size, spike)
+            else:
+                op = packed_conv2d_kernel if fast else packed_conv2d_op
+                y = op(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels, *geom, self.group_size,
+                       spike)
         return y.reshape(*lead, *y.shape[1:])

@@ -95,6 +95,30 @@ def packed_conv2d_kernel(x: Tensor, weights: Tensor, scale: Tensor, bias: Option
     return y
 
 
+def packed_conv2d_unchecked(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+                            out_channels: int, kernel_size: list[int], stride: list[int], padding: list[int],
+                            dilation: list[int], group_size: int) -> Optional[Tensor]:
+    """Inference fast path for input whose binarity is not known (``x`` fp32 contiguous on the
+    CPU): the spike kernel checks it while listing the events and, if a value is neither 0 nor 1,
+    the analog kernel runs instead -- no separate pass over ``x``. None where the spike kernel
+    does not apply (the caller then checks the input itself)."""
+    if x.is_cuda or bits == 32 or not one_group(weights.shape[0], group_size) or not _ext.use_kernel(x):
+        return None
+    NB, C, H, W = x.shape
+    OH = out_size(H, kernel_size[0], stride[0], padding[0], dilation[0])
+    OW = out_size(W, kernel_size[1], stride[1], padding[1], dilation[1])
+    y = torch.empty(NB, out_channels, OH, OW, dtype=torch.float32)
+    if y.numel() == 0:
+        return y
+    p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
+    wk = cached_layout(weights, f"conv_chunked_{bits}_{out_channels}", lambda w: chunked_rows(w, bits, out_channels))
+    b = bias.data_ptr() if bias is not None else 0
+    if _ext._C.packed_conv2d_chunked_cpu(p, x.data_ptr(), wk.data_ptr(), scale.data_ptr(), b, y.data_ptr()):
+        return y
+    return packed_conv2d_kernel(x, weights, scale, bias, bits, out_channels, kernel_size, stride, padding,
+                                dilation, group_size, False)
+
+
 @torch.library.custom_op("sparsesnn::packed_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
 def packed_conv2d_op(x: Tensor, weights: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
                      out_channels: int, kernel_size: list[int], stride: list[int],

@@ -99,6 +99,27 @@ def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor
     return y
 
 
+def pruned_conv2d_unchecked(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
+                            bits: int, out_channels: int, kernel_size: list[int], stride: list[int],
+                            padding: list[int], dilation: list[int], group_size: int) -> Optional[Tensor]:
+    """As :func:`sparsesnn.ops.packed_conv2d.packed_conv2d_unchecked`, for the pruned layout."""
+    rows = x.shape[1] * kernel_size[0] * kernel_size[1]
+    if x.is_cuda or bits == 32 or not one_group(rows, group_size) or not _ext.use_kernel(x):
+        return None
+    OH = out_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
+    OW = out_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
+    y = torch.empty(x.shape[0], out_channels, OH, OW, dtype=torch.float32)
+    if y.numel() == 0:
+        return y
+    wk, rmap = kernel_layout(index, values, bits, out_channels, rows)
+    p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
+    if _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
+                                 bias.data_ptr() if bias is not None else 0, y.data_ptr()):
+        return y
+    return pruned_conv2d_kernel(x, index, values, scale, bias, bits, out_channels, kernel_size, stride,
+                                padding, dilation, group_size, False)
+
+
 @torch.library.custom_op("sparsesnn::pruned_conv2d", mutates_args=(), device_types=("cpu", "cuda"))
 def pruned_conv2d_op(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
                      bits: int, out_channels: int, kernel_size: list[int], stride: list[int],

@@ -29,8 +29,9 @@ void packed_spike_conv2d_cpu(const PackedConv2dParams& p, bool spike, const floa
 // Binary spikes, one scale group (scale [O]), bits 8/4/2/1: register-tiled gather kernel
 // over the chunked kernel layout wk [C*KH*KW, num_chunks * 64] (see csrc/cpu/conv_gather.h;
 // built once per weight by sparsesnn/ops/packed_conv2d.py). Integer accumulation of codes,
-// the scale once per output at the end.
-void packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
+// the scale once per output at the end. Returns false (y undefined) if x is not binary where the
+// convolution reads it: run the analog kernel then.
+bool packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x,
                                      const uint8_t* wk, const float* scale, const float* bias,
                                      float* y);
 

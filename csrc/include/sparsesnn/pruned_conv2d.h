@@ -13,7 +13,8 @@
 namespace sparsesnn {
 
 // x [NB, C, H, W] binary fp32 -> y [NB, O, OH, OW]; one scale group (scale [O]); bits 8/4/2/1.
-void pruned_spike_conv2d_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+// Returns false (y undefined) if x is not binary where the convolution reads it.
+bool pruned_spike_conv2d_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
                              const int32_t* row_map, const float* scale, const float* bias,
                              float* y);
 
