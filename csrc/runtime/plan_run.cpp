@@ -158,10 +158,12 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         p.NB = rows;
         p.threads = threads;
         const float* bias = op.bias.count ? op.bias.as<float>() : nullptr;
-        if (spike && op.chunked.count)  // the eager module's kernel for spikes too
-          packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
-        else
-          packed_spike_conv2d_cpu(p, spike, cur, op.weights.data(), op.scale.as<float>(), bias, out);
+        // The eager module's kernel for spikes too; it refuses input that is not 0/1 where the
+        // convolution reads it (spike_mode checked already), and the analog kernel then runs.
+        const bool done = spike && op.chunked.count &&
+            packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
+        if (!done)
+          packed_spike_conv2d_cpu(p, spike && !op.chunked.count, cur, op.weights.data(), op.scale.as<float>(), bias, out);
         break;
       }
       case F::kNeuron: {
