@@ -33,8 +33,10 @@ trained together by the task loss + cost, with separate learning rates):
   model once per candidate T (for the thermometer code of ``SpikingMLP``, whose prefixes are
   not shorter codes); ``"auto"`` (default) picks "separate" for a model with that code
   (a ``thresholds`` buffer) and "prefix" otherwise. ``E[T] = sum_j softmax(beta)_j T_j``.
-- **Cost** (normalized by the dense fp32 model): model bits
-  ``sum_l keep_l numel_l E[b_l] / (32 sum_l numel_l)`` and bit-SynOps
+- **Cost** (normalized by the dense fp32 model): model bits -- with ``budget_on="deployed"``
+  (default) the bits ``deploy`` stores, relaxed (the smaller of dense codes and compressed rows
+  with an index per kept weight, plus scales and biases, at ``E[b_l]`` and the soft kept
+  fraction), with ``"codes"`` ``sum_l keep_l numel_l E[b_l] / (32 sum_l numel_l)`` -- and bit-SynOps
   ``sum_l E[T] rate_l K_l N_l keep_l E[b_l] / sum_l T_max rate_l K_l N_l 32`` (rate_l: the
   measured input spike rate of layer ``l``). Penalty mode adds ``lam_bits * bits +
   lam_ops * bitsynops`` to the loss. Hard-budget mode (``budget``, a fraction of the dense
@@ -460,13 +462,32 @@ class JointSearch:
             w = m.parametrizations.weight.original
             keep = mw.soft_mask(w).mean() if self.prune else torch.ones(())
             eb = mw.expected_bits()
-            bits = bits + keep * self.numels[n] * eb
             k, o = self.fan[n]
+            if self.budget_on == "deployed":
+                bits = bits + self._expected_deployed_bits(n, keep, eb)
+            else:
+                bits = bits + keep * self.numels[n] * eb
             r = max(self._rates[n], 1e-6)
             ops = ops + e_t * r * k * o * keep * eb
             ops_dense += self.T_max * r * k * o * 32.0
-        dense_bits = 32.0 * sum(self.numels.values())
+        if self.budget_on == "deployed":
+            dense_bits = sum(deployed_layer_bits(self.shapes[n], None, 0.0, self.has_bias[n]) for n in self.layers)
+        else:
+            dense_bits = 32.0 * sum(self.numels.values())
         return {"bits": bits / dense_bits, "bitsynops": ops / ops_dense}
+
+    def _expected_deployed_bits(self, name: str, keep: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        """:func:`deployed_layer_bits` relaxed (expected bits, soft kept fraction, no rounding):
+        the smaller of the dense codes and the compressed rows (an index per kept weight) for
+        a linear layer, every code for a conv layer; plus scales and biases. The cost the
+        budget's dual ascent compares with the budget, in the same units."""
+        k, o = self.fan[name]
+        extra = 32.0 * o * (1 + int(self.has_bias[name]))
+        dense = k * o * eb
+        if len(self.shapes[name]) != 2 or not self.prune:
+            return dense + extra
+        pruned = 32.0 * (k + 1) + keep * k * o * ((16.0 if o <= 65536 else 32.0) + eb)
+        return torch.minimum(dense, pruned) + extra
 
     def penalty(self) -> torch.Tensor:
         c = self.costs()
