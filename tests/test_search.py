@@ -250,3 +250,39 @@ def test_learned_scores_fixed_keep_ratio(digits):
         JointSearch(copy.deepcopy(model), scores="learned")
     with pytest.raises(ValueError, match="keep_ratio"):
         JointSearch(copy.deepcopy(model), scores="learned", keep_ratio=1.5)
+
+
+@pytest.mark.parametrize("keep", [None, 0.1])
+def test_relaxed_cost_is_in_deployed_bits(keep):
+    """The cost the dual ascent compares with the budget counts what deploy stores (indices,
+    scales, biases), in the budget's units -- not kept weights x bits."""
+    from sparsesnn.compress.search import deployed_layer_bits
+
+    m = SpikingMLP(64, (128,), 10, T=2)
+    kw = {"scores": "learned", "keep_ratio": keep} if keep else {"prune": False}
+    js = JointSearch(m, bit_candidates=(4,), budget=0.5, **kw)
+    shapes = [tuple(l.weight.shape) for l in (m.fc1, m.fc2)]
+    sp = 0.0 if keep is None else 1.0 - keep
+    want = sum(deployed_layer_bits(s, 4, sp) for s in shapes) / sum(deployed_layer_bits(s, None, 0.0) for s in shapes)
+    assert float(js.costs()["bits"]) == pytest.approx(want, rel=0.01)
+    js.remove()
+
+
+def test_admm_std_step_grid():
+    from sparsesnn.compress import ADMM
+
+    torch.manual_seed(0)
+    m = SpikingMLP(16, (32,), 4, T=2)
+    std = float(m.fc1.weight.std())
+    ad = ADMM(m, bits=2, scale_fit="std", exclude=["fc2"])
+    ad.finalize()
+    k = m.fc1.weight.detach() / (0.996 * std)
+    torch.testing.assert_close(k, k.round(), atol=1e-4, rtol=0)
+    assert set(k.round().int().unique().tolist()) <= {-2, -1, 0, 1}
+    m2 = SpikingMLP(16, (32,), 4, T=2)
+    std2 = float(m2.fc1.weight.std())
+    ADMM(m2, bits="binary", scale_fit="std", exclude=["fc2"]).finalize()
+    vals = m2.fc1.weight.detach().abs().unique()
+    assert vals.numel() == 1 and float(vals) == pytest.approx(0.798 * std2, rel=1e-4)
+    with pytest.raises(ValueError, match="bits"):
+        ADMM(SpikingMLP(16, (32,), 4, T=2), bits=3, scale_fit="std")
