@@ -65,7 +65,7 @@ from sparsesnn.compress import minimax, pca, search, temporal, tinysnn  # noqa: 
 from sparsesnn.compress.projections import make_spec  # noqa: E402
 from sparsesnn.compress.state import CompressionState, compressible_layers, get_state, set_state  # noqa: E402
 from sparsesnn.data import Split, load_digits  # noqa: E402
-from sparsesnn.deploy import deploy, save  # noqa: E402
+from sparsesnn.deploy import deploy, layer_formats, save  # noqa: E402
 from sparsesnn.models import SpikingMLP  # noqa: E402
 from sparsesnn.nn import LIF, SpikingConv2d  # noqa: E402
 
@@ -336,6 +336,11 @@ def m_minimax(m: nn.Module, c: Ctx, target: float | None, kept: float | None = N
             f"lr {c.plan.lr:g}")
 
 
+def _deployed_bytes(m: nn.Module) -> float:
+    """Weights, scales and biases ``deploy`` stores for ``m`` as it is (quantized or not)."""
+    return sum(f["bytes"] for f in layer_formats(deploy(m)).values())
+
+
 def _deployed_bits_for(m: nn.Module, target: float) -> int | str:
     """The widest uniform weight format whose deployed bytes (``tinysnn.memory_bytes``:
     codes, scales, biases as ``deploy`` stores them) fit ``target``; binary when none does."""
@@ -364,7 +369,9 @@ def m_tinysnn(m: nn.Module, c: Ctx, target: float) -> str:
     for (n, a), b in zip(compressible_layers(q).items(), compressible_layers(m).values()):
         set_state(b, get_state(a))
     tinysnn.quantize_neurons(m, cfg.state_bits, cfg.rounding, cfg.int_bits, cfg.seed)
-    return f"{cfg.label()} (validation {100 * best[0]:.1f}%)"
+    over = _deployed_bytes(m) > target
+    return f"{cfg.label()} (validation {100 * best[0]:.1f}%)" + (
+        "; over the target: binary is the smallest uniform format" if over else "")
 
 
 def m_lite(m: nn.Module, c: Ctx, target: float) -> str:
