@@ -60,6 +60,7 @@ import _common as bc  # noqa: E402
 from _common import RESULTS, pyplot  # noqa: E402
 
 from sparsesnn import metrics as M  # noqa: E402
+from sparsesnn import model_file  # noqa: E402
 from sparsesnn.compress import ADMM, ActivityRegularizer, evaluate, fit, reset_states  # noqa: E402
 from sparsesnn.compress import minimax, pca, search, temporal, tinysnn  # noqa: E402
 from sparsesnn.compress.projections import make_spec  # noqa: E402
@@ -82,6 +83,7 @@ class DigitsConvSNN(nn.Module):
     def __init__(self, c1: int = 16, c2: int = 32, T: int = 8, classes: int = 10) -> None:
         super().__init__()
         self.T = int(T)
+        self.widths = (int(c1), int(c2), int(classes))
         self.conv1 = SpikingConv2d(1, c1, 3, padding=1)
         self.lif1 = LIF(tau=2.0, detach_reset=True)
         self.conv2 = SpikingConv2d(c1, c2, 3, stride=2, padding=1)
@@ -96,6 +98,13 @@ class DigitsConvSNN(nn.Module):
         h = self.lif1(self.conv1(h))
         h = self.lif2(self.conv2(h))
         return self.fc(h.flatten(2)).mean(0)
+
+
+# deployed conv models are saved (deploy.save) and timed in a fresh process: the safe model
+# file stores only registered module types
+model_file.register(DigitsConvSNN, "bench.compare_methods.DigitsConvSNN",
+                    lambda m: {"c1": m.widths[0], "c2": m.widths[1], "classes": m.widths[2], "T": m.T},
+                    lambda c: DigitsConvSNN(int(c["c1"]), int(c["c2"]), int(c["T"]), int(c["classes"])))
 
 
 @dataclass

@@ -77,3 +77,17 @@ def test_erk_allocation_meets_target_and_favours_small_layers():
     dens = C.erk_densities(m, ["fc1", "fc2"], size, target)
     assert size(dens) <= target and size({n: 1.05 * d for n, d in dens.items()}) > target
     assert dens["fc1"] == pytest.approx(2.5 * dens["fc2"], rel=1e-3)  # (64+256)/64 vs (256+256)/256
+
+
+def test_conv_model_saves_and_loads(tmp_path):
+    """The conv family's deployed models are timed after deploy.save/load in a fresh process."""
+    import torch
+
+    from sparsesnn.deploy import deploy, load, save
+
+    m = C.DigitsConvSNN(2, 4, T=2)
+    d = deploy(m)
+    save(d, tmp_path / "conv.pt")
+    x = torch.rand(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(load(tmp_path / "conv.pt")(x), d(x))
