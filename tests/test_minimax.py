@@ -156,3 +156,30 @@ def test_staged_schedule_keeps_best_on_validation(digits):
     # the model ends at the best validated epoch of the last stage, not the last epoch
     assert evaluate(m, te)["acc"] == pytest.approx(max(h["val_acc"] for h in last))
     assert evaluate(m, te)["acc"] >= 0.6  # 10% of the hidden weights: far above chance (0.1)
+
+
+@pytest.mark.parametrize("bits,fraction", [(8, 1 / 16), (4, 1 / 12), (None, 1 / 8)])
+def test_byte_budget_bounds_the_deployed_bytes(digits, bits, fraction):
+    """``budget_for_bytes``: whatever the global ranking prunes, deploy stores <= the bytes."""
+    from sparsesnn.compress.minimax import budget_for_bytes
+    from sparsesnn.compress.projections import make_spec
+    from sparsesnn.compress.state import CompressionState, compressible_layers, set_state
+    from sparsesnn.deploy import deploy, layer_formats
+
+    model, tr, _ = digits
+    fp32 = sum(4 * (l.weight.numel() + l.bias.numel()) for l in compressible_layers(model).values())
+    target = fraction * fp32
+    b = budget_for_bytes(model, target, bits=bits, exclude_first=False)
+    pr = minimax_prune(model, tr, b, epochs=1, finetune_epochs=0, stages=None, progress=False,
+                       exclude_first=False)
+    pr.remove()
+    assert pr.kept_fraction() <= b + 1e-9
+    for layer in compressible_layers(model).values():
+        st = get_state(layer)
+        set_state(layer, CompressionState(mask=st.mask if st else None,
+                                          spec=None if bits is None else make_spec(bits)))
+    stored = sum(f["bytes"] for f in layer_formats(deploy(model)).values())
+    assert stored <= target
+    assert stored > 0.6 * target  # a bound, but not a slack one
+    with pytest.raises(ValueError, match="nbytes"):
+        budget_for_bytes(model, 100.0, bits=bits)

@@ -169,3 +169,19 @@ def test_fake_quant_ste():
     torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, dequantize(c, s), lin.bias))
     lin(x).sum().backward()
     assert lin.weight.grad is not None and bool(lin.weight.grad.abs().sum() > 0)
+
+
+def test_full_range_int_codes_use_twos_complement():
+    """``full_range``: int2 codes take four values (-2..1), the scale clips neither side."""
+    from sparsesnn.quant import QuantSpec, dequantize, pack, quantize, unpack
+
+    w = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 0.2, -0.26]])
+    spec = QuantSpec(2, full_range=True)
+    assert (spec.qmin, spec.qmax) == (-2, 1) and QuantSpec(2).qmin == -1
+    codes, scale = quantize(w, spec)
+    assert codes.tolist() == [[-2, -1, 0, 1, 0, -1]] and float(scale) == 0.5
+    torch.testing.assert_close(dequantize(codes, scale), torch.tensor([[-1.0, -0.5, 0.0, 0.5, 0.0, -0.5]]))
+    assert torch.equal(unpack(pack(codes, spec), spec, codes.shape), codes)
+    assert quantize(w, QuantSpec(2))[0].min() == -1  # the default stays symmetric
+    with pytest.raises(ValueError, match="full_range"):
+        QuantSpec(4, full_range=1)

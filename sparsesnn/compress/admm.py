@@ -84,7 +84,9 @@ class ADMM:
             too weak to converge in few steps (as decoupled weight decay in AdamW).
         scale_fit: how the quantization grid's scale is fitted at every projection:
             "maxabs" (default, per-channel ``max|w| / qmax``) or "als" (the paper: one alpha per
-            layer by alternating least squares, ``als_iters`` rounds, the authors' 5).
+            layer by alternating least squares, ``als_iters`` rounds, the authors' 5) or "std"
+            (LitE-SNN: step ``STD_STEPS[b] * std(W)`` per layer on the two's-complement grid;
+            bits 8, 4, 2 or 'binary').
     """
 
     def __init__(self, model: nn.Module, targets: Mapping[str, Any] | None = None, *,
@@ -137,7 +139,12 @@ class ADMM:
         if not self.targets:
             raise ValueError("targets: no layer to compress (give sparsity=/bits= or per-layer targets)")
         self.layers = {n: available[n] for n in self.targets}
-        self.specs = {n: (P.make_spec(t.bits, t.per_channel) if t.bits is not None else None)
+        if scale_fit == "std":
+            for n, t in self.targets.items():
+                if t.bits is not None and t.bits not in (8, *P.STD_STEPS):
+                    raise ValueError(f"bits: scale_fit='std' needs bits 8, 4, 2 or 'binary', got {t.bits!r} for {n!r}")
+        self.specs = {n: (P.make_spec(t.bits, t.per_channel, full_range=scale_fit == "std" and isinstance(t.bits, int))
+                          if t.bits is not None else None)
                       for n, t in self.targets.items()}
         self.Z: dict[str, torch.Tensor] = {}
         self.U: dict[str, torch.Tensor] = {}

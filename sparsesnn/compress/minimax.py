@@ -50,7 +50,7 @@ from .state import CompressionState, compressible_layers, set_state
 from ._finetune import finetune
 from .train import evaluate
 
-__all__ = ["check_budget", "budget_stages", "MinimaxPruner", "minimax_prune"]
+__all__ = ["check_budget", "budget_stages", "budget_for_bytes", "MinimaxPruner", "minimax_prune"]
 
 
 def check_budget(budget: object, name: str = "budget") -> float:
@@ -61,6 +61,49 @@ def check_budget(budget: object, name: str = "budget") -> float:
     if not 0.0 < b <= 1.0:
         raise ValueError(f"{name}: expected a fraction in (0, 1], got {budget!r}")
     return b
+
+
+def budget_for_bytes(model: nn.Module, nbytes: float, *, bits: int | str | None = 8,
+                     exclude: Iterable[str] = (), exclude_first: bool = True) -> float:
+    """The kept-weight budget whose pruned model, deployed with ``bits`` weights (None: fp32),
+    stores at most ``nbytes`` bytes -- whichever layers the global ranking prunes.
+
+    ``deploy`` stores a pruned linear layer in the smaller of two layouts; the compressed-row
+    one costs int32 row pointers + per kept weight a 16-bit index (32-bit past 65536 outputs)
+    and its packed code. So ``bytes <= fixed + kept * per_weight``, where ``fixed`` holds the
+    row pointers, scales, biases, the excluded layers dense and conv layers' codes (deploy
+    stores every conv code) and ``per_weight`` is the largest index+code cost. Returns
+    ``kept / n`` for :class:`MinimaxPruner` (ValueError naming ``nbytes`` when even the fixed
+    part is over)."""
+    from .search import deployed_layer_bits
+
+    nbytes = check_greater("nbytes", nbytes, 0.0)
+    sb = 32 if bits is None else {"ternary": 2, "binary": 1}.get(bits, bits)  # type: ignore[arg-type]
+    available = compressible_layers(D.unwrap(model))
+    excluded = set(exclude)
+    if exclude_first and len(available) > 1:
+        excluded.add(next(iter(available)))
+    fixed_bits, n, per_weight = 0.0, 0, 0.0
+    for name, m in available.items():
+        shape = tuple(m.weight.shape)
+        bias = getattr(m, "bias", None) is not None
+        if name in excluded:
+            fixed_bits += deployed_layer_bits(shape, bits, 0.0, bias)
+            continue
+        n += m.weight.numel()
+        if len(shape) != 2:  # conv: every code stored, pruned or not
+            fixed_bits += deployed_layer_bits(shape, bits, 0.0, bias)
+            continue
+        out = shape[0]
+        fixed_bits += 32 * (math.prod(shape[1:]) + 1) + 32 * out * (int(bias) + int(bits is not None)) + 8
+        per_weight = max(per_weight, (16 if out <= 65536 else 32) + sb)
+    if n == 0:
+        raise ValueError("exclude: no layer left to prune")
+    room = 8 * nbytes - fixed_bits
+    if room <= 0 or per_weight == 0:
+        raise ValueError(f"nbytes: {nbytes:.0f} bytes cannot be met: the unpruned parts alone take "
+                         f"{fixed_bits / 8:.0f} bytes")
+    return min(1.0, math.floor(room / per_weight) / n)
 
 
 class MinimaxPruner:

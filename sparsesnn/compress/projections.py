@@ -19,8 +19,12 @@ PACKED_BITS: tuple[Any, ...] = (8, 4, 2, "ternary", "binary")
 #: in the next wider container (3 -> int4 codes in [-3, 3]; 5, 6 -> int8 codes in [-15, 15],
 #: [-31, 31]) with a scale fitted for the narrower grid.
 VALID_BITS: tuple[Any, ...] = (8, 6, 5, 4, 3, 2, "ternary", "binary")
-#: Scale fits: per-channel max-abs (``max|w| / qmax``) or the ADMM paper's least squares.
-SCALE_FITS = ("maxabs", "als")
+#: Scale fits: per-channel max-abs (``max|w| / qmax``), the ADMM paper's least squares, or
+#: LitE-SNN's std-based step (``STD_STEPS[b] * std(W)``, one step per layer).
+SCALE_FITS = ("maxabs", "als", "std")
+#: LitE-SNN's quantization steps in units of the layer's weight std (the uniform quantizer's
+#: steps for a unit Gaussian at 1, 2 and 4 bits, as the authors' code tabulates them).
+STD_STEPS = {"binary": 1.596, 2: 0.996, 4: 0.336}
 
 
 def container_bits(bits: int | str) -> int | str:
@@ -43,9 +47,22 @@ def fit_scale(w: torch.Tensor, bits: int | str, *, method: str = "maxabs",
     one alpha for the whole layer, alternating ``Q = clip(round(W / alpha))`` and
     ``alpha = <W, Q> / <Q, Q>`` for ``iters`` rounds, started at ``max|w| / qmax`` (the
     returned ``[N]`` repeats it). None for ternary/binary (their own fitted scale).
+    ``"std"`` (LitE-SNN): step ``STD_STEPS[bits] * std(W)`` for the whole layer on the
+    two's-complement grid (:func:`make_spec` with ``full_range``); binary: ``+-step / 2``, the
+    paper's 1-bit levels exactly; 8 bits (no tabulated step): per-channel max-abs. Other
+    grids: ValueError.
     """
     if method not in SCALE_FITS:
         raise ValueError(f"method: expected one of {SCALE_FITS}, got {method!r}")
+    if method == "std":
+        if bits == 8:
+            return fit_scale(w, 8, method="maxabs", per_channel=per_channel)
+        if bits not in STD_STEPS:
+            raise ValueError(f"bits: the std-based step is defined for {tuple(STD_STEPS) + (8,)}, got {bits!r}")
+        w2 = w.detach().float().reshape(w.shape[0], -1)
+        std = float(w2.std()) if w2.numel() > 1 else 0.0
+        step = STD_STEPS[bits] * std * (0.5 if bits == "binary" else 1.0)
+        return torch.full((w2.shape[0],), step if step > 0 else 1.0)
     if not isinstance(bits, int):
         return None
     qmax = grid_qmax(bits)
@@ -92,12 +109,15 @@ def check_bits(name: str, value: object) -> int | str:
     return value  # type: ignore[return-value]
 
 
-def make_spec(bits: int | str, per_channel: bool = True) -> Any:
+def make_spec(bits: int | str, per_channel: bool = True, full_range: bool = False) -> Any:
     """A ``QuantSpec`` of the container format (or a plain dict when the quant package is
-    absent); 3/5/6-bit grids get the int4/int8 container (see :data:`VALID_BITS`)."""
-    bits = container_bits(check_bits("bits", bits))
+    absent); 3/5/6-bit grids get the int4/int8 container (see :data:`VALID_BITS`).
+    ``full_range``: the two's-complement grid ``[-2^(k-1), 2^(k-1) - 1]`` (8/4/2 bits only)."""
+    bits = container_bits(check_bits("bits", bits)) if not full_range else check_bits("bits", bits)
+    if full_range and bits not in (8, 4, 2, "binary", "ternary"):
+        raise ValueError(f"bits: the two's-complement grid needs 8, 4 or 2 bits, got {bits!r}")
     if _QuantSpec is not None:
-        return _QuantSpec(bits=bits, per_channel=per_channel)
+        return _QuantSpec(bits=bits, per_channel=per_channel, full_range=full_range)
     return {"bits": bits, "per_channel": per_channel}
 
 
@@ -239,7 +259,7 @@ def expected_zeros(numel: int, sparsity: float) -> int:
 
 
 __all__ = [
-    "VALID_BITS", "PACKED_BITS", "SCALE_FITS", "container_bits", "grid_qmax", "fit_scale",
+    "VALID_BITS", "PACKED_BITS", "SCALE_FITS", "STD_STEPS", "container_bits", "grid_qmax", "fit_scale",
     "check_sparsity", "check_bits", "make_spec", "spec_bits", "bits_per_weight",
     "sparsity_mask", "project_sparse", "quantize", "dequantize", "fake_quantize", "project",
     "expected_zeros",

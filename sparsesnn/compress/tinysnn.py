@@ -4,11 +4,13 @@ post-training vs in-training quantization, precision levels, rounding schemes, a
 space exploration returning the memory/accuracy Pareto front and the smallest model that meets
 an accuracy constraint.
 
-- Weights: symmetric per-channel integer codes (``sparsesnn.quant``: 8, 4, 2 bits, ternary,
-  binary -- the formats the packed kernels run) with the chosen rounding of ``w / scale``; or
-  fixed-point Qm.n at any precision (:func:`quantize_weights_fixed`, scale ``2^-n``). The
-  int2 grid has three levels (-1, 0, 1): the packed int2 codes store -2..1, but the quantizer
-  is symmetric, so the paper's four-level 2-bit weights are not available.
+- Weights: per-channel two's-complement integer codes, as fixed point stores them
+  (``sparsesnn.quant`` with ``full_range=True``: 8, 4 and 2 bits use all ``2^k`` codes
+  ``[-2^(k-1), 2^(k-1) - 1]``, so 2-bit weights have four levels -2, -1, 0, 1 times the
+  scale), the scale fitted per channel by least squares on that grid (5 alternating rounds);
+  ternary and binary as the packed kernels run them; each ``w / scale`` rounded with the chosen
+  scheme. Or fixed-point Qm.n at any precision (:func:`quantize_weights_fixed`, scale
+  ``2^-n``, codes ``[-2^(m+n), 2^(m+n) - 1]``).
 - Neurons: :class:`sparsesnn.FixedPoint` with ``bits`` total and ``bits - 1 - int_bits``
   fraction bits; ``neuron.quantize_state(fmt)`` puts threshold, reset and decay on the grid and
   makes the LIF kernel round the membrane potential every step with the same rounding.
@@ -23,9 +25,10 @@ an accuracy constraint.
 - Stochastic rounding of the neuron state draws fresh noise on every forward pass (the seed
   of each neuron's fixed-point format advances per call), not the same noise each time.
 
-Memory counted (batch 1): packed weight codes + fp32 per-channel scales + fp32 biases +
-membrane state (one value per neuron) + neuron parameters (threshold, reset, decay) per layer,
-at their storage precision. A quantized model deploys with ``sparsesnn.deploy.deploy``.
+Memory counted (batch 1): the bytes ``sparsesnn.deploy.deploy`` stores for the synaptic
+layers (packed codes, fp32 scales, biases, in the layout deploy picks) + membrane state (one
+value per neuron) + neuron parameters (threshold, reset, decay) per layer, at their storage
+precision. A quantized model deploys with ``sparsesnn.deploy.deploy``.
 """
 from __future__ import annotations
 
@@ -41,15 +44,14 @@ from torch import nn
 from ..fixed_point import FixedPoint
 from ..ops._checks import check_finite, check_positive_int
 from ..quant import QuantSpec, dequantize, quantize, round_values
-from ..quant.spec import STORAGE_BITS
 from . import distributed as D
 from .activity import neuron_layers
-from .state import CompressionState, compressible_layers, set_state
+from .state import CompressionState, compressible_layers, get_state, set_state
 from ._finetune import finetune
 from .train import evaluate
 
 __all__ = ["ROUNDINGS", "WEIGHT_PRECISIONS", "MODES", "check_rounding", "QuantConfig",
-           "state_format", "quantize_weights", "quantize_weights_fixed", "quantize_neurons", "InTrainingQuantizer",
+           "state_format", "fit_scale", "quantize_weights", "quantize_weights_fixed", "quantize_neurons", "InTrainingQuantizer",
            "apply_config", "memory_bytes", "pareto_front", "smallest_meeting", "explore",
            "Exploration"]
 
@@ -120,14 +122,33 @@ def state_format(bits: int, int_bits: int = 3, rounding: str = "nearest", seed: 
 
 
 def _spec(bits: Any, rounding: str, seed: int | None) -> QuantSpec:
-    return QuantSpec(bits=bits, per_channel=True, rounding=rounding, seed=seed)
+    """Per-channel spec; integer grids in full two's complement (int2: four levels)."""
+    return QuantSpec(bits=bits, per_channel=True, rounding=rounding, seed=seed,
+                     full_range=isinstance(bits, int))
+
+
+def fit_scale(w2: torch.Tensor, bits: Any, iters: int = 5) -> torch.Tensor | None:
+    """Per-row scale ``[N]`` of the two's-complement grid ``s * [-2^(k-1), 2^(k-1) - 1]`` for
+    ``w2`` ``[N, K]``: start at the scale that clips neither side, then ``iters`` rounds of
+    ``q = clamp(round(w / s))``, ``s = <w, q> / <q, q>`` (least squares; uses every level, where
+    the no-clip scale leaves the lowest one nearly empty). None for ternary/binary."""
+    if not isinstance(bits, int):
+        return None
+    spec = _spec(bits, "nearest", None)
+    _, s = quantize(w2, spec)
+    for _ in range(iters):
+        q = torch.clamp(torch.round(w2 / s[:, None]), spec.qmin, spec.qmax)
+        qq = (q * q).sum(1)
+        s_new = (w2 * q).sum(1) / qq.clamp_min(1e-30)
+        s = torch.where((qq > 0) & (s_new > 0), s_new, s)
+    return s.float().contiguous()
 
 
 @torch.no_grad()
 def _quantize_layer(layer: nn.Module, latent: torch.Tensor, bits: Any, rounding: str,
                     seed: int | None) -> None:
-    w2 = latent.reshape(latent.shape[0], -1)
-    codes, scale = quantize(w2, _spec(bits, rounding, seed))
+    w2 = latent.reshape(latent.shape[0], -1).float()
+    codes, scale = quantize(w2, _spec(bits, rounding, seed), scale=fit_scale(w2, bits))
     layer.weight.copy_(dequantize(codes, scale).reshape(layer.weight.shape).to(layer.weight.dtype))
     # deploy re-quantizes weights that are already on the grid with this scale: nearest is exact
     set_state(layer, CompressionState(mask=None, spec=_spec(bits, "nearest", None),
@@ -151,9 +172,10 @@ def quantize_weights_fixed(model: nn.Module, int_bits: int, frac_bits: int,
                            rounding: str = "nearest", seed: int = 0,
                            layers: Iterable[str] | None = None) -> dict[str, nn.Module]:
     """Fixed-point Qm.n weights at any precision (post-training, in place): every weight
-    becomes ``k * 2^-n`` with ``|k| <= 2^(m+n) - 1`` (sign + ``m`` integer + ``n`` fraction
-    bits, symmetric), rounded with ``rounding``. With ``1 + m + n <= 8`` the layers deploy as
-    packed int2/int4/int8 codes (scale ``2^-n``); wider formats keep fp32 values on the grid.
+    becomes ``k * 2^-n`` with ``-2^(m+n) <= k <= 2^(m+n) - 1`` (two's complement: sign + ``m``
+    integer + ``n`` fraction bits; Q0.1 is the four-level 2-bit grid -1, -0.5, 0, 0.5),
+    rounded with ``rounding``. With ``1 + m + n <= 8`` the layers deploy as packed
+    int2/int4/int8 codes (scale ``2^-n``); wider formats keep fp32 values on the grid.
     Returns the layers."""
     check_rounding(rounding)
     m_ = check_positive_int("int_bits", int_bits, minimum=0)
@@ -162,13 +184,13 @@ def quantize_weights_fixed(model: nn.Module, int_bits: int, frac_bits: int,
     if total > 32:
         raise ValueError(f"int_bits + frac_bits: expected at most 31 bits, got {m_} + {n_}")
     container = next((b for b in (2, 4, 8) if total <= b), None)
-    kmax = 2 ** (m_ + n_) - 1
+    kmin, kmax = -(2 ** (m_ + n_)), 2 ** (m_ + n_) - 1
     chosen = _layers(model, layers)
     with torch.no_grad():
         for i, layer in enumerate(chosen.values()):
             w = layer.weight.detach().float() * 2.0 ** n_
             k = round_values(w.reshape(w.shape[0], -1).contiguous(), rounding, seed + i)
-            k = k.reshape(w.shape).clamp(-kmax, kmax)
+            k = k.reshape(w.shape).clamp(kmin, kmax)
             layer.weight.copy_((k * 2.0 ** -n_).to(layer.weight.dtype))
             if container is not None:
                 scale = torch.full((w.shape[0],), 2.0 ** -n_)
@@ -321,19 +343,26 @@ def apply_config(model: nn.Module, config: QuantConfig, train_loader: Iterable |
 
 
 def memory_bytes(model: nn.Module, config: QuantConfig) -> dict[str, float]:
-    """Storage of ``model`` under ``config`` (batch 1): weights, scales, biases, state, params."""
+    """Storage of ``model`` under ``config`` (batch 1): the bytes ``deploy`` stores for the
+    weights (packed codes, or fp32 values, with the indices of a pruned layout), scales and
+    biases, plus neuron state and parameters. A model whose layers are not quantized yet is
+    quantized (a copy) with ``config.weight_bits`` first."""
+    from ..deploy import deploy  # deploy imports this package: import at call time
+
+    m = D.unwrap(model)
+    layers = compressible_layers(m)
+    if config.weight_bits is not None and any(get_state(x) is None for x in layers.values()):
+        m = copy.deepcopy(m)
+        quantize_weights(m, config.weight_bits, "nearest")
     wbytes = sbytes = bbytes = 0.0
-    for layer in compressible_layers(model).values():
-        n_out = layer.weight.shape[0]
-        k = layer.weight[0].numel()
-        if config.weight_bits is None:
-            wbytes += 4.0 * n_out * k
-        else:
-            bits = STORAGE_BITS[_spec(config.weight_bits, "nearest", None).format]
-            wbytes += n_out * math.ceil(k * bits / 8)  # packed rows, as the kernels store them
-            sbytes += 4.0 * n_out
-        if getattr(layer, "bias", None) is not None:
-            bbytes += 4.0 * n_out
+    for layer in deploy(m).modules():
+        bufs = {n: b for n, b in getattr(layer, "_buffers", {}).items() if n in _PACKED_BUFFERS and b is not None}
+        if not bufs or not hasattr(layer, "model_bytes"):
+            continue
+        size = {n: float(b.numel() * b.element_size()) for n, b in bufs.items()}
+        sbytes += size.pop("scale", 0.0)
+        bbytes += size.pop("bias", 0.0)
+        wbytes += sum(size.values())
     state_bits = 32 if config.state_bits is None else config.state_bits
     n_neurons = _neuron_count(model)
     state = n_neurons * state_bits / 8.0
@@ -341,6 +370,9 @@ def memory_bytes(model: nn.Module, config: QuantConfig) -> dict[str, float]:
     total = wbytes + sbytes + bbytes + state + params
     return {"weight_bytes": wbytes, "scale_bytes": sbytes, "bias_bytes": bbytes,
             "state_bytes": state, "param_bytes": params, "memory_bytes": total}
+
+
+_PACKED_BUFFERS = ("weights", "scale", "bias", "row_ptr", "index", "values")
 
 
 def _neuron_count(model: nn.Module) -> int:

@@ -83,7 +83,14 @@ def _fit_scale(wg: Tensor, spec: QuantSpec, K: int, L: int) -> Tensor:
     if not spec.per_channel:  # one scale for the whole tensor, repeated per row
         a = a.reshape(1, 1, -1)
         counts = torch.tensor([float(max(K * N, 1))], device=a.device)
-    if f.startswith("int"):
+    if f.startswith("int") and spec.qmin != -spec.qmax:
+        # two's complement: the negative side reaches -2^(k-1), the positive 2^(k-1) - 1;
+        # the smallest scale that clips neither side
+        pos, neg = wg.clamp_min(0), (-wg).clamp_min(0)
+        if not spec.per_channel:
+            pos, neg = pos.reshape(1, 1, -1), neg.reshape(1, 1, -1)
+        s = torch.maximum(pos.amax(-1) / max(spec.qmax, 1), neg.amax(-1) / -spec.qmin)
+    elif f.startswith("int"):
         s = a.amax(-1) / spec.qmax
     elif f == "ternary":
         delta = 0.7 * a.sum(-1) / counts
@@ -102,6 +109,8 @@ def quantize(w: Tensor, spec: Union[QuantSpec, int, str], scale: Optional[Tensor
     all-zero row), ``codes = clamp(round(w / scale), -qmax, qmax)`` with the spec's rounding.
     Ternary (TWN): ``delta = 0.7 mean|w|``, codes ``sign(w) * (|w| > delta)``, scale = mean of
     ``|w|`` over ``|w| > delta``. Binary: ``codes = sign(w)`` (0 -> +1), scale = mean ``|w|``.
+    ``spec.full_range``: codes in ``[-2^(k-1), 2^(k-1) - 1]``, scale the smallest that clips
+    neither ``max(w)`` nor ``min(w)``.
     With ``scale`` given it is used as is (ternary/binary then round ``w / scale`` to the grid),
     so a weight already on the grid (``codes * scale``) re-quantizes exactly.
 
@@ -119,7 +128,7 @@ def quantize(w: Tensor, spec: Union[QuantSpec, int, str], scale: Optional[Tensor
         if f == "binary":
             q = torch.where(wg >= 0, 1.0, -1.0)
         else:
-            q = round_values(wg / s.unsqueeze(-1), spec.rounding, spec.seed).clamp(-spec.qmax, spec.qmax)
+            q = round_values(wg / s.unsqueeze(-1), spec.rounding, spec.seed).clamp(spec.qmin, spec.qmax)
     else:
         # no inputs (K == 0): nothing to fit, scale 1 (an empty max would raise)
         s = _fit_scale(wg, spec, K, L) if K else torch.ones(N, G, device=w2.device)
@@ -133,7 +142,7 @@ def quantize(w: Tensor, spec: Union[QuantSpec, int, str], scale: Optional[Tensor
                 delta = 0.7 * a.sum() / max(N * K, 1)
             q = torch.sign(wg) * (a > delta)
         else:
-            q = round_values(wg / s.unsqueeze(-1), spec.rounding, spec.seed).clamp(-spec.qmax, spec.qmax)
+            q = round_values(wg / s.unsqueeze(-1), spec.rounding, spec.seed).clamp(spec.qmin, spec.qmax)
     codes = q.reshape(N, G * wg.shape[-1])[:, :K].to(torch.int8).reshape(w.shape)
     return codes, (s.reshape(N) if G == 1 else s)
 

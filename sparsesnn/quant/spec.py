@@ -22,6 +22,10 @@ class QuantSpec:
             ``None`` for one scale per row.
         rounding: ``nearest`` | ``truncate`` (toward zero) | ``stochastic`` (seeded, unbiased).
         seed: seed of the stochastic rounding generator (``None``: nondeterministic).
+        full_range: uniform k-bit codes use the whole two's-complement range
+            ``[-2^(k-1), 2^(k-1) - 1]`` (int2: four levels -2, -1, 0, 1, as fixed-point Qm.n
+            stores them) instead of the symmetric ``[-qmax, qmax]``. The packed layout stores
+            both; only the quantizer differs. Ignored for ternary and binary.
     """
 
     bits: Union[int, str]
@@ -29,6 +33,7 @@ class QuantSpec:
     group_size: Optional[int] = None
     rounding: str = "nearest"
     seed: Optional[int] = None
+    full_range: bool = False
 
     def __post_init__(self) -> None:
         b = self.bits
@@ -50,6 +55,8 @@ class QuantSpec:
         gs = self.group_size
         if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int) or gs < 1):
             raise ValueError(f"group_size: expected None or an integer >= 1, got {gs!r}")
+        if not isinstance(self.full_range, bool):
+            raise ValueError(f"full_range: expected a bool, got {self.full_range!r}")
         if gs is not None and not self.per_channel:
             raise ValueError("group_size: groups need per_channel=True")
 
@@ -71,9 +78,18 @@ class QuantSpec:
             return 2 ** (int(f[3:]) - 1) - 1
         return 1
 
+    @property
+    def qmin(self) -> int:
+        """Smallest code: ``-2^(k-1)`` with ``full_range`` for k-bit ints, else ``-qmax``."""
+        f = self.format
+        if self.full_range and f.startswith("int"):
+            return -(2 ** (int(f[3:]) - 1))
+        return -self.qmax
+
     def to_dict(self) -> dict:
         return {"bits": self.format, "per_channel": self.per_channel,
-                "group_size": self.group_size, "rounding": self.rounding, "seed": self.seed}
+                "group_size": self.group_size, "rounding": self.rounding, "seed": self.seed,
+                "full_range": self.full_range}
 
 
 def as_spec(spec: Union["QuantSpec", int, str, None]) -> Optional[QuantSpec]:
