@@ -167,11 +167,11 @@ def test_explore_constraint_picks_smallest(digits):
 @pytest.mark.parametrize("bad", ["round", "floor", None, 1])
 def test_bad_rounding(bad):
     m = SpikingMLP(4, (5,), 2, T=2)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         QuantConfig(4, 8, bad)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         quantize_weights(m, 4, bad)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         explore(m, [], roundings=(bad,), modes=("post",))
 
 
@@ -181,7 +181,7 @@ def test_bad_precisions_and_modes():
         QuantConfig(3, 8)
     with pytest.raises(ValueError, match="state_bits"):
         QuantConfig(4, 3)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="^mode: "):
         QuantConfig(4, 8, "nearest", "during")
     with pytest.raises(ValueError, match="accuracy_constraint"):
         explore(m, [], modes=("post",), accuracy_constraint=1.5)
