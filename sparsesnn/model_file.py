@@ -630,12 +630,19 @@ def _adopt_packed_conv(m: nn.Module, config: dict, loaded: dict) -> None:
 
 
 def _check_row_ptr(m: nn.Module) -> None:
-    """Pruned layout contents: row_ptr from 0 to nnz, non-decreasing; indices < out_features."""
+    """Pruned layout contents, checked before any kernel sees them: row_ptr from 0 to nnz,
+    non-decreasing; within each input row the output indices strictly ascending (what
+    ``from_float`` writes; a repeated index would add one weight twice) and < out_features."""
     rp, idx = m.row_ptr.long(), m.index.long()
     _expect(int(rp[0]) == 0 and int(rp[-1]) == idx.numel() and bool((rp[1:] >= rp[:-1]).all()),
             "row_ptr: expected non-decreasing offsets from 0 to the number of stored weights")
     _expect(idx.numel() == 0 or (int(idx.min()) >= 0 and int(idx.max()) < m.out_features),
             f"index: output indices must lie in [0, {m.out_features})")
+    starts = torch.zeros(idx.numel() + 1, dtype=torch.bool)
+    starts[rp[:-1]] = True  # first entry of each row (an empty row marks its successor's start)
+    bad = ((idx[1:] <= idx[:-1]) & ~starts[1:-1]).nonzero()
+    _expect(bad.numel() == 0, "index: output indices must be strictly ascending within each input "
+            f"row (entry {int(bad[0]) + 1 if bad.numel() else 0} is not)")
 
 
 def _adopt_packed_linear(m: nn.Module, config: dict, loaded: dict) -> None:

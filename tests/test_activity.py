@@ -104,7 +104,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_model_without_neurons():
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(ValueError, match="^layers: "):
         ActivityRegularizer(nn.Linear(3, 3))
 
 

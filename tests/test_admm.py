@@ -214,7 +214,7 @@ def test_bad_config(kwargs, match):
 
 
 def test_sparsity_mask_bad_value():
-    with pytest.raises(ValueError, match="sparsity"):
+    with pytest.raises(ValueError, match="^sparsity: "):
         sparsity_mask(torch.randn(3, 3), 1.0)
 
 

@@ -29,7 +29,9 @@ def test_python_dash_m_info():
 
 def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--quick", "--epochs", "1", "--hidden", "48", "48", "--out", str(out),
+    # 4 epochs per phase and a wide net: enough to learn the 256-sample quick split well above
+    # chance, so a compression stage that wrecks the model fails the accuracy floors below
+    rc = main(["demo", "--quick", "--epochs", "4", "--hidden", "512", "512", "--out", str(out),
                "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -51,8 +53,13 @@ def test_demo_quick(tmp_path, capsys):
                                            "bytes": layers["fc2"]["bytes"]}
     assert res["latency_ms"]["deployed"]["median_ms"] > 0
     assert "estimate" in res["energy_note"]
+    # floors well below what seeds 0-2 reach (dense 0.63-0.77, deployed 0.54-0.64, ablation
+    # 0.57-0.67 of 128 test digits) and far above chance (0.1); a collapsed compression gave 0.08
+    acc = res["accuracy"]
+    assert acc["dense"] >= 0.4 and acc["deployed"] >= 0.35, acc
+    assert acc["deployed"] == pytest.approx(acc["compressed_float"], abs=0.02), acc
     abl = res["ablation_no_activity_reg"]  # on by default: isolates activity regularization
-    assert abl["spikes_per_sample"] > 0 and 0.0 <= abl["accuracy"] <= 1.0
+    assert abl["spikes_per_sample"] > 0 and abl["accuracy"] >= 0.35, abl
 
 
 def test_demo_mnist_idx(tmp_path, capsys):

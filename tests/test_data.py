@@ -50,7 +50,7 @@ def test_read_idx_shapes_and_errors(tmp_path):
     _write_idx(tmp_path / "a", a)
     assert np.array_equal(read_idx(str(tmp_path / "a")), a)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01")
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(ValueError, match="^path: "):
         read_idx(str(tmp_path / "bad"))
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="truncated"):
@@ -58,9 +58,9 @@ def test_read_idx_shapes_and_errors(tmp_path):
 
 
 def test_mnist_missing_files(tmp_path):
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(ValueError, match="^path: "):
         load_mnist(str(tmp_path))
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(ValueError, match="^path: "):
         load_mnist(str(tmp_path / "does-not-exist"))
 
 

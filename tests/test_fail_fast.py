@@ -76,3 +76,24 @@ def test_functional_spike_conv2d_huge_padding():
     from sparsesnn.functional import spike_conv2d
     with pytest.raises(ValueError, match=r"padding: the output \[1, 4, 600002, 600002\]"):
         spike_conv2d((torch.rand(1, 2, 4, 4) > 0.5).float(), torch.randn(4, 2, 3, 3), padding=300000)
+
+
+def _plan_bytes(T: int, dims: tuple[int, ...], n_repeat_ops: int = 1) -> bytes:
+    """A hand-made plan file (csrc/runtime/format.h): header, REPEAT ops (no payload), CRC-32."""
+    import struct
+    import zlib
+
+    body = b"SSNNPLAN" + struct.pack("<5I", 1, 0, T, 0, len(dims)) + struct.pack(f"<{len(dims)}q", *dims)
+    body += struct.pack("<I", n_repeat_ops) + struct.pack("<IQ", 2, 0) * n_repeat_ops
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_runtime_plan_declaring_absurd_activations_is_refused_at_load():
+    """T x activations beyond 2^32 floats per sample: a format error at load naming the size,
+    not an allocator failure (or an out-of-memory kill) at the first call."""
+    from sparsesnn.runtime import _lib
+
+    _lib.Handle(_plan_bytes(65536, (65536,)))  # exactly 2^32 floats: accepted
+    with pytest.raises(ValueError, match=r"^sparsesnn runtime \(format error\): op 0: activations need "
+                                         r"4295032832 floats per sample \(T = 65536\), more than the 2\^32"):
+        _lib.Handle(_plan_bytes(65536, (65537,)))

@@ -121,5 +121,5 @@ def test_cuda_checks_are_opt_in(monkeypatch):
     monkeypatch.setattr(_checks, "CUDA_CHECKS", False)
     F.spike_linear(s, w)  # no check, no sync
     monkeypatch.setattr(_checks, "CUDA_CHECKS", True)
-    with pytest.raises(ValueError, match="binary"):
+    with pytest.raises(ValueError, match=r"^s: expected binary spikes \(0/1\)"):
         F.spike_linear(s, w)

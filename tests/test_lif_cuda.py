@@ -150,5 +150,5 @@ def test_cuda_backward_reads_noncontiguous_saved_h():
 
 
 def test_cuda_device_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="v0"):
+    with pytest.raises(ValueError, match="^v0: expected device cuda"):
         F.lif(torch.randn(3, 4, device="cuda"), torch.zeros(4))

@@ -78,7 +78,7 @@ def test_search_runs_and_decodes():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="C"):
+    with pytest.raises(ValueError, match=r"^C: expected an integer >= 1"):
         lite.LiteSupernet(C=0)
     with pytest.raises(ValueError, match="T_choices"):
         lite.LiteSupernet(T_choices=(2, 1))

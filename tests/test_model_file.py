@@ -254,6 +254,30 @@ def test_pruned_index_contents_checked():
         model_file.loads(model_file.dumps(m))
 
 
+def _pruned_with_rows(mask: torch.Tensor) -> PackedSpikingLinear:
+    return PackedSpikingLinear.from_float(nn.Linear(mask.shape[1], mask.shape[0]), None, mask=mask)
+
+
+def test_pruned_index_must_ascend_within_each_row():
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    mask[:, 1] = False  # an empty input row: the next row's first entry may be any index
+    mask[2:, 3] = False
+    m = _pruned_with_rows(mask)
+    assert torch.equal(model_file.loads(model_file.dumps(m)).index, m.index)  # valid file loads
+    rp = m.row_ptr.long()
+    assert rp[1] == rp[2] and int(m.index[int(rp[2])]) == 0  # row 2 starts at 0 after row 0 ends at 4
+    for edit in ("swap", "repeat"):
+        bad = _pruned_with_rows(mask)
+        a = int(rp[3]) + 1  # inside row 3 (outputs 0, 1): make it [1, 0] or [0, 0]
+        if edit == "swap":
+            bad.index[a - 1], bad.index[a] = bad.index[a].clone(), bad.index[a - 1].clone()
+        else:
+            bad.index[a] = bad.index[a - 1]
+        with pytest.raises(ValueError, match=rf"^model: index: output indices must be strictly "
+                                             rf"ascending within each input row \(entry {a} is not\)"):
+            model_file.loads(model_file.dumps(bad))
+
+
 def test_truncated_files():
     data = _small_file()
     for n in (0, 5, 15, 16, 40, len(data) // 2, len(data) - 1):

@@ -40,14 +40,14 @@ def test_single_step_layer_and_reset():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(ValueError, match="^layers: "):
         SpikeMonitor(_net(), layers=["nope"])
     with pytest.raises(ValueError, match="no sparsesnn neuron"):
         SpikeMonitor(nn.Linear(2, 2))
     mon = SpikeMonitor(_net())
     with pytest.raises(ValueError, match="has not run"):
         mon.neuron_rates("1")
-    with pytest.raises(ValueError, match="spikes"):
+    with pytest.raises(ValueError, match="^spikes: "):
         plot_raster(torch.zeros(3), "x.png")
 
 

@@ -79,7 +79,7 @@ def test_unloadable_nodes_listed():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="dt"):
+    with pytest.raises(ValueError, match="^dt: expected a finite number > 0"):
         snir.load(nir.NIRGraph.from_list(nir.Linear(weight=np.ones((2, 2)))), dt=0)
     with pytest.raises(ValueError, match="example_input"):
         snir.export(_model(), torch.zeros(3, 2))

@@ -76,13 +76,13 @@ def test_empty():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="codes"):
+    with pytest.raises(ValueError, match="^codes: "):
         pack(torch.tensor([[8]], dtype=torch.int8), 4)
-    with pytest.raises(ValueError, match="codes"):
+    with pytest.raises(ValueError, match="^codes: "):
         pack(torch.tensor([[0]], dtype=torch.int8), 1)
-    with pytest.raises(ValueError, match="codes"):
+    with pytest.raises(ValueError, match="^codes: "):
         pack(torch.tensor([[1]], dtype=torch.int32), 8)
-    with pytest.raises(ValueError, match="bits"):
+    with pytest.raises(ValueError, match="^bits: "):
         pack(torch.zeros(2, 2, dtype=torch.int8), 3)
     p = pack(torch.zeros(4, 4, dtype=torch.int8), 4)
     with pytest.raises(ValueError, match="packed"):

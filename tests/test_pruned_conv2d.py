@@ -174,15 +174,15 @@ def test_pruned_op_errors():
     assert m.layout == "pruned"
     xs = spikes((1, 8, 5, 5), 0.3)
     geom = ([3, 3], [1, 1], [1, 1], [1, 1], 0, True)
-    with pytest.raises(ValueError, match="index"):
+    with pytest.raises(ValueError, match="^index: "):
         pruned_conv2d_op(xs, m.index.long(), m.values, m.scale, m.bias, 4, 16, *geom)
-    with pytest.raises(ValueError, match="values"):
+    with pytest.raises(ValueError, match="^values: "):
         pruned_conv2d_op(xs, m.index, m.values[:, :1], m.scale, m.bias, 4, 16, *geom)
     bad = m.index.clone()
     bad[-1] = 72
-    with pytest.raises(ValueError, match="index"):
+    with pytest.raises(ValueError, match="^index: "):
         pruned_conv2d_op(xs, bad, m.values, m.scale, m.bias, 4, 16, *geom)
-    with pytest.raises(ValueError, match="sparsity"):
+    with pytest.raises(ValueError, match="^sparsity: "):
         tap_mask(conv.weight, 1.5)
 
 

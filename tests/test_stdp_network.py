@@ -86,16 +86,16 @@ def test_quantized_training_keeps_weights_and_thresholds_on_grid():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_exc"):
         STDPConfig(n_exc=0)
-    with pytest.raises(ValueError, match="rate"):
+    with pytest.raises(ValueError, match="^rate: "):
         STDPConfig(rate=1.5)
     with pytest.raises(ValueError, match="weight_bits"):
         QuantSettings(weight_bits=0)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         QuantSettings(rounding="up")
     net = DiehlCookNetwork(64, SMALL)
     with pytest.raises(ValueError, match=r"x: expected shape \[B, 64\]"):
         net.responses(torch.rand(3, 10))
     with pytest.raises(ValueError, match=r"x: expected values in \[0, 1\]"):
         net.fit(torch.full((2, 64), 2.0))
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="^labels: "):
         net.accuracy(_x(2), torch.zeros(2, dtype=torch.long))

@@ -115,9 +115,9 @@ def test_bad_arguments():
         stdp_update_(w, post, post, xp, xq, **kw)
     with pytest.raises(ValueError, match="x_post"):
         stdp_update_(w, pre, post, xp, xq.double(), **kw)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         stdp_update_(w, pre, post, xp, xq, rounding="up", **kw)
-    with pytest.raises(ValueError, match="step"):
+    with pytest.raises(ValueError, match="^step: "):
         stdp_update_(w, pre, post, xp, xq, step=-1, **kw)
     with pytest.raises(ValueError, match="w_min, w_max"):
         stdp_update_(w, pre, post, xp, xq, w_min=1, w_max=0, **kw)

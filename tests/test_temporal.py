@@ -46,6 +46,9 @@ def test_reduces_T_to_target(digits):
     assert res.T_start == 6 and res.T_final == 2 and res.stopped == "target"
     assert get_timesteps(m) == 2 and [h["T"] for h in res.history] == [4, 2]
     assert evaluate(m, te)["acc"] == pytest.approx(res.final_acc)
+    # tolerance=1.0 accepts every step, so hold the result to a floor of its own: T=6 -> 2 with
+    # fine-tuning keeps digits at 0.88 here (baseline 0.88); chance is 0.1
+    assert res.baseline_acc >= 0.75 and res.final_acc >= 0.7, (res.baseline_acc, res.history)
     # the reduced model deploys and runs T=2 on the packed kernels with the same predictions
     from sparsesnn.deploy import deploy
 
@@ -93,9 +96,9 @@ def test_bad_arguments(kwargs, name):
 
 
 def test_model_without_T():
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ValueError, match="^model: "):
         get_timesteps(torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(ValueError, match=r"^T: expected an integer >= 1"):
         set_timesteps(SpikingMLP(4, (5,), 2, T=4), 0)
 
 
@@ -111,7 +114,7 @@ def test_precision_sweep_on_the_pruned_model(digits):
     assert abs(res[0]["acc"] - float_acc) <= 0.02  # 8 bits: essentially lossless
     assert res[1]["acc"] >= float_acc - 0.05  # the paper: stable down to 5 bits
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())  # model untouched
-    with pytest.raises(ValueError, match="bits"):
+    with pytest.raises(ValueError, match="^bits: "):
         precision_sweep(m, te, bits=(7,))
 
 
@@ -138,4 +141,5 @@ def test_direct_input_from_T8(digits):
     fit(m, tr, torch.optim.Adam(m.parameters(), 3e-3), epochs=2, progress=False)
     res = temporal_prune(m, tr, te, schedule=[4, 2], epochs_per_step=1, tolerance=0.05, progress=False)
     assert res.T_start == 8 and m.T == res.T_final < 8
+    assert res.baseline_acc >= 0.6, res.baseline_acc  # a relative bound alone passes a collapse
     assert evaluate(m, te)["acc"] >= res.baseline_acc - 0.05

@@ -125,6 +125,9 @@ def test_in_training_vs_post_training(digits):
     assert post["memory_bytes"] == qat["memory_bytes"]
     # 2-bit post-training quantization hurts; one epoch of quantization-aware training recovers
     assert post["acc"] < base and qat["acc"] > post["acc"]
+    # ... to a working model: floors below what digits reaches here (post 0.75, QAT 0.87, float
+    # 0.86; chance 0.1), so a quantizer that wrecks the weights fails even if QAT "beats" it
+    assert base >= 0.75 and post["acc"] >= 0.4 and qat["acc"] >= 0.7, (base, post["acc"], qat["acc"])
     assert ex.best is qat and ex.front == [qat]
     # the chosen model is really quantized (weights on the grid, state in fixed point) and deploys
     bm = ex.best_model
@@ -155,7 +158,10 @@ def test_explore_constraint_picks_smallest(digits):
     model, tr, te = digits
     ex = explore(model, te, tr, weight_bits=(8, 2), state_bits=(16,), roundings=("nearest", "truncate"),
                  modes=("post",), accuracy_constraint=0.5)
+    base = evaluate(model, te)["acc"]
+    assert all(abs(r["acc"] - base) <= 0.02 for r in ex.records if r["weight_bits"] == 8)  # lossless
     ok = [r for r in ex.records if r["acc"] >= 0.5]
+    assert ex.best["acc"] >= 0.5
     assert ex.best == min(ok, key=lambda r: (r["memory_bytes"], -r["acc"]))
     assert evaluate(ex.best_model, te)["acc"] == pytest.approx(ex.best["acc"])
 
@@ -163,11 +169,11 @@ def test_explore_constraint_picks_smallest(digits):
 @pytest.mark.parametrize("bad", ["round", "floor", None, 1])
 def test_bad_rounding(bad):
     m = SpikingMLP(4, (5,), 2, T=2)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         QuantConfig(4, 8, bad)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         quantize_weights(m, 4, bad)
-    with pytest.raises(ValueError, match="rounding"):
+    with pytest.raises(ValueError, match="^rounding: "):
         explore(m, [], roundings=(bad,), modes=("post",))
 
 
@@ -177,7 +183,7 @@ def test_bad_precisions_and_modes():
         QuantConfig(3, 8)
     with pytest.raises(ValueError, match="state_bits"):
         QuantConfig(4, 3)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="^mode: "):
         QuantConfig(4, 8, "nearest", "during")
     with pytest.raises(ValueError, match="accuracy_constraint"):
         explore(m, [], modes=("post",), accuracy_constraint=1.5)

@@ -18,6 +18,10 @@ using plan_format::Reader;
 namespace F = plan_format;
 
 constexpr int64_t kMaxElems = int64_t(1) << 40;  // no single dimension product beyond this
+// run() keeps every op's output (T rows for time-major ones) per sample: a file may declare at
+// most 2^32 floats (16 GiB) of them, so an absurd T or shape is a clear error at load, not an
+// allocator failure (or an out-of-memory kill) at the first call.
+constexpr int64_t kMaxWorkspaceFloats = int64_t(1) << 32;
 
 [[noreturn]] void fail(const std::string& where, const std::string& msg) {
   throw FormatError(where + ": " + msg);
@@ -324,6 +328,7 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
   plan->input = cur;
   const uint32_t n_ops = read_u32_in(r, "n_ops", 1, F::kMaxOps, "header");
   bool binary = false;
+  int64_t workspace = 0;  // floats per sample, as Plan::execute allocates them
   std::vector<Shape> slots(F::kSlots);
   std::vector<bool> slot_set(F::kSlots, false), slot_binary(F::kSlots, false);
   for (uint32_t i = 0; i < n_ops; ++i) {
@@ -415,6 +420,12 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     }
     if (pr.left() != 0) fail(where, "payload has " + std::to_string(pr.left()) + " unread bytes");
     if (op.out.numel() < 1 || op.out.numel() > (int64_t(1) << 34)) fail(where, "output size out of range");
+    if (op.kind != F::kFlatten && op.kind != F::kSave && op.kind != F::kLoad) {
+      workspace += (op.out.time ? plan->T : 1) * op.out.numel() + (op.kind == F::kNeuron ? op.in.numel() : 0);
+      if (workspace > kMaxWorkspaceFloats)  // each term < 2^51: the sum cannot overflow first
+        fail(where, "activations need " + std::to_string(workspace) + " floats per sample (T = " +
+                        std::to_string(plan->T) + "), more than the 2^32 (16 GiB) a plan may declare");
+    }
     if (op.kind == F::kLinear && op.has_blocks && op.in_binary && op.input_mode != 2 &&
         op.dense_threshold >= 1.0f) {
       // Spikes in, so only the blocked layout is ever read: drop the compressed rows.
