@@ -87,6 +87,19 @@ def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor
         op = packed_conv2d_kernel if _ext.use_kernel(x) else packed_conv2d_op
         return op(x, dense, scale, bias, bits, out_channels, kernel_size, stride, padding, dilation,
                   group_size, spike)
+    y = _gather(x, index, values, scale, bias, bits, out_channels, kernel_size, stride, padding, dilation,
+                group_size)
+    if y is None:  # validated as binary by the op; the analog kernel all the same if not
+        return pruned_conv2d_kernel(x, index, values, scale, bias, bits, out_channels, kernel_size, stride,
+                                    padding, dilation, group_size, False)
+    return y
+
+
+def _gather(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
+            out_channels: int, kernel_size: list[int], stride: list[int], padding: list[int],
+            dilation: list[int], group_size: int) -> Optional[Tensor]:
+    """The pruned gather kernel on spikes; ``None`` if it met input that is not 0/1."""
+    rows = x.shape[1] * kernel_size[0] * kernel_size[1]
     OH = out_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
     OW = out_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
     y = torch.empty(x.shape[0], out_channels, OH, OW, dtype=torch.float32)
@@ -94,9 +107,9 @@ def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor
         return y
     wk, rmap = kernel_layout(index, values, bits, out_channels, rows)
     p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
-    _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
-                              bias.data_ptr() if bias is not None else 0, y.data_ptr())
-    return y
+    ok = _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
+                                   bias.data_ptr() if bias is not None else 0, y.data_ptr())
+    return y if ok else None
 
 
 def pruned_conv2d_unchecked(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor],
@@ -106,15 +119,9 @@ def pruned_conv2d_unchecked(x: Tensor, index: Tensor, values: Tensor, scale: Ten
     rows = x.shape[1] * kernel_size[0] * kernel_size[1]
     if x.is_cuda or bits == 32 or not one_group(rows, group_size) or not _ext.use_kernel(x):
         return None
-    OH = out_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
-    OW = out_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
-    y = torch.empty(x.shape[0], out_channels, OH, OW, dtype=torch.float32)
-    if y.numel() == 0:
-        return y
-    wk, rmap = kernel_layout(index, values, bits, out_channels, rows)
-    p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
-    if _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
-                                 bias.data_ptr() if bias is not None else 0, y.data_ptr()):
+    y = _gather(x, index, values, scale, bias, bits, out_channels, kernel_size, stride, padding, dilation,
+                group_size)
+    if y is not None:
         return y
     return pruned_conv2d_kernel(x, index, values, scale, bias, bits, out_channels, kernel_size, stride,
                                 padding, dilation, group_size, False)
