@@ -32,6 +32,15 @@ def run_model(tmp_path_factory):
     return exe
 
 
+def _no_env() -> list[str]:
+    """``env -i``: the program runs with an empty environment (no Python paths). Under the
+    sanitizer build (tools/sanitize_tests.sh) the runtime library is instrumented, so the
+    preloaded ASan/UBSan runtimes and their options are kept."""
+    keep = [f"{k}={os.environ[k]}" for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+            if "libasan" in os.environ.get("LD_PRELOAD", "") and k in os.environ]
+    return ["env", "-i", *keep]
+
+
 def _model():
     torch.manual_seed(0)
     m = SpikingMLP(64, (256, 256), 10, T=4, init_gain=4.0)
@@ -54,7 +63,7 @@ def test_c_predictions_equal_python(run_model, tmp_path):
     x = torch.rand(37, 64, generator=torch.Generator().manual_seed(1))
     runtime.export(d, tmp_path / "m.ssnnp", x[:1])
     x.numpy().tofile(tmp_path / "x.f32")
-    out = subprocess.run(["env", "-i", str(run_model), str(tmp_path / "m.ssnnp"), str(tmp_path / "x.f32"), "2"],
+    out = subprocess.run([*_no_env(), str(run_model), str(tmp_path / "m.ssnnp"), str(tmp_path / "x.f32"), "2"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     with torch.inference_mode():
@@ -70,6 +79,6 @@ def test_c_reports_corrupt_file(run_model, tmp_path):
     (tmp_path / "short.ssnnp").write_bytes(bytes(data[:100]))
     torch.zeros(2, 64).numpy().tofile(tmp_path / "x.f32")
     for name in ("bad.ssnnp", "short.ssnnp", "missing.ssnnp"):
-        out = subprocess.run(["env", "-i", str(run_model), str(tmp_path / name), str(tmp_path / "x.f32")],
+        out = subprocess.run([*_no_env(), str(run_model), str(tmp_path / name), str(tmp_path / "x.f32")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "run_model: load:" in out.stderr, (name, out.stderr)

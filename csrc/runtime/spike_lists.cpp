@@ -154,8 +154,12 @@ void fold(const int32_t* lo, const int32_t* hi, int64_t tile_n, int64_t count, c
           int64_t G, int64_t g, float* yf) {
   const int32_t offc = code_off(4) * static_cast<int32_t>(count);
   if (G != 1) {
-    for (int64_t n = 0; n < tile_n; ++n)
-      yf[n] += scale[n * G + g] * static_cast<float>((n & 1 ? hi : lo)[n / 2] - offc);
+    // Output pairs (2j, 2j + 1) from lo[j], hi[j]. (A per-output form, (n & 1 ? hi : lo)[n / 2],
+    // is miscompiled by gcc 12 at -O3 under ASan+UBSan: the index register is clobbered.)
+    for (int64_t j = 0; 2 * j < tile_n; ++j) {
+      yf[2 * j] += scale[2 * j * G + g] * static_cast<float>(lo[j] - offc);
+      if (2 * j + 1 < tile_n) yf[2 * j + 1] += scale[(2 * j + 1) * G + g] * static_cast<float>(hi[j] - offc);
+    }
     return;
   }
   const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
