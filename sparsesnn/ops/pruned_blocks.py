@@ -105,7 +105,7 @@ def spike_layout(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
     values (the compressed-row scatter kernel) or binary codes with too many outputs."""
     if bits == 32:
         return None
-    return cached_layout(values, f"pruned_spike_{PREFER}_{bits}_{out_features}_{index.data_ptr()}",
+    return cached_layout(values, ("pruned_spike", PREFER, bits, out_features, index.data_ptr()),
                          lambda v: _choose(row_ptr, index, v, bits, out_features))
 
 
@@ -115,5 +115,5 @@ def cpu_blocks(row_ptr: Tensor, index: Tensor, values: Tensor, bits: int,
     values, more than ``16 * 65536`` outputs)."""
     if bits == 32 or (out_features + 15) // 16 > _MAX_BLOCKS:
         return None
-    return cached_layout(values, f"pruned_blocks_{bits}_{out_features}_{index.data_ptr()}",
+    return cached_layout(values, ("pruned_blocks", bits, out_features, index.data_ptr()),
                          lambda v: build_blocks(row_ptr, index, v, bits, out_features))
