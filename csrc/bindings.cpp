@@ -124,13 +124,20 @@ void bind_lif(py::module_& m) {
   m.def(
       "lif_backward_cpu",
       [](const LifParams& p, std::uintptr_t gs, std::uintptr_t gv_last, std::uintptr_t x,
-         std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0, bool want_decay) {
+         std::uintptr_t v0, std::uintptr_t gx, std::uintptr_t gv0, bool want_decay,
+         int64_t grad_t_stride) {
+        if (grad_t_stride != -1 && grad_t_stride != 0 && grad_t_stride != p.N)
+          throw std::invalid_argument("lif_backward_cpu: grad_t_stride must be -1, 0 or N");
+        LifParams q = p;
+        q.grad_t_stride = grad_t_stride;
         double gdecay = 0.0;
-        lif_backward_cpu(p, ptr<const float>(gs), ptr<const float>(gv_last),
+        lif_backward_cpu(q, ptr<const float>(gs), ptr<const float>(gv_last),
                          ptr<const float>(x), ptr<const float>(v0), ptr<float>(gx),
                          ptr<float>(gv0), want_decay ? &gdecay : nullptr);
         return gdecay;
       },
+      py::arg("p"), py::arg("gs"), py::arg("gv_last"), py::arg("x"), py::arg("v0"), py::arg("gx"),
+      py::arg("gv0"), py::arg("want_decay"), py::arg("grad_t_stride") = -1,
       py::call_guard<py::gil_scoped_release>());
 #if defined(SPARSESNN_WITH_CUDA)
   m.def(

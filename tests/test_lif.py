@@ -114,6 +114,36 @@ def test_if_neuron(backend, v_reset, detach_reset):
     _compare(x, v0, dict(leak=False, **kw), lambda a, b: F.if_neuron(a, b, **kw))
 
 
+@pytest.mark.parametrize("loss", ["sum", "mean", "sum over T", "sum over N", "scaled sum"])
+@pytest.mark.parametrize("T", [1, 2, 9])
+def test_broadcast_gradients(backend, loss, T):
+    """Autograd hands ``.sum()``/``.mean()`` gradients over as broadcasts (stride 0 over T);
+    the CPU kernel then reads one row for every step. Same gradients as the reference, PLIF's
+    decay gradient included."""
+    reduce = {"sum": lambda s: s.sum(), "mean": lambda s: s.mean(),
+              "sum over T": lambda s: (s.sum(0) * torch.linspace(-1, 2, s[0].numel()).view_as(s[0])).sum(),
+              "sum over N": lambda s: (s.sum(-1) * torch.arange(1.0, s.shape[0] + 1)[:, None]).sum(),
+              "scaled sum": lambda s: (s * 3.0).sum()}[loss]
+    x = _inputs(T, (2, 129))
+    w = torch.tensor(F.tau_to_w(2.5), requires_grad=True)
+    x_r, w_r = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    g = torch.autograd.grad(reduce(F.plif(x, w)[0]), [x, w])
+    g_r = torch.autograd.grad(reduce(R.lif_autograd(x_r, None, decay=torch.sigmoid(w_r))[0]), [x_r, w_r])
+    for a, b in zip(g, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert g[0].abs().sum() > 0
+
+
+def test_backward_kernel_rejects_a_bad_grad_stride():
+    from sparsesnn import _ext
+    if not _ext.available():
+        pytest.skip("compiled extension not built")
+    p = _ext._C.LifParams()
+    p.T, p.N = 2, 4
+    with pytest.raises(ValueError, match="grad_t_stride must be -1, 0 or N"):
+        _ext._C.lif_backward_cpu(p, 0, 0, 0, 0, 0, 0, False, 3)
+
+
 @pytest.mark.parametrize("v_reset", RESETS)
 @pytest.mark.parametrize("decay_input", [True, False])
 def test_plif_decay_gradient(backend, v_reset, decay_input):

@@ -45,7 +45,7 @@ template <int CHARGE, bool HARD, int SG, bool DETACH, bool DECAY>
 void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, const float* x,
                     const float* v0, float* gx, float* gv0, double* gdecay_out, int64_t n0,
                     int64_t n1, bool stream) {
-  const int64_t len = n1 - n0, N = p.N;
+  const int64_t len = n1 - n0, N = p.N, gs_step = p.grad_t_stride < 0 ? N : p.grad_t_stride;
   const float d = p.decay, vth = p.v_threshold, vr = HARD ? p.v_reset : 0.0f, a = p.alpha;
   const float dh_dv = CHARGE == kNoLeak ? 1.0f : 1.0f - d;
   const float dh_dx = CHARGE == kDecayInput ? d : 1.0f;
@@ -61,7 +61,7 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
     float* ht = hb + t * len;
     const float* hprev = t > 0 ? ht - len : vinit;
     const bool prev_is_h = t > 0;
-    const float* gst = gs + t * N + n0;
+    const float* gst = gs + t * gs_step + n0;
     float* gxt = gx + t * N + n0;
     // A streamed row is first written over its own H (each H[t][i] is read before that
     // element is written), then copied out with streaming stores.
@@ -69,7 +69,7 @@ void backward_chunk(const LifParams& p, const float* gs, const float* gv_last, c
     float acc = 0.0f;
     for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
       const int64_t b1 = std::min(len, b0 + kBlock);
-      if (t > 0) prefetch_block(gst - N + b0, b1 - b0);
+      if (t > 0 && gs_step) prefetch_block(gst - gs_step + b0, b1 - b0);
       surrogate_block<SG>(ht + b0, vth, a, sg, b1 - b0);
 #pragma omp simd reduction(+ : acc)
       for (int64_t i = b0; i < b1; ++i) {

@@ -187,11 +187,11 @@ def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], x: Optio
                                              _SURROGATE_NAMES[n.surrogate], n.alpha)
         return gx.to(grad_spikes.dtype), gv0, gd
     T, N = like.shape[0], math.prod(like.shape[1:])
-    grad_spikes = grad_spikes.contiguous()
     grad_v_last = grad_v_last.contiguous() if grad_v_last is not None else None
-    gx = torch.empty_like(grad_spikes)
+    gx = torch.empty(like.shape, dtype=grad_spikes.dtype, device=like.device)
     gv0 = torch.empty(like.shape[1:], dtype=torch.float32, device=like.device)
     if like.is_cuda:
+        grad_spikes = grad_spikes.contiguous()
         h = h.contiguous()  # named: a temporary's memory could be reused before the kernel runs
         d, d_dev = _device_decay(decay, like)
         gd = torch.zeros((), dtype=torch.float32, device=like.device)
@@ -205,8 +205,14 @@ def lif_backward_op(grad_spikes: Tensor, grad_v_last: Optional[Tensor], x: Optio
         return gx, gv0, gd
     p = _params(T, N, decay, n)
     x = x.contiguous()
+    if T > 1 and grad_spikes.stride(0) == 0:
+        # The same gradient at every step (autograd's broadcast from a sum or mean over T):
+        # the kernel reads one row instead of a [T, N] copy of it.
+        grad_spikes, stride = grad_spikes[0].contiguous(), 0
+    else:
+        grad_spikes, stride = grad_spikes.contiguous(), N
     g = _ext._C.lif_backward_cpu(p, grad_spikes.data_ptr(), _ptr(grad_v_last), x.data_ptr(),
-                                 _ptr(v0), gx.data_ptr(), gv0.data_ptr(), want_decay)
+                                 _ptr(v0), gx.data_ptr(), gv0.data_ptr(), want_decay, stride)
     return gx, gv0, torch.tensor(g, dtype=torch.float32)
 
 

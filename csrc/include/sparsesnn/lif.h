@@ -34,6 +34,10 @@ struct LifParams {
   float state_max = 0.0f;
   int state_rounding = 0;  // 0 nearest (half away from zero), 1 truncate (toward zero), 2 stochastic
   uint32_t seed = 0;       // stochastic rounding: u = hash(seed, t * N + n) in [0, 1)
+  // CPU backward only: floats between consecutive rows of grad_spikes. -1 means N (a [T, N]
+  // gradient); 0 means one [N] row used at every step (the gradient of a sum or mean over T,
+  // which autograd hands over as a broadcast: no [T, N] copy of it is made).
+  int64_t grad_t_stride = -1;
 };
 
 // Forward. v0 may be null (then V starts at Vr for hard reset, 0 for soft). Nothing is
@@ -42,7 +46,7 @@ void lif_forward_cpu(const LifParams& p, const float* x, const float* v0, float*
                      float* v_last);
 
 // Backward from the forward's input x (H is recomputed, bit-identical to forward).
-// grad_spikes is [T, N]; grad_v_last may be null (zero). grad_v0 may be null. grad_decay
+// grad_spikes is [T, N] (or one [N] row when p.grad_t_stride == 0); grad_v_last may be null (zero). grad_v0 may be null. grad_decay
 // (PLIF) may be null; else receives sum dL/dd.
 void lif_backward_cpu(const LifParams& p, const float* grad_spikes, const float* grad_v_last,
                       const float* x, const float* v0, float* grad_x, float* grad_v0,
