@@ -101,3 +101,17 @@ def digits(_digits_trained):
 
     m, tr, te = _digits_trained
     return copy.deepcopy(m), tr, te
+
+
+@pytest.fixture
+def isolated_dispatch(tmp_path, monkeypatch):
+    """sparsesnn.dispatch with a private calibration file, no env override and empty
+    in-memory caches; returns the file's path."""
+    from sparsesnn import dispatch
+
+    path = tmp_path / "calibration.json"
+    monkeypatch.setenv(dispatch.ENV_CACHE_FILE, str(path))
+    monkeypatch.delenv(dispatch.ENV_BREAK_EVEN, raising=False)
+    monkeypatch.setattr(dispatch, "_memory", {})
+    monkeypatch.setattr(dispatch, "_probed", {})
+    return path

@@ -92,16 +92,7 @@ def test_neuron_modules_in_threads_are_independent():
     assert all(torch.equal(o, want) for o in out)
 
 
-@pytest.fixture
-def fresh_calibration(tmp_path, monkeypatch):
-    path = tmp_path / "calibration.json"
-    monkeypatch.setenv(dispatch.ENV_CACHE_FILE, str(path))
-    monkeypatch.delenv(dispatch.ENV_BREAK_EVEN, raising=False)
-    monkeypatch.setattr(dispatch, "_memory", {})
-    return path
-
-
-def test_calibrate_runs_once_on_concurrent_first_use(fresh_calibration, monkeypatch):
+def test_calibrate_runs_once_on_concurrent_first_use(isolated_dispatch, monkeypatch):
     runs = []
     real = dispatch.calibrate
 
@@ -124,14 +115,14 @@ def test_calibrate_runs_once_on_concurrent_first_use(fresh_calibration, monkeypa
     for t in ts:
         t.join()
     assert len(runs) == 1 and len(set(got)) == 1
-    data = json.loads(fresh_calibration.read_text())
+    data = json.loads(isolated_dispatch.read_text())
     assert "linear" in next(iter(data["machines"].values()))
-    assert [p for p in os.listdir(fresh_calibration.parent) if p.endswith(".tmp")] == []
+    assert [p for p in os.listdir(isolated_dispatch.parent) if p.endswith(".tmp")] == []
 
 
-def test_crash_mid_write_keeps_old_file(fresh_calibration, monkeypatch):
+def test_crash_mid_write_keeps_old_file(isolated_dispatch, monkeypatch):
     dispatch.calibrate(("linear",), quick=True)
-    old = fresh_calibration.read_text()
+    old = isolated_dispatch.read_text()
 
     def crash(*a, **k):
         raise KeyboardInterrupt("killed mid-write")
@@ -139,8 +130,8 @@ def test_crash_mid_write_keeps_old_file(fresh_calibration, monkeypatch):
     monkeypatch.setattr(dispatch.json, "dumps", crash)
     with pytest.raises(KeyboardInterrupt):
         dispatch.calibrate(("linear",), quick=True)
-    assert fresh_calibration.read_text() == old
-    assert [p for p in os.listdir(fresh_calibration.parent) if p.endswith(".tmp")] == []
+    assert isolated_dispatch.read_text() == old
+    assert [p for p in os.listdir(isolated_dispatch.parent) if p.endswith(".tmp")] == []
 
 
 @pytest.mark.parametrize("content", [
@@ -148,15 +139,15 @@ def test_crash_mid_write_keeps_old_file(fresh_calibration, monkeypatch):
     '{"format": 2, "machines": {"KEY": {"linear": {"m": [64], "break_even": ["x"]}}}}',
     '{"format": 2, "machines": {"KEY": {"linear": {"m": [], "break_even": []}}}}',
 ])
-def test_corrupt_calibration_file_is_ignored_with_warning(fresh_calibration, content):
-    fresh_calibration.write_text(content.replace("KEY", dispatch.machine_key("cpu")))
+def test_corrupt_calibration_file_is_ignored_with_warning(isolated_dispatch, content):
+    isolated_dispatch.write_text(content.replace("KEY", dispatch.machine_key("cpu")))
     layer = SpikingLinear(2048, 512)  # large enough for "auto" to consult the calibration
     x = (torch.rand(4, 2048) < 0.05).float()
     with pytest.warns(RuntimeWarning, match="ignoring corrupt calibration"):
         dispatch.calibrate(("linear",), quick=True)  # re-measures, rewrites a valid file
     y = layer(x)
     torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
-    assert json.loads(fresh_calibration.read_text())["format"] == 2
+    assert json.loads(isolated_dispatch.read_text())["format"] == 2
 
 
 def _rss_kib() -> int:

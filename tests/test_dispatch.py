@@ -10,17 +10,6 @@ import sparsesnn
 from sparsesnn import dispatch
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """A private cache file, no env override, and an empty in-memory cache."""
-    path = tmp_path / "calibration.json"
-    monkeypatch.setenv(dispatch.ENV_CACHE_FILE, str(path))
-    monkeypatch.delenv(dispatch.ENV_BREAK_EVEN, raising=False)
-    monkeypatch.setattr(dispatch, "_memory", {})
-    monkeypatch.setattr(dispatch, "_probed", {})
-    return path
-
-
 def test_crossing_interpolates():
     assert dispatch._crossing([0.1, 0.2, 0.3], [0.5, 0.8, 1.2]) == pytest.approx(0.25)
     assert dispatch._crossing([0.1, 0.2], [0.5, 0.9]) == 0.2  # never crosses: last density tried
@@ -40,13 +29,13 @@ def test_interpolate_in_log_m():
     assert dispatch._interpolate(entry, 10**6) == 0.2
 
 
-def test_calibrate_writes_cache_and_lookup_uses_it(isolated):
+def test_calibrate_writes_cache_and_lookup_uses_it(isolated_dispatch):
     result = sparsesnn.calibrate(quick=True)
     assert set(result) == {"linear", "conv2d"}
     for op in result.values():
         assert len(op["m"]) == len(op["break_even"]) >= 1
         assert all(0.0 <= b <= 1.0 for b in op["break_even"])
-    data = json.loads(isolated.read_text())
+    data = json.loads(isolated_dispatch.read_text())
     entry = data["machines"][dispatch.machine_key("cpu")]
     assert entry["linear"] == result["linear"] and "measured_at" in entry
     # A fresh process (empty memory) reads the file instead of measuring again.
@@ -55,9 +44,9 @@ def test_calibrate_writes_cache_and_lookup_uses_it(isolated):
     assert dispatch.break_even("linear", m) == pytest.approx(result["linear"]["break_even"][0])
 
 
-def test_lookup_from_cache_file_without_measuring(isolated, monkeypatch):
+def test_lookup_from_cache_file_without_measuring(isolated_dispatch, monkeypatch):
     key = dispatch.machine_key("cpu")
-    isolated.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
+    isolated_dispatch.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
         "linear": {"m": [1, 100], "break_even": [0.5, 0.3]},
         "conv2d": {"m": [64], "break_even": [0.1]}}}}))
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
@@ -66,7 +55,7 @@ def test_lookup_from_cache_file_without_measuring(isolated, monkeypatch):
     assert dispatch.use_event("linear", 0.2, 100, "cpu") and not dispatch.use_event("linear", 0.35, 100, "cpu")
 
 
-def test_missing_cache_triggers_one_calibration(isolated, monkeypatch):
+def test_missing_cache_triggers_one_calibration(isolated_dispatch, monkeypatch):
     calls = []
 
     def fake(ops, device="cpu", **kw):
@@ -81,7 +70,7 @@ def test_missing_cache_triggers_one_calibration(isolated, monkeypatch):
     assert calls == [("linear",)]
 
 
-def test_env_and_argument_overrides(isolated, monkeypatch):
+def test_env_and_argument_overrides(isolated_dispatch, monkeypatch):
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
     monkeypatch.setenv(dispatch.ENV_BREAK_EVEN, "0.25")
     assert dispatch.break_even("linear") == 0.25 and dispatch.break_even("conv2d") == 0.25
@@ -93,7 +82,7 @@ def test_env_and_argument_overrides(isolated, monkeypatch):
         dispatch.break_even("linear")
 
 
-def test_module_uses_env_break_even(isolated, monkeypatch):
+def test_module_uses_env_break_even(isolated_dispatch, monkeypatch):
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not measure"))
     mod = sparsesnn.nn.SpikingLinear(64, 8, min_macs=0)
     s = (torch.rand(16, 64) < 0.1).float()
@@ -124,7 +113,7 @@ def _counted(name: str, seconds: float, calls: list):
     return fn
 
 
-def test_choose_measures_each_shape_once(isolated, monkeypatch):
+def test_choose_measures_each_shape_once(isolated_dispatch, monkeypatch):
     """No calibration: the first call of a shape times both paths twice and keeps the faster's
     output; later calls of that shape (same M octave) run one path, by the recorded break-even."""
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not calibrate"))
@@ -144,14 +133,14 @@ def test_choose_measures_each_shape_once(isolated, monkeypatch):
     assert len(calls) == 8
 
 
-def test_choose_keeps_dense_where_event_is_slower(isolated):
+def test_choose_keeps_dense_where_event_is_slower(isolated_dispatch):
     calls: list = []
     dense, event = _counted("dense", 0.001, calls), _counted("event", 0.004, calls)
     assert dispatch.choose("conv2d", 0.2, 64, "cpu", None, ("c",), dense, event) == ("dense", "dense")
     assert dispatch._probed[("conv2d", "cpu", ("c",), 7)] < 0.1  # 0.2 * ~1 ms / ~4 ms
 
 
-def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isolated, monkeypatch):
+def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isolated_dispatch, monkeypatch):
     calls: list = []
     dense, event = _counted("dense", 0.0, calls), _counted("event", 0.0, calls)
     assert dispatch.choose("linear", 0.0, 64, "cpu", None, (1,), dense, event)[0] == "event"
@@ -162,10 +151,10 @@ def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isola
     assert calls == ["event", "event", "dense", "dense"] and not dispatch._probed
 
 
-def test_choose_ignores_the_machine_wide_calibration(isolated):
+def test_choose_ignores_the_machine_wide_calibration(isolated_dispatch):
     """A cached calibration (generic sizes) does not decide for a module's own shape."""
     key = dispatch.machine_key("cpu")
-    isolated.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
+    isolated_dispatch.write_text(json.dumps({"format": dispatch._FORMAT, "machines": {key: {
         "linear": {"m": [1, 100], "break_even": [0.0, 0.0]}}}}))
     calls: list = []
     dense, event = _counted("dense", 0.004, calls), _counted("event", 0.001, calls)
@@ -175,7 +164,7 @@ def test_choose_ignores_the_machine_wide_calibration(isolated):
 
 @pytest.mark.parametrize("make", [lambda: sparsesnn.nn.SpikingLinear(1024, 512),
                                   lambda: sparsesnn.nn.SpikingConv2d(32, 32, 3, padding=1)])
-def test_module_first_call_does_not_calibrate(isolated, monkeypatch, make):
+def test_module_first_call_does_not_calibrate(isolated_dispatch, monkeypatch, make):
     """A module's first call measures its own shape (a few kernel calls), never a calibration
     of seconds; both paths give the same result, so the kept output is correct either way."""
     monkeypatch.setattr(dispatch, "calibrate", lambda *a, **k: pytest.fail("should not calibrate"))
