@@ -245,8 +245,7 @@ class LiteSupernet(nn.Module):
 
     def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """Cross-entropy of each T's readout, averaged with weights ``softmax(beta)``: ``beta``
-        moves to the T whose own readout is best (the loss of the mixed readout instead rewards
-        whichever T has the largest logits; searched that way, T drifted to 1)."""
+        moves to the T whose own readout is best on the batch."""
         ce = torch.stack([F.cross_entropy(r, y) for r in self.readouts(x)])
         return (F.softmax(self.beta, 0) * ce).sum()
 
