@@ -15,9 +15,10 @@ surviving fan-out x input spike rate x expected T).
 :func:`decode` enforces the byte budget as a hard constraint: among the cells that fit, the one
 with the most probable operation per edge (CompConv's probability summed over its settings,
 "none" excluded as DARTS decodes), then the most probable CompConv settings; T is the argmax of
-``beta``. It builds a :class:`CellNet` whose layers carry their compression state (mask, spec),
-so :func:`sparsesnn.deploy.deploy` packs them; :func:`train_net` retrains it with the same
-fake quantization.
+``beta``. :func:`search` returns that genotype with the CompConv settings chosen on its
+validation part instead (:func:`select_settings`). :func:`decode` builds a :class:`CellNet`
+whose layers carry their compression state (mask, spec), so :func:`sparsesnn.deploy.deploy`
+packs them; :func:`train_net` retrains it with the same fake quantization.
 
 Byte cost model (matches the packed kernels): a conv stores ``O`` packed rows of
 ``ceil(C * k * k * bits / 8)`` bytes plus a 4-byte scale per row (fp32: 4 bytes per weight);
@@ -470,8 +471,9 @@ def search(x: Tensor, y: Tensor, *, byte_budget: float, C: int = 8, side: int = 
     part (``val_fraction``). Each step trains the weights (Adam, ``lr``) on a weight batch, with
     the readout of every T weighted equally (weights trained mostly for the T that ``beta``
     favours would make that T look best and lock it in), and, after ``warmup`` epochs, the
-    architecture and timestep weights (Adam, ``arch_lr``) on a validation batch with loss :meth:`LiteSupernet.expected_loss` + ``lam_bytes`` * relu(E[bytes] / ``byte_budget`` - 1) +
-    ``lam_ops`` * E[bit-SynOps] / ``ops_ref`` (the hinge steers the supernet into the budget).
+    architecture and timestep weights (Adam, ``arch_lr``) on a validation batch with loss
+    :meth:`LiteSupernet.expected_loss` + ``lam_bytes`` * relu(E[bytes] / ``byte_budget`` - 1)
+    + ``lam_ops`` * E[bit-SynOps] / ``ops_ref`` (the hinge steers the supernet into the budget).
     The result is decoded with the hard budget (:meth:`LiteSupernet.genotype`: the most probable
     operations whose deployed bytes are <= ``byte_budget``), the CompConv settings chosen on the
     validation part (:func:`select_settings`). ``SearchResult.genotype`` is the decoded cell."""
