@@ -134,7 +134,9 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
 // tap's (ky, kx) and its row in the pruned values.
 struct KeptTaps {
   std::vector<int32_t> ptr, ky, kx, row;
-  KeptTaps(const PackedConv2dParams& p, const int32_t* map) : ptr(static_cast<size_t>(p.C + 1), 0) {
+  // row_stride: what a kept row's entry is multiplied by (1: row ids; the row bytes: offsets).
+  KeptTaps(const PackedConv2dParams& p, const int32_t* map, int64_t row_stride = 1)
+      : ptr(static_cast<size_t>(p.C + 1), 0) {
     for (int64_t c = 0; c < p.C; ++c) {
       for (int32_t y = 0; y < p.KH; ++y)
         for (int32_t x = 0; x < p.KW; ++x) {
@@ -142,7 +144,7 @@ struct KeptTaps {
           if (r < 0) continue;
           ky.push_back(y);
           kx.push_back(x);
-          row.push_back(r);
+          row.push_back(static_cast<int32_t>(r * row_stride));
         }
       ptr[c + 1] = static_cast<int32_t>(row.size());
     }
@@ -397,6 +399,17 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
     for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
 }
 
+// body(item) for item in [0, n): on the calling thread alone when nt == 1 (not even an
+// OpenMP region, whose team start costs about a microsecond), else event::parallel_items.
+template <typename F>
+inline void for_items(int64_t n, int nt, F&& body) {
+  if (nt <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  event::parallel_items(n, nt, body);
+}
+
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
 // c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
 // Work items are (image, output-channel group, band of output rows); each lists the events of
@@ -418,18 +431,23 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   const int64_t wbytes = std::max<int64_t>(1, KK * ld);
   const int64_t ngroups = std::min<int64_t>(nch, (wbytes + cs.l2 / 2 - 1) / (cs.l2 / 2));
   const int64_t gch = (nch + ngroups - 1) / ngroups;  // chunks per group
-  // Output rows per work item: a whole image unless that leaves threads without work.
-  int64_t rb = p.OH;
-  const int64_t want_items = 4 * static_cast<int64_t>(p.threads);
-  if (p.NB * ngroups < want_items)
-    rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
-  const int64_t yblocks = (p.OH + rb - 1) / rb;
-  const bool pruned = map != nullptr;
-  const KeptTaps kept = pruned ? KeptTaps(p, map) : KeptTaps(PackedConv2dParams{}, nullptr);
+  // The row lists hold byte offsets of kernel rows (no multiply per row in the hot loop); a
+  // weight too large for int32 offsets is refused (the caller's general kernel runs).
+  if (wbytes > INT32_MAX) return false;
   // Work before the events are known: the input scan plus the per-output fold and store.
   const int nt = threads_for(p.NB * (C * HW + 8 * OP * O), p.threads);
+  // Output rows per work item: a whole image, unless that leaves a thread without work; then
+  // bands, two per thread (some balance if a thread loses its core). Each band lists the
+  // input rows it reads itself, so its halo rows are listed twice: few bands, little waste.
+  int64_t rb = p.OH;
+  const int64_t want_items = 2 * static_cast<int64_t>(nt);
+  if (nt > 1 && p.NB * ngroups < want_items)
+    rb = std::max<int64_t>(1, (p.OH * p.NB * ngroups + want_items - 1) / want_items);
+  const int64_t yblocks = (p.OH + rb - 1) / rb;
+  const bool pruned = map != nullptr;
+  const KeptTaps kept = pruned ? KeptTaps(p, map, ld) : KeptTaps(PackedConv2dParams{}, nullptr);
   std::atomic<bool> any_analog{false};
-  event::parallel_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
+  for_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
     const int64_t yb = item % yblocks, g = (item / yblocks) % ngroups, b = item / (yblocks * ngroups);
     const int64_t q0 = g * gch, q1 = std::min(nch, q0 + gch);
     const int64_t o0 = q0 * CO, o1 = std::min(O, q1 * CO), width = o1 - o0;
@@ -445,7 +463,7 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     bool analog = false;
     if (ir1 <= ir0) ptr.assign(static_cast<size_t>((pruned ? (y1 - y0) * p.OW : 0) + 1), 0);
     else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog);
-    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs, tmp_s, ptr, rows_s, analog);
+    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs * ld, tmp_s, ptr, rows_s, analog);
     if (analog) any_analog.store(true, std::memory_order_relaxed);
     if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
     int32_t* flat = flat_s.get(KK + kSlack);
@@ -474,7 +492,7 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
               if (ix < 0 || ix >= p.W) continue;
               const int64_t q = (iy - ir0) * p.W + ix;
               k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
-                                        static_cast<int32_t>(ky * p.KW + kx));
+                                        static_cast<int32_t>((ky * p.KW + kx) * ld));
             }
           }
         }
@@ -483,8 +501,8 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
           const float* bt = bias ? bias + o0 + ta : nullptr;
-          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
-          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          if (qn == 2) accumulate_fold<BITS, 2>(wk, 1, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          else accumulate_fold<BITS, 1>(wk, 1, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
       store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
