@@ -104,8 +104,10 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
 // row[ptr[q], ptr[q+1]) are c * KKs for the active channels c of band pixel q (ascending).
 // xb points at the band's first pixel of channel 0; planes are `plane` floats apart and the
 // band holds `npix` pixels. Returns the event count.
+// With `vals`, vals[i] is the input value of entry i (the analog kernel's weights).
 inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t npix, int64_t KKs,
-                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
+                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog,
+                           Scratch<float>* vals = nullptr) {
   // Pass 1: per channel plane, the active pixels (vector compress), counted per pixel.
   int32_t* pix = tmp.get(C * npix + kSlack + C + 1);
   int32_t* coff = pix + C * npix + kSlack;
@@ -122,11 +124,21 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   // Pass 2: transpose into per-pixel channel lists.
   int32_t* out = rows.get(n + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
+  float* val = vals ? vals->get(n + kSlack) : nullptr;
   for (int64_t c = 0; c < C; ++c) {
     const int32_t base = static_cast<int32_t>(c * KKs);
-    for (int32_t i = coff[c]; i < coff[c + 1]; ++i) out[fill[pix[i]]++] = base;
+    if (val) {
+      for (int32_t i = coff[c]; i < coff[c + 1]; ++i) {
+        const int32_t at = fill[pix[i]]++;
+        out[at] = base;
+        val[at] = xb[c * plane + pix[i]];
+      }
+    } else {
+      for (int32_t i = coff[c]; i < coff[c + 1]; ++i) out[fill[pix[i]]++] = base;
+    }
   }
   std::fill(out + n, out + n + kSlack, 0);  // the list copies may read past the end
+  if (val) std::fill(val + n, val + n + kSlack, 0.0f);
   return n;
 }
 
@@ -157,9 +169,11 @@ struct KeptTaps {
 // contiguous list (no per-tap lists to join: at high tap sparsity most would be empty) and a
 // channel whose taps were all pruned is not even scanned. Input rows [ir0, ir1) are the ones
 // output rows [y0, y1) read. Returns the entry count.
+// With `vals`, vals[i] is the input value of entry i (the analog kernel's weights).
 inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_t y0, int64_t y1,
                             int64_t ir0, int64_t ir1, const KeptTaps& kt, Scratch<>& tmp,
-                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
+                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog,
+                            Scratch<float>* vals = nullptr) {
   const int64_t C = p.C, W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
   const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
   // Output row (relative to y0) of band row r through kernel row ky, and output column of
@@ -185,6 +199,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   };
   // Pass 1: (output pixel, kept row) of every event and kept tap, counted per output pixel.
   static thread_local std::vector<int32_t> hits;  // pairs; grown, never shrunk
+  static thread_local std::vector<float> hit_vals;  // with vals: the input value of each hit
   ptr.assign(static_cast<size_t>(nout + 1), 0);
   int64_t nh = 0;
   for (int64_t c = 0; c < C; ++c) {
@@ -194,7 +209,10 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
       const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix, analog);
       if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
         hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
+      if (vals && static_cast<int64_t>(hit_vals.size()) < nh + int64_t(k) * (j1 - j0))
+        hit_vals.resize(static_cast<size_t>(2 * (nh + int64_t(k) * (j1 - j0))));
       int32_t* h = hits.data();
+      const float* xr = xb + c * HW + (ir0 + r) * W;
       for (int i = 0; i < k; ++i)
         for (int32_t j = j0; j < j1; ++j) {
           const int32_t o = target(pix[i], j);
@@ -202,6 +220,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
           ++ptr[o + 1];
           h[2 * nh] = o;
           h[2 * nh + 1] = kt.row[j];
+          if (vals) hit_vals[static_cast<size_t>(nh)] = xr[pix[i] & ((1 << shift) - 1)];
           ++nh;
         }
     }
@@ -212,7 +231,16 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   int32_t* out = rows.get(total + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
   const int32_t* h = hits.data();
-  for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
+  if (vals) {
+    float* val = vals->get(total + kSlack);
+    for (int64_t e = 0; e < nh; ++e) {
+      const int32_t at = fill[h[2 * e]]++;
+      out[at] = h[2 * e + 1];
+      val[at] = hit_vals[static_cast<size_t>(e)];
+    }
+  } else {
+    for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
+  }
   return total;
 }
 
@@ -342,6 +370,61 @@ inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const i
 #endif
 }
 
+// The analog form of accumulate_fold over one chunk (up to 64P outputs, `width` of them live):
+// A[o] = sum_i vals[i] * u_i[o] in fp32 (rows[i] are byte offsets into w + byte0), V = sum_i
+// vals[i], out[o] = scale[o] * (mul * A[o] - off * V) + bias[o] (the general kernel's formula).
+// One code slot (64 outputs, 4 registers) at a time, so any bit width fits in registers.
+template <int BITS>
+inline void accumulate_fold_analog(const uint8_t* w, int64_t byte0, const int32_t* rows, const float* vals,
+                                   int n, int64_t width, const float* scale, const float* bias,
+                                   float* out) {
+  constexpr int P = 8 / BITS;
+  constexpr unsigned M = (1u << BITS) - 1u;
+  const float mul = static_cast<float>(code_mul(BITS)), off = static_cast<float>(code_off(BITS));
+  float vsum = 0.0f;
+  for (int i = 0; i < n; ++i) vsum += vals[i];
+  const float offv = off * vsum;
+  const uint8_t* base = w + byte0;
+  for (int s = 0; s < P && s * kChunk < width; ++s) {
+    const int64_t o0 = int64_t(s) * kChunk, live = std::min<int64_t>(kChunk, width - o0);
+#if defined(__AVX512BW__)
+    const __m512i vm = _mm512_set1_epi8(static_cast<char>(M));
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int i = 0; i < n; ++i) {
+      if (i + kAhead < n) _mm_prefetch(reinterpret_cast<const char*>(base + rows[i + kAhead]), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(base + rows[i]);
+      const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
+      const __m512 xv = _mm512_set1_ps(vals[i]);
+      a[0] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 0))), a[0]);
+      a[1] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 1))), a[1]);
+      a[2] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 2))), a[2]);
+      a[3] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 3))), a[3]);
+    }
+    const __m512 vmul = _mm512_set1_ps(mul), voff = _mm512_set1_ps(offv);
+    for (int h = 0; h < 4 && h * 16 < live; ++h) {
+      const int64_t rem = live - h * 16;
+      const __mmask16 m = rem >= 16 ? 0xffff : static_cast<__mmask16>((1u << rem) - 1u);
+      const int64_t o = o0 + h * 16;
+      const __m512 codes = _mm512_sub_ps(_mm512_mul_ps(vmul, a[h]), voff);
+      __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), codes);
+      if (bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, bias + o));
+      _mm512_mask_storeu_ps(out + o, m, y);
+    }
+#else
+    float a[kChunk] = {};
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = base + rows[i];
+      for (int j = 0; j < kChunk; ++j) a[j] += vals[i] * static_cast<float>((row[j] >> (s * BITS)) & M);
+    }
+    for (int64_t j = 0; j < live; ++j) {
+      const float codes = mul * a[j] - offv;
+      const float y = scale[o0 + j] * codes;
+      out[o0 + j] = bias ? y + bias[o0 + j] : y;
+    }
+#endif
+  }
+}
+
 #if defined(__AVX512F__)
 // r[i][j] -> r[j][i] for a 16 x 16 float block in registers (unpack, 64-bit shuffle, two
 // 128-bit lane shuffles).
@@ -416,7 +499,9 @@ inline void for_items(int64_t n, int nt, F&& body) {
 // the input rows its band reads itself, so the listing runs in parallel even for one image.
 // Returns false (y then undefined) if an input value the convolution reads is neither 0 nor 1:
 // the caller runs the analog kernel instead, so binary input needs no separate check pass.
-template <int BITS>
+// ANALOG: any input values (each listed row weighted by its value, fp32 sums); never false
+// unless the weight is too large for the row offsets.
+template <int BITS, bool ANALOG = false>
 bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
   constexpr int64_t CO = kChunk * 8 / BITS;  // outputs per chunk
@@ -457,16 +542,21 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     const int64_t ir0 = std::max<int64_t>(0, y0 * p.sh - p.ph);
     const int64_t ir1 = std::min<int64_t>(p.H, (y1 - 1) * p.sh - p.ph + (p.KH - 1) * p.dh + 1);
     static thread_local Scratch<> flat_s, acc_s, tmp_s, rows_s;
-    static thread_local Scratch<float> buf_s;
+    static thread_local Scratch<float> buf_s, vals_s, flat_vals_s;
     static thread_local std::vector<int32_t> ptr;
     const float* xb = x + b * C * HW;
     bool analog = false;
+    Scratch<float>* vals = ANALOG ? &vals_s : nullptr;
     if (ir1 <= ir0) ptr.assign(static_cast<size_t>((pruned ? (y1 - y0) * p.OW : 0) + 1), 0);
-    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog);
-    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs * ld, tmp_s, ptr, rows_s, analog);
-    if (analog) any_analog.store(true, std::memory_order_relaxed);
-    if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
+    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog, vals);
+    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs * ld, tmp_s, ptr, rows_s, analog, vals);
+    if (!ANALOG) {
+      if (analog) any_analog.store(true, std::memory_order_relaxed);
+      if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
+    }
     int32_t* flat = flat_s.get(KK + kSlack);
+    float* flat_vals = ANALOG ? flat_vals_s.get(KK + kSlack) : nullptr;
+    const float* ev_vals = ANALOG ? vals_s.get(kSlack) : nullptr;
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
@@ -477,10 +567,12 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
       const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
       for (int64_t pi = pb; pi < pe; ++pi) {
         const int32_t* list = flat;
+        const float* list_vals = flat_vals;
         int k = 0;
         if (pruned) {
           const int64_t o = pi - y0 * p.OW;
           list = ev + ptr[o];
+          if (ANALOG) list_vals = ev_vals + ptr[o];
           k = ptr[o + 1] - ptr[o];
         } else {
           const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
@@ -491,12 +583,21 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
               const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
               if (ix < 0 || ix >= p.W) continue;
               const int64_t q = (iy - ir0) * p.W + ix;
+              if (ANALOG) std::memcpy(flat_vals + k, ev_vals + ptr[q], sizeof(float) * (ptr[q + 1] - ptr[q]));
               k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
                                         static_cast<int32_t>((ky * p.KW + kx) * ld));
             }
           }
         }
         float* out = buf + (pi - pb) * width;
+        if (ANALOG) {
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + 1) * CO) - q * CO;
+            accumulate_fold_analog<BITS>(wk, q * kChunk, list, list_vals, k, tw, scale + o0 + ta,
+                                         bias ? bias + o0 + ta : nullptr, out + ta);
+          }
+          continue;
+        }
         for (int64_t q = q0; q < q1; q += kTileChunks) {
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
@@ -522,6 +623,20 @@ inline bool dispatch(const PackedConv2dParams& p, const float* x, const uint8_t*
     case 4: return run<4>(p, x, wk, map, scale, bias, y);
     case 2: return run<2>(p, x, wk, map, scale, bias, y);
     default: return run<1>(p, x, wk, map, scale, bias, y);
+  }
+}
+
+// The same convolution for any input values (analog input, integer sums): each listed row is
+// weighted by its input value in fp32. Returns false only for weights too large for the row
+// offsets (the caller's general kernel runs then).
+inline bool dispatch_analog(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+                            const int32_t* map, const float* scale, const float* bias, float* y) {
+  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return true;
+  switch (p.bits) {
+    case 8: return run<8, true>(p, x, wk, map, scale, bias, y);
+    case 4: return run<4, true>(p, x, wk, map, scale, bias, y);
+    case 2: return run<2, true>(p, x, wk, map, scale, bias, y);
+    default: return run<1, true>(p, x, wk, map, scale, bias, y);
   }
 }
 
