@@ -452,10 +452,10 @@ class PackedSpikingConv2d(_PackedBase):
             if plan.valid(buf["values"] if pruned else buf["weights"], buf["index"] if pruned else None):
                 y = torch.empty(plan.out_shape)
                 b = buf["bias"]
-                if plan.run(s.data_ptr(), buf["scale"].data_ptr(), b.data_ptr() if b is not None else 0,
-                            y.data_ptr()):
+                args = (s.data_ptr(), buf["scale"].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr())
+                if plan.run(*args) or plan.run_analog(*args):  # not 0/1: the analog gather kernel
                     return y
-                return self._forward(s, try_spike=False)  # not 0/1: the analog kernel
+                return self._forward(s, try_spike=False)
         return self._forward(s)
 
     def _forward(self, s: Tensor, try_spike: bool = True) -> Tensor:

@@ -38,13 +38,16 @@ class PlanCache(dict):
 class ConvPlan:
     """What one input shape needs: kernel parameters, output shape, layout tensors."""
 
-    __slots__ = ("ref", "index", "version", "ptr", "threads", "entry_key", "entry", "params", "out_shape", "run")
+    __slots__ = ("ref", "index", "version", "ptr", "threads", "entry_key", "entry", "params", "out_shape", "run",
+                 "run_analog")
 
     def __init__(self, ref: Tensor, index: Optional[Tensor], threads: int, entry_key: tuple, entry: tuple,
-                 params, out_shape: tuple, run: Callable[[int, int, int, int], bool]) -> None:
+                 params, out_shape: tuple, run: Callable[[int, int, int, int], bool],
+                 run_analog: Callable[[int, int, int, int], bool]) -> None:
         self.ref, self.index, self.version, self.ptr = ref, index, ref._version, ref.data_ptr()
         self.threads, self.entry_key, self.entry = threads, entry_key, entry
-        self.params, self.out_shape, self.run = params, out_shape, run
+        # run: the spike kernel (False: an input value is not 0/1); run_analog: any values.
+        self.params, self.out_shape, self.run, self.run_analog = params, out_shape, run, run_analog
 
     def valid(self, ref: Tensor, index: Optional[Tensor]) -> bool:
         """Whether the plan still describes the module's buffers and torch's thread count."""
@@ -76,14 +79,18 @@ def build_plan(x: Tensor, *, pruned: bool, ref: Tensor, index: Optional[Tensor],
         def run(xp: int, sp: int, bp: int, yp: int) -> bool:
             return C.pruned_conv2d_cpu(p, xp, wk_ptr, map_ptr, sp, bp, yp)
     else:
+        map_ptr = 0
         kind = f"conv_chunked_{bits}_{out_channels}"
         wk = layout_cache.cached_layout(ref, kind, lambda w: chunked_rows(w, bits, out_channels))
         wk_ptr, C = wk.data_ptr(), _ext._C
 
         def run(xp: int, sp: int, bp: int, yp: int) -> bool:
             return C.packed_conv2d_chunked_cpu(p, xp, wk_ptr, sp, bp, yp)
+
+    def run_analog(xp: int, sp: int, bp: int, yp: int) -> bool:
+        return C.packed_conv2d_chunked_analog_cpu(p, xp, wk_ptr, map_ptr, sp, bp, yp)
     key = (id(ref), kind)
     entry = layout_cache._entries.get(key)
     if entry is None:
         return None
-    return ConvPlan(ref, index if pruned else None, p.threads, key, entry, p, tuple(out_shape), run)
+    return ConvPlan(ref, index if pruned else None, p.threads, key, entry, p, tuple(out_shape), run, run_analog)
