@@ -149,16 +149,24 @@ struct KeptTaps {
   // row_stride: what a kept row's entry is multiplied by (1: row ids; the row bytes: offsets).
   KeptTaps(const PackedConv2dParams& p, const int32_t* map, int64_t row_stride = 1)
       : ptr(static_cast<size_t>(p.C + 1), 0) {
+    // Built every call (from the row map): sized first, then filled without reallocation.
+    const int64_t n = p.C * p.KH * p.KW;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) kept += map[i] >= 0;
+    ky.resize(static_cast<size_t>(kept));
+    kx.resize(static_cast<size_t>(kept));
+    row.resize(static_cast<size_t>(kept));
+    int32_t j = 0;
     for (int64_t c = 0; c < p.C; ++c) {
       for (int32_t y = 0; y < p.KH; ++y)
         for (int32_t x = 0; x < p.KW; ++x) {
           const int32_t r = map[(c * p.KH + y) * p.KW + x];
           if (r < 0) continue;
-          ky.push_back(y);
-          kx.push_back(x);
-          row.push_back(static_cast<int32_t>(r * row_stride));
+          ky[j] = y;
+          kx[j] = x;
+          row[j++] = static_cast<int32_t>(r * row_stride);
         }
-      ptr[c + 1] = static_cast<int32_t>(row.size());
+      ptr[c + 1] = j;
     }
   }
 };
@@ -511,9 +519,12 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   // Output tile in registers: 2 chunks where 2 chunks' uint8 + uint16 accumulators fit in the
   // 32 vector registers (bits 8 and 4), else 1.
   constexpr int kTileChunks = BITS >= 4 ? 2 : 1;
-  // Output-channel groups: the kernel rows' bytes of one group stay within half of L2, so the
-  // rows walked for every output pixel are L2 hits (one group for the usual layer sizes).
-  const int64_t wbytes = std::max<int64_t>(1, KK * ld);
+  const bool pruned = map != nullptr;
+  const KeptTaps kept = pruned ? KeptTaps(p, map, ld) : KeptTaps(PackedConv2dParams{}, nullptr);
+  // Output-channel groups: the stored kernel rows' bytes of one group stay within half of L2, so
+  // the rows walked for every output pixel are L2 hits (one group for the usual layer sizes;
+  // each group lists the events again, so the pruned layout counts only its kept rows).
+  const int64_t wbytes = std::max<int64_t>(1, (pruned ? static_cast<int64_t>(kept.row.size()) : KK) * ld);
   const int64_t ngroups = std::min<int64_t>(nch, (wbytes + cs.l2 / 2 - 1) / (cs.l2 / 2));
   const int64_t gch = (nch + ngroups - 1) / ngroups;  // chunks per group
   // The row lists hold byte offsets of kernel rows (no multiply per row in the hot loop); a
@@ -529,8 +540,6 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   if (nt > 1 && p.NB * ngroups < want_items)
     rb = std::max<int64_t>(1, (p.OH * p.NB * ngroups + want_items - 1) / want_items);
   const int64_t yblocks = (p.OH + rb - 1) / rb;
-  const bool pruned = map != nullptr;
-  const KeptTaps kept = pruned ? KeptTaps(p, map, ld) : KeptTaps(PackedConv2dParams{}, nullptr);
   std::atomic<bool> any_analog{false};
   for_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
     const int64_t yb = item % yblocks, g = (item / yblocks) % ngroups, b = item / (yblocks * ngroups);
