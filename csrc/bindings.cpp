@@ -386,6 +386,15 @@ void bind_packed(py::module_& m) {
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
+      "packed_conv2d_chunked_analog_cpu",
+      [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t row_map,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {
+        return packed_conv2d_chunked_analog_cpu(p, ptr<const float>(x), ptr<const uint8_t>(wk),
+                                                ptr<const int32_t>(row_map), ptr<const float>(scale),
+                                                ptr<const float>(bias), ptr<float>(y));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
       "pruned_conv2d_cpu",
       [](const PackedConv2dParams& p, std::uintptr_t x, std::uintptr_t wk, std::uintptr_t row_map,
          std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y) {

@@ -190,3 +190,29 @@ def test_packed_layers_take_counts(bits):
     assert torch.allclose(pl(xl), TF.linear(xl, pl.dequantized_weight(), pl.bias), atol=1e-4)
     with pytest.raises(ValueError, match="^input: "):
         PackedSpikingConv2d.from_float(conv, bits, input_mode="spike")(x)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4, 8, 8), (5, 3, 7, 9), (2, 1, 3, 2, 2), (4, 2, 5, 3)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_two_by_two_inference_path(shape, ceil_mode):
+    """Inference 2x2/2 pooling (two strided maximums) equals max_pool2d: spikes, analog values,
+    NaN and -inf, odd sizes (floor mode drops the last row/column), ceil mode (standard path
+    where it adds windows); with autograd the standard path keeps max_pool2d's tie gradient."""
+    g = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=g)
+    x.view(-1)[::7] = float("-inf")
+    x.view(-1)[3] = float("nan")
+    pool = MaxPool2d(2, ceil_mode=ceil_mode)
+    for inp in (x, (x > 0.5).float()):
+        flat = inp.flatten(0, 1) if inp.dim() == 5 else inp
+        want = TF.max_pool2d(flat, 2, ceil_mode=ceil_mode)
+        with torch.no_grad():
+            got = pool(inp)
+        assert torch.equal(got.reshape(want.shape).isnan(), want.isnan())
+        assert torch.equal(got.reshape(want.shape).nan_to_num(), want.nan_to_num())
+        assert got.shape == (*inp.shape[:-3], *want.shape[1:])
+    s = (x > 0).float().requires_grad_(True)
+    pool(s).sum().backward()
+    s2 = s.detach().flatten(0, 1 if s.dim() == 5 else 0).clone().requires_grad_(True)
+    TF.max_pool2d(s2, 2, ceil_mode=ceil_mode).sum().backward()
+    assert torch.equal(s.grad.reshape(s2.shape), s2.grad)

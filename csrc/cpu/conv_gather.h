@@ -104,8 +104,10 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
 // row[ptr[q], ptr[q+1]) are c * KKs for the active channels c of band pixel q (ascending).
 // xb points at the band's first pixel of channel 0; planes are `plane` floats apart and the
 // band holds `npix` pixels. Returns the event count.
+// With `vals`, vals[i] is the input value of entry i (the analog kernel's weights).
 inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t npix, int64_t KKs,
-                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
+                           Scratch<>& tmp, std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog,
+                           Scratch<float>* vals = nullptr) {
   // Pass 1: per channel plane, the active pixels (vector compress), counted per pixel.
   int32_t* pix = tmp.get(C * npix + kSlack + C + 1);
   int32_t* coff = pix + C * npix + kSlack;
@@ -122,11 +124,21 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   // Pass 2: transpose into per-pixel channel lists.
   int32_t* out = rows.get(n + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
+  float* val = vals ? vals->get(n + kSlack) : nullptr;
   for (int64_t c = 0; c < C; ++c) {
     const int32_t base = static_cast<int32_t>(c * KKs);
-    for (int32_t i = coff[c]; i < coff[c + 1]; ++i) out[fill[pix[i]]++] = base;
+    if (val) {
+      for (int32_t i = coff[c]; i < coff[c + 1]; ++i) {
+        const int32_t at = fill[pix[i]]++;
+        out[at] = base;
+        val[at] = xb[c * plane + pix[i]];
+      }
+    } else {
+      for (int32_t i = coff[c]; i < coff[c + 1]; ++i) out[fill[pix[i]]++] = base;
+    }
   }
   std::fill(out + n, out + n + kSlack, 0);  // the list copies may read past the end
+  if (val) std::fill(val + n, val + n + kSlack, 0.0f);
   return n;
 }
 
@@ -134,17 +146,27 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
 // tap's (ky, kx) and its row in the pruned values.
 struct KeptTaps {
   std::vector<int32_t> ptr, ky, kx, row;
-  KeptTaps(const PackedConv2dParams& p, const int32_t* map) : ptr(static_cast<size_t>(p.C + 1), 0) {
+  // row_stride: what a kept row's entry is multiplied by (1: row ids; the row bytes: offsets).
+  KeptTaps(const PackedConv2dParams& p, const int32_t* map, int64_t row_stride = 1)
+      : ptr(static_cast<size_t>(p.C + 1), 0) {
+    // Built every call (from the row map): sized first, then filled without reallocation.
+    const int64_t n = p.C * p.KH * p.KW;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) kept += map[i] >= 0;
+    ky.resize(static_cast<size_t>(kept));
+    kx.resize(static_cast<size_t>(kept));
+    row.resize(static_cast<size_t>(kept));
+    int32_t j = 0;
     for (int64_t c = 0; c < p.C; ++c) {
       for (int32_t y = 0; y < p.KH; ++y)
         for (int32_t x = 0; x < p.KW; ++x) {
           const int32_t r = map[(c * p.KH + y) * p.KW + x];
           if (r < 0) continue;
-          ky.push_back(y);
-          kx.push_back(x);
-          row.push_back(r);
+          ky[j] = y;
+          kx[j] = x;
+          row[j++] = static_cast<int32_t>(r * row_stride);
         }
-      ptr[c + 1] = static_cast<int32_t>(row.size());
+      ptr[c + 1] = j;
     }
   }
 };
@@ -155,9 +177,11 @@ struct KeptTaps {
 // contiguous list (no per-tap lists to join: at high tap sparsity most would be empty) and a
 // channel whose taps were all pruned is not even scanned. Input rows [ir0, ir1) are the ones
 // output rows [y0, y1) read. Returns the entry count.
+// With `vals`, vals[i] is the input value of entry i (the analog kernel's weights).
 inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_t y0, int64_t y1,
                             int64_t ir0, int64_t ir1, const KeptTaps& kt, Scratch<>& tmp,
-                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog) {
+                            std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog,
+                            Scratch<float>* vals = nullptr) {
   const int64_t C = p.C, W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
   const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
   // Output row (relative to y0) of band row r through kernel row ky, and output column of
@@ -183,6 +207,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   };
   // Pass 1: (output pixel, kept row) of every event and kept tap, counted per output pixel.
   static thread_local std::vector<int32_t> hits;  // pairs; grown, never shrunk
+  static thread_local std::vector<float> hit_vals;  // with vals: the input value of each hit
   ptr.assign(static_cast<size_t>(nout + 1), 0);
   int64_t nh = 0;
   for (int64_t c = 0; c < C; ++c) {
@@ -192,7 +217,10 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
       const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix, analog);
       if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
         hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
+      if (vals && static_cast<int64_t>(hit_vals.size()) < nh + int64_t(k) * (j1 - j0))
+        hit_vals.resize(static_cast<size_t>(2 * (nh + int64_t(k) * (j1 - j0))));
       int32_t* h = hits.data();
+      const float* xr = xb + c * HW + (ir0 + r) * W;
       for (int i = 0; i < k; ++i)
         for (int32_t j = j0; j < j1; ++j) {
           const int32_t o = target(pix[i], j);
@@ -200,6 +228,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
           ++ptr[o + 1];
           h[2 * nh] = o;
           h[2 * nh + 1] = kt.row[j];
+          if (vals) hit_vals[static_cast<size_t>(nh)] = xr[pix[i] & ((1 << shift) - 1)];
           ++nh;
         }
     }
@@ -210,7 +239,16 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   int32_t* out = rows.get(total + kSlack);
   std::vector<int32_t> fill(ptr.begin(), ptr.end() - 1);
   const int32_t* h = hits.data();
-  for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
+  if (vals) {
+    float* val = vals->get(total + kSlack);
+    for (int64_t e = 0; e < nh; ++e) {
+      const int32_t at = fill[h[2 * e]]++;
+      out[at] = h[2 * e + 1];
+      val[at] = hit_vals[static_cast<size_t>(e)];
+    }
+  } else {
+    for (int64_t e = 0; e < nh; ++e) out[fill[h[2 * e]]++] = h[2 * e + 1];
+  }
   return total;
 }
 
@@ -340,6 +378,61 @@ inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const i
 #endif
 }
 
+// The analog form of accumulate_fold over one chunk (up to 64P outputs, `width` of them live):
+// A[o] = sum_i vals[i] * u_i[o] in fp32 (rows[i] are byte offsets into w + byte0), V = sum_i
+// vals[i], out[o] = scale[o] * (mul * A[o] - off * V) + bias[o] (the general kernel's formula).
+// One code slot (64 outputs, 4 registers) at a time, so any bit width fits in registers.
+template <int BITS>
+inline void accumulate_fold_analog(const uint8_t* w, int64_t byte0, const int32_t* rows, const float* vals,
+                                   int n, int64_t width, const float* scale, const float* bias,
+                                   float* out) {
+  constexpr int P = 8 / BITS;
+  constexpr unsigned M = (1u << BITS) - 1u;
+  const float mul = static_cast<float>(code_mul(BITS)), off = static_cast<float>(code_off(BITS));
+  float vsum = 0.0f;
+  for (int i = 0; i < n; ++i) vsum += vals[i];
+  const float offv = off * vsum;
+  const uint8_t* base = w + byte0;
+  for (int s = 0; s < P && s * kChunk < width; ++s) {
+    const int64_t o0 = int64_t(s) * kChunk, live = std::min<int64_t>(kChunk, width - o0);
+#if defined(__AVX512BW__)
+    const __m512i vm = _mm512_set1_epi8(static_cast<char>(M));
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int i = 0; i < n; ++i) {
+      if (i + kAhead < n) _mm_prefetch(reinterpret_cast<const char*>(base + rows[i + kAhead]), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(base + rows[i]);
+      const __m512i u = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * BITS), vm);
+      const __m512 xv = _mm512_set1_ps(vals[i]);
+      a[0] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 0))), a[0]);
+      a[1] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 1))), a[1]);
+      a[2] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 2))), a[2]);
+      a[3] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 3))), a[3]);
+    }
+    const __m512 vmul = _mm512_set1_ps(mul), voff = _mm512_set1_ps(offv);
+    for (int h = 0; h < 4 && h * 16 < live; ++h) {
+      const int64_t rem = live - h * 16;
+      const __mmask16 m = rem >= 16 ? 0xffff : static_cast<__mmask16>((1u << rem) - 1u);
+      const int64_t o = o0 + h * 16;
+      const __m512 codes = _mm512_sub_ps(_mm512_mul_ps(vmul, a[h]), voff);
+      __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, scale + o), codes);
+      if (bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, bias + o));
+      _mm512_mask_storeu_ps(out + o, m, y);
+    }
+#else
+    float a[kChunk] = {};
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = base + rows[i];
+      for (int j = 0; j < kChunk; ++j) a[j] += vals[i] * static_cast<float>((row[j] >> (s * BITS)) & M);
+    }
+    for (int64_t j = 0; j < live; ++j) {
+      const float codes = mul * a[j] - offv;
+      const float y = scale[o0 + j] * codes;
+      out[o0 + j] = bias ? y + bias[o0 + j] : y;
+    }
+#endif
+  }
+}
+
 #if defined(__AVX512F__)
 // r[i][j] -> r[j][i] for a 16 x 16 float block in registers (unpack, 64-bit shuffle, two
 // 128-bit lane shuffles).
@@ -397,13 +490,26 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
     for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
 }
 
+// body(item) for item in [0, n): on the calling thread alone when nt == 1 (not even an
+// OpenMP region, whose team start costs about a microsecond), else event::parallel_items.
+template <typename F>
+inline void for_items(int64_t n, int nt, F&& body) {
+  if (nt <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  event::parallel_items(n, nt, body);
+}
+
 // The whole convolution. wk: chunked kernel rows (ld = nch * 64 bytes); map: null (row
 // c*KKs + t) or the pruned layout's row map [C*KKs] (-1: dropped). scale [O] (one group).
 // Work items are (image, output-channel group, band of output rows); each lists the events of
 // the input rows its band reads itself, so the listing runs in parallel even for one image.
 // Returns false (y then undefined) if an input value the convolution reads is neither 0 nor 1:
 // the caller runs the analog kernel instead, so binary input needs no separate check pass.
-template <int BITS>
+// ANALOG: any input values (each listed row weighted by its value, fp32 sums); never false
+// unless the weight is too large for the row offsets.
+template <int BITS, bool ANALOG = false>
 bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const int32_t* map,
          const float* scale, const float* bias, float* y) {
   constexpr int64_t CO = kChunk * 8 / BITS;  // outputs per chunk
@@ -413,23 +519,29 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
   // Output tile in registers: 2 chunks where 2 chunks' uint8 + uint16 accumulators fit in the
   // 32 vector registers (bits 8 and 4), else 1.
   constexpr int kTileChunks = BITS >= 4 ? 2 : 1;
-  // Output-channel groups: the kernel rows' bytes of one group stay within half of L2, so the
-  // rows walked for every output pixel are L2 hits (one group for the usual layer sizes).
-  const int64_t wbytes = std::max<int64_t>(1, KK * ld);
+  const bool pruned = map != nullptr;
+  const KeptTaps kept = pruned ? KeptTaps(p, map, ld) : KeptTaps(PackedConv2dParams{}, nullptr);
+  // Output-channel groups: the stored kernel rows' bytes of one group stay within half of L2, so
+  // the rows walked for every output pixel are L2 hits (one group for the usual layer sizes;
+  // each group lists the events again, so the pruned layout counts only its kept rows).
+  const int64_t wbytes = std::max<int64_t>(1, (pruned ? static_cast<int64_t>(kept.row.size()) : KK) * ld);
   const int64_t ngroups = std::min<int64_t>(nch, (wbytes + cs.l2 / 2 - 1) / (cs.l2 / 2));
   const int64_t gch = (nch + ngroups - 1) / ngroups;  // chunks per group
-  // Output rows per work item: a whole image unless that leaves threads without work.
-  int64_t rb = p.OH;
-  const int64_t want_items = 4 * static_cast<int64_t>(p.threads);
-  if (p.NB * ngroups < want_items)
-    rb = std::max<int64_t>(1, p.OH * p.NB * ngroups / want_items);
-  const int64_t yblocks = (p.OH + rb - 1) / rb;
-  const bool pruned = map != nullptr;
-  const KeptTaps kept = pruned ? KeptTaps(p, map) : KeptTaps(PackedConv2dParams{}, nullptr);
+  // The row lists hold byte offsets of kernel rows (no multiply per row in the hot loop); a
+  // weight too large for int32 offsets is refused (the caller's general kernel runs).
+  if (wbytes > INT32_MAX) return false;
   // Work before the events are known: the input scan plus the per-output fold and store.
   const int nt = threads_for(p.NB * (C * HW + 8 * OP * O), p.threads);
+  // Output rows per work item: a whole image, unless that leaves a thread without work; then
+  // bands, two per thread (some balance if a thread loses its core). Each band lists the
+  // input rows it reads itself, so its halo rows are listed twice: few bands, little waste.
+  int64_t rb = p.OH;
+  const int64_t want_items = 2 * static_cast<int64_t>(nt);
+  if (nt > 1 && p.NB * ngroups < want_items)
+    rb = std::max<int64_t>(1, (p.OH * p.NB * ngroups + want_items - 1) / want_items);
+  const int64_t yblocks = (p.OH + rb - 1) / rb;
   std::atomic<bool> any_analog{false};
-  event::parallel_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
+  for_items(p.NB * ngroups * yblocks, nt, [&](int64_t item) {
     const int64_t yb = item % yblocks, g = (item / yblocks) % ngroups, b = item / (yblocks * ngroups);
     const int64_t q0 = g * gch, q1 = std::min(nch, q0 + gch);
     const int64_t o0 = q0 * CO, o1 = std::min(O, q1 * CO), width = o1 - o0;
@@ -439,16 +551,21 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     const int64_t ir0 = std::max<int64_t>(0, y0 * p.sh - p.ph);
     const int64_t ir1 = std::min<int64_t>(p.H, (y1 - 1) * p.sh - p.ph + (p.KH - 1) * p.dh + 1);
     static thread_local Scratch<> flat_s, acc_s, tmp_s, rows_s;
-    static thread_local Scratch<float> buf_s;
+    static thread_local Scratch<float> buf_s, vals_s, flat_vals_s;
     static thread_local std::vector<int32_t> ptr;
     const float* xb = x + b * C * HW;
     bool analog = false;
+    Scratch<float>* vals = ANALOG ? &vals_s : nullptr;
     if (ir1 <= ir0) ptr.assign(static_cast<size_t>((pruned ? (y1 - y0) * p.OW : 0) + 1), 0);
-    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog);
-    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs, tmp_s, ptr, rows_s, analog);
-    if (analog) any_analog.store(true, std::memory_order_relaxed);
-    if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
+    else if (pruned) list_outputs(xb, p, y0, y1, ir0, ir1, kept, tmp_s, ptr, rows_s, analog, vals);
+    else list_pixels(xb + ir0 * p.W, C, HW, (ir1 - ir0) * p.W, KKs * ld, tmp_s, ptr, rows_s, analog, vals);
+    if (!ANALOG) {
+      if (analog) any_analog.store(true, std::memory_order_relaxed);
+      if (any_analog.load(std::memory_order_relaxed)) return;  // the result will be discarded
+    }
     int32_t* flat = flat_s.get(KK + kSlack);
+    float* flat_vals = ANALOG ? flat_vals_s.get(KK + kSlack) : nullptr;
+    const float* ev_vals = ANALOG ? vals_s.get(kSlack) : nullptr;
     // 16 output pixels at a time are parked channels-last in an L1-sized buffer, then written
     // to the NCHW planes as 16-float runs.
     float* buf = buf_s.get(kPixBlock * width + 16);
@@ -459,10 +576,12 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
       const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
       for (int64_t pi = pb; pi < pe; ++pi) {
         const int32_t* list = flat;
+        const float* list_vals = flat_vals;
         int k = 0;
         if (pruned) {
           const int64_t o = pi - y0 * p.OW;
           list = ev + ptr[o];
+          if (ANALOG) list_vals = ev_vals + ptr[o];
           k = ptr[o + 1] - ptr[o];
         } else {
           const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
@@ -473,18 +592,27 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
               const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
               if (ix < 0 || ix >= p.W) continue;
               const int64_t q = (iy - ir0) * p.W + ix;
+              if (ANALOG) std::memcpy(flat_vals + k, ev_vals + ptr[q], sizeof(float) * (ptr[q + 1] - ptr[q]));
               k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
-                                        static_cast<int32_t>(ky * p.KW + kx));
+                                        static_cast<int32_t>((ky * p.KW + kx) * ld));
             }
           }
         }
         float* out = buf + (pi - pb) * width;
+        if (ANALOG) {
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + 1) * CO) - q * CO;
+            accumulate_fold_analog<BITS>(wk, q * kChunk, list, list_vals, k, tw, scale + o0 + ta,
+                                         bias ? bias + o0 + ta : nullptr, out + ta);
+          }
+          continue;
+        }
         for (int64_t q = q0; q < q1; q += kTileChunks) {
           const int64_t qn = std::min<int64_t>(kTileChunks, q1 - q);
           const int64_t ta = (q - q0) * CO, tw = std::min(o1, (q + qn) * CO) - q * CO;
           const float* bt = bias ? bias + o0 + ta : nullptr;
-          if (qn == 2) accumulate_fold<BITS, 2>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
-          else accumulate_fold<BITS, 1>(wk, ld, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          if (qn == 2) accumulate_fold<BITS, 2>(wk, 1, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
+          else accumulate_fold<BITS, 1>(wk, 1, q * kChunk, list, k, acc32, tw, scale + o0 + ta, bt, out + ta);
         }
       }
       store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
@@ -504,6 +632,20 @@ inline bool dispatch(const PackedConv2dParams& p, const float* x, const uint8_t*
     case 4: return run<4>(p, x, wk, map, scale, bias, y);
     case 2: return run<2>(p, x, wk, map, scale, bias, y);
     default: return run<1>(p, x, wk, map, scale, bias, y);
+  }
+}
+
+// The same convolution for any input values (analog input, integer sums): each listed row is
+// weighted by its input value in fp32. Returns false only for weights too large for the row
+// offsets (the caller's general kernel runs then).
+inline bool dispatch_analog(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+                            const int32_t* map, const float* scale, const float* bias, float* y) {
+  if (p.NB == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return true;
+  switch (p.bits) {
+    case 8: return run<8, true>(p, x, wk, map, scale, bias, y);
+    case 4: return run<4, true>(p, x, wk, map, scale, bias, y);
+    case 2: return run<2, true>(p, x, wk, map, scale, bias, y);
+    default: return run<1, true>(p, x, wk, map, scale, bias, y);
   }
 }
 

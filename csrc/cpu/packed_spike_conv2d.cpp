@@ -190,4 +190,10 @@ bool packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x
   return conv_gather::dispatch(p, x, wk, nullptr, scale, bias, y);
 }
 
+bool packed_conv2d_chunked_analog_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+                                      const int32_t* row_map, const float* scale, const float* bias,
+                                      float* y) {
+  return conv_gather::dispatch_analog(p, x, wk, row_map, scale, bias, y);
+}
+
 }  // namespace sparsesnn

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..ops import _checks as C
 from ..ops._fast import eager_cpu
+from ..ops.conv2d_plan import PlanCache, build_plan
 from ..ops.pack import pack_stream
 from ..ops.packed_conv2d import dequantized_weight as _conv_dequant
 from ..ops.packed_conv2d import packed_conv2d_kernel, packed_conv2d_op, packed_conv2d_unchecked
@@ -393,8 +394,13 @@ class PackedSpikingConv2d(_PackedBase):
         m._set(w, b, spec, scale, mask)
         return m
 
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self._plans = PlanCache()  # the configuration may differ
+
     def _set(self, w: Tensor, b: Optional[Tensor], spec: Optional[QuantSpec], scale: Optional[Tensor],
              mask: Optional[Tensor] = None) -> None:
+        self._plans = PlanCache()  # per-input-shape call plans (sparsesnn.ops.conv2d_plan)
         O = w.shape[0]
         w2 = w.reshape(O, -1)
         if spec is None:
@@ -434,6 +440,25 @@ class PackedSpikingConv2d(_PackedBase):
                 f"group_size={self.group_size}, layout={self.layout}, model_bytes={self.model_bytes()}")
 
     def forward(self, s: Tensor) -> Tensor:
+        # Eager CPU inference on fp32 contiguous input of a shape seen before: the gather
+        # kernel straight from the shape's plan (sparsesnn.ops.conv2d_plan); the first call,
+        # and every other case, validates and runs below.
+        plans = self.__dict__.get("_plans")
+        plan = plans.get(s.shape) if plans is not None and type(s) is Tensor else None
+        if (plan is not None and s.dtype == torch.float32 and s.is_contiguous() and self.input_mode == "auto"
+                and self.dense_threshold >= 1.0 and eager_cpu(s, plan.ref)):
+            buf = self._buffers
+            pruned = self.layout == "pruned"
+            if plan.valid(buf["values"] if pruned else buf["weights"], buf["index"] if pruned else None):
+                y = torch.empty(plan.out_shape)
+                b = buf["bias"]
+                args = (s.data_ptr(), buf["scale"].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr())
+                if plan.run(*args) or plan.run_analog(*args):  # not 0/1: the analog gather kernel
+                    return y
+                return self._forward(s, try_spike=False)
+        return self._forward(s)
+
+    def _forward(self, s: Tensor, try_spike: bool = True) -> Tensor:
         C.check_tensor("input", s)
         if s.dim() not in (4, 5):
             raise ValueError(f"input: expected [N, C, H, W] or [T, B, C, H, W], got shape {tuple(s.shape)}")
@@ -458,7 +483,7 @@ class PackedSpikingConv2d(_PackedBase):
         geom = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
         fast = eager_cpu(x, ref)
         y = None
-        if fast and self.input_mode == "auto" and self.dense_threshold >= 1.0:
+        if fast and self.input_mode == "auto" and self.dense_threshold >= 1.0 and try_spike:
             # The spike kernel checks binarity itself while listing events (no separate pass
             # over the input) and runs the analog kernel if the input is not 0/1.
             if pruned:
@@ -467,6 +492,15 @@ class PackedSpikingConv2d(_PackedBase):
             else:
                 y = packed_conv2d_unchecked(x, ref, buf["scale"], buf["bias"], self.bits, self.out_channels,
                                             *geom, self.group_size)
+            if s.dtype == torch.float32 and s.is_contiguous() and y is not None:
+                plan = build_plan(x, pruned=pruned, ref=ref, index=buf["index"], bits=self.bits,
+                                  out_channels=self.out_channels, kernel_size=geom[0], stride=geom[1],
+                                  padding=geom[2], dilation=geom[3], group_size=self.group_size,
+                                  out_shape=(*lead, self.out_channels, oh, ow))
+                if plan is not None:
+                    if len(self._plans) >= 16:  # many input shapes: keep the cache small
+                        self._plans.clear()
+                    self._plans[s.shape] = plan
         if y is None:
             spike = self._spike_mode(x)
             # Inference fast path: input validated above (binary when spike), straight to the kernel.

@@ -82,16 +82,24 @@ def packed_conv2d_kernel(x: Tensor, weights: Tensor, scale: Tensor, bias: Option
         return y
     p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
     b = bias.data_ptr() if bias is not None else 0
-    if spike and not x.is_cuda and bits != 32 and one_group(weights.shape[0], group_size):
-        wk = cached_layout(weights, f"conv_chunked_{bits}_{out_channels}",
-                           lambda w: chunked_rows(w, bits, out_channels))
-        _ext._C.packed_conv2d_chunked_cpu(p, x.data_ptr(), wk.data_ptr(), scale.data_ptr(), b, y.data_ptr())
-    elif x.is_cuda:
+    if x.is_cuda:
         _ext._C.packed_conv2d_cuda(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
                                    y.data_ptr(), x.device.index, _ext.cuda_stream(x.device))
-    else:
-        _ext._C.packed_conv2d_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b,
-                                  y.data_ptr())
+        return y
+    if bits != 32 and one_group(weights.shape[0], group_size):
+        # The gather kernel: integer code sums for spikes, value-weighted fp32 sums otherwise.
+        # It refuses only weights too large for its row offsets (> 2 GiB).
+        wk = cached_layout(weights, f"conv_chunked_{bits}_{out_channels}",
+                           lambda w: chunked_rows(w, bits, out_channels))
+        if spike:
+            ok = _ext._C.packed_conv2d_chunked_cpu(p, x.data_ptr(), wk.data_ptr(), scale.data_ptr(), b,
+                                                   y.data_ptr())
+        else:
+            ok = _ext._C.packed_conv2d_chunked_analog_cpu(p, x.data_ptr(), wk.data_ptr(), 0, scale.data_ptr(), b,
+                                                          y.data_ptr())
+        if ok:
+            return y
+    _ext._C.packed_conv2d_cpu(p, spike, x.data_ptr(), weights.data_ptr(), scale.data_ptr(), b, y.data_ptr())
     return y
 
 

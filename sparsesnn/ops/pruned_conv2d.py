@@ -81,7 +81,13 @@ def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor
     """The kernels on validated input (as :func:`packed_conv2d_kernel`): the pruned gather
     kernel where it applies, else the dense-row equivalent (built once per weight)."""
     rows = x.shape[1] * kernel_size[0] * kernel_size[1]
-    if not (spike and not x.is_cuda and bits != 32 and one_group(rows, group_size) and _ext.use_kernel(x)):
+    gather = not x.is_cuda and bits != 32 and one_group(rows, group_size) and _ext.use_kernel(x)
+    if gather and not spike:  # analog input: the gather kernel weighting each kept row by its value
+        y = _gather(x, index, values, scale, bias, bits, out_channels, kernel_size, stride, padding, dilation,
+                    group_size, analog=True)
+        if y is not None:
+            return y
+    if not (spike and gather):
         dense = cached_layout(values, f"pruned_conv_dense_{bits}_{out_channels}_{rows}_{index.data_ptr()}",
                               lambda v: dense_rows(index, v, bits, out_channels, rows))
         op = packed_conv2d_kernel if _ext.use_kernel(x) else packed_conv2d_op
@@ -97,8 +103,9 @@ def pruned_conv2d_kernel(x: Tensor, index: Tensor, values: Tensor, scale: Tensor
 
 def _gather(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optional[Tensor], bits: int,
             out_channels: int, kernel_size: list[int], stride: list[int], padding: list[int],
-            dilation: list[int], group_size: int) -> Optional[Tensor]:
-    """The pruned gather kernel on spikes; ``None`` if it met input that is not 0/1."""
+            dilation: list[int], group_size: int, analog: bool = False) -> Optional[Tensor]:
+    """The pruned gather kernel on spikes (``None`` if it met input that is not 0/1), or with
+    ``analog`` on any values (``None`` only for weights too large for its row offsets)."""
     rows = x.shape[1] * kernel_size[0] * kernel_size[1]
     OH = out_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
     OW = out_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
@@ -107,8 +114,9 @@ def _gather(x: Tensor, index: Tensor, values: Tensor, scale: Tensor, bias: Optio
         return y
     wk, rmap = kernel_layout(index, values, bits, out_channels, rows)
     p = kernel_params(x, out_channels, kernel_size, stride, padding, dilation, bits, group_size, OH, OW)
-    ok = _ext._C.pruned_conv2d_cpu(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
-                                   bias.data_ptr() if bias is not None else 0, y.data_ptr())
+    kernel = _ext._C.packed_conv2d_chunked_analog_cpu if analog else _ext._C.pruned_conv2d_cpu
+    ok = kernel(p, x.data_ptr(), wk.data_ptr(), rmap.data_ptr(), scale.data_ptr(),
+                bias.data_ptr() if bias is not None else 0, y.data_ptr())
     return y if ok else None
 
 

@@ -35,6 +35,15 @@ bool packed_spike_conv2d_chunked_cpu(const PackedConv2dParams& p, const float* x
                                      const uint8_t* wk, const float* scale, const float* bias,
                                      float* y);
 
+// Any input values (analog input, integer spike sums), one scale group, bits 8/4/2/1, over the
+// chunked layout wk (row_map null) or the pruned layout's chunked kept rows and row map (see
+// pruned_conv2d.h): the gather kernel with every listed row weighted by its input value, fp32
+// sums, y = scale * (mul * sum(x * u) - off * sum(x)) + bias. Returns false only if the weight
+// is too large for the kernel's int32 row offsets (> 2 GiB); run packed_spike_conv2d_cpu then.
+bool packed_conv2d_chunked_analog_cpu(const PackedConv2dParams& p, const float* x, const uint8_t* wk,
+                                      const int32_t* row_map, const float* scale, const float* bias,
+                                      float* y);
+
 #if defined(SPARSESNN_WITH_CUDA)
 void packed_conv2d_cuda(const PackedConv2dParams& p, bool spike, const float* x,
                         const void* weights, const float* scale, const float* bias, float* y,
