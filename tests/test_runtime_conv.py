@@ -143,3 +143,19 @@ def test_conv_demo_model_matches_eager():
         assert all(0 < r < 1 for r in rates), rates
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("bits", ["int8", "int4", "int2", "binary"])
+@pytest.mark.parametrize("geom", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 0, 2), (1, 1, 0, 1), (5, 2, 2, 1)],
+                         ids=lambda g: "k{}s{}p{}d{}".format(*g))
+@pytest.mark.parametrize("size", [(6, 5), (40, 36)], ids=["small_map", "large_map"])
+def test_spike_conv_bit_identical(bits, geom, size):
+    """A conv fed by a neuron (spikes known at load, so no binary check) gives exactly the
+    eager floats, on small and large maps."""
+    k, s, p, d = geom
+    layer = PackedSpikingConv2d.from_float(_conv(5, 70, k, s, p, d, gain=3.0, seed=k + 2 * s), bits)
+    model = nn.Sequential(LIF(), layer)
+    for batch in (1, 3):
+        x = 2.5 * torch.rand(T, batch, 5, *size, generator=torch.Generator().manual_seed(batch))
+        got, want = runtime.compile(model, x)(x), _eager(model, x)
+        assert torch.equal(got, want)
