@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "analog_conv.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pack.h"
@@ -231,6 +232,8 @@ void read_conv(Reader& r, Op& op, const std::string& where) {
   else expect(op.weights, F::kU8, checked_mul(rows, packed_row_bytes(p.O, bits), where), where, "weights");
   if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows))  // one scale group: gather kernel
     op.chunked = chunked_conv_rows(op.weights, rows, p.O, p.bits);
+  if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows) && (!op.in_binary || op.input_mode == 2))
+    op.codes_f = decode_conv_codes(op.weights.as<uint8_t>(), rows, p.O, p.bits);
   op.out = op.in;
   op.out.dims = {p.O, p.OH, p.OW};
 }
@@ -434,20 +437,23 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     for (const Blob* b : {&op.scale, &op.bias, &op.weights, &op.row_ptr, &op.index, &op.values,
                           &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes, &op.chunked})
       if (b->mem) plan->weight_bytes += b->bytes();
+    plan->weight_bytes += static_cast<int64_t>(op.codes_f.size() * sizeof(float));
     cur = op.out;
     plan->ops.push_back(std::move(op));
   }
   if (r.left() != 0) throw FormatError("plan file has " + std::to_string(r.left()) + " trailing bytes");
   plan->output = cur;
   // Spikes go to an event-driven int4 linear as active-input lists written by their producer
-  // (an encoder or neuron, possibly through FLATTEN, which only renames the dims).
+  // (an encoder, a neuron or a max pool of spikes, possibly through FLATTEN, which only renames
+  // the dims).
   // SSNN_SPIKE_LISTS=0 keeps dense fp32 spikes everywhere (a diagnostic: bench_runtime.py
   // measures the difference).
   const char* lists_env = std::getenv("SSNN_SPIKE_LISTS");
   const bool use_lists = !(lists_env && std::strcmp(lists_env, "0") == 0);
   for (size_t i = 0; use_lists && i < plan->ops.size(); ++i) {
     Op& src = plan->ops[i];
-    if (src.kind != F::kEncodeThreshold && src.kind != F::kNeuron) continue;
+    const bool pooled_spikes = src.kind == F::kMaxPool2d && src.in_binary;  // max of 0/1 is 0/1
+    if (src.kind != F::kEncodeThreshold && src.kind != F::kNeuron && !pooled_spikes) continue;
     size_t j = i + 1;
     while (j < plan->ops.size() && plan->ops[j].kind == F::kFlatten) ++j;
     if (j == plan->ops.size()) continue;

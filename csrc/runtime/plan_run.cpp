@@ -7,9 +7,11 @@
 #include <limits>
 
 #include "../cpu/parallel.h"
+#include "analog_conv.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pruned_blocks.h"
+#include "spike_pool.h"
 
 namespace sparsesnn {
 namespace runtime {
@@ -162,8 +164,11 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         // convolution reads it (spike_mode checked already), and the analog kernel then runs.
         const bool done = spike && op.chunked.count &&
             packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
-        if (!done)
-          packed_spike_conv2d_cpu(p, spike && !op.chunked.count, cur, op.weights.data(), op.scale.as<float>(), bias, out);
+        const bool spike_kernel = spike && !op.chunked.count;
+        if (!done && !spike_kernel && !op.codes_f.empty())
+          analog_conv2d(p, cur, op.codes_f.data(), op.scale.as<float>(), bias, out);
+        else if (!done)
+          packed_spike_conv2d_cpu(p, spike_kernel, cur, op.weights.data(), op.scale.as<float>(), bias, out);
         break;
       }
       case F::kNeuron: {
@@ -213,8 +218,22 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         break;
       }
       case F::kMaxPool2d:
+        if (op.in_binary) {  // spikes: max is OR (spike_pool.h)
+          PoolShape ps{0, op.in.dims[1], op.in.dims[2], op.out.dims[1], op.out.dims[2],
+                       op.kh, op.kw, op.sh, op.sw, op.ph, op.pw};
+          const int64_t planes = rows * op.in.dims[0], in_plane = ps.H * ps.W, out_plane = ps.OH * ps.OW;
+          parallel_chunks(planes, 64, threads_for(planes * in_plane, threads), [&](int64_t p0, int64_t p1) {
+            PoolShape part = ps;
+            part.planes = p1 - p0;
+            max_pool_spikes(part, cur + p0 * in_plane, out + p0 * out_plane);
+          });
+          if (op.lists_out) ws.lists[i].from_dense(out, rows, op.out.numel(), threads);
+          break;
+        }
+        pool2d(op, true, cur, rows * op.in.dims[0], out, threads);
+        break;
       case F::kAvgPool2d:
-        pool2d(op, op.kind == F::kMaxPool2d, cur, rows * op.in.dims[0], out, threads);
+        pool2d(op, false, cur, rows * op.in.dims[0], out, threads);
         break;
       default:
         throw std::logic_error("unknown op kind");
