@@ -46,8 +46,8 @@ def _conv(c, o, k, stride=1, padding=0, dilation=1, gain=1.0, seed=0):
 @pytest.mark.parametrize("geom", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 0, 2), (1, 1, 0, 1), (5, 2, 2, 1), (2, 3, 0, 1)],
                          ids=lambda g: "k{}s{}p{}d{}".format(*g))
 def test_analog_conv_bit_identical(bits, geom):
-    """Analog input (the direct-encoded stem): the plan's output-stationary kernel over decoded
-    codes gives exactly the eager kernel's floats."""
+    """Analog input (the direct-encoded stem): the plan runs the eager module's analog gather
+    kernel and gives exactly its floats."""
     k, s, p, d = geom
     layer = PackedSpikingConv2d.from_float(_conv(3, 37, k, s, p, d, seed=k + s), bits)
     for batch in (1, 3):

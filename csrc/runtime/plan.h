@@ -47,7 +47,6 @@ struct Op {
   PackedConv2dParams conv;
   Blob scale, bias, weights, row_ptr, index, values;
   Blob chunked;  // CONV2D: the gather kernel's layout of `weights` (binary spikes, one scale group)
-  std::vector<float> codes_f;  // CONV2D fed analog values, one scale group: decoded codes (analog_conv.h)
   bool has_blocks = false;
   Blob block_ptr, block_id, block_mask, block_code, codes;
   // NEURON

@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "analog_conv.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pack.h"
@@ -232,8 +231,6 @@ void read_conv(Reader& r, Op& op, const std::string& where) {
   else expect(op.weights, F::kU8, checked_mul(rows, packed_row_bytes(p.O, bits), where), where, "weights");
   if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows))  // one scale group: gather kernel
     op.chunked = chunked_conv_rows(op.weights, rows, p.O, p.bits);
-  if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows) && (!op.in_binary || op.input_mode == 2))
-    op.codes_f = decode_conv_codes(op.weights.as<uint8_t>(), rows, p.O, p.bits);
   op.out = op.in;
   op.out.dims = {p.O, p.OH, p.OW};
 }
@@ -437,7 +434,6 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
     for (const Blob* b : {&op.scale, &op.bias, &op.weights, &op.row_ptr, &op.index, &op.values,
                           &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes, &op.chunked})
       if (b->mem) plan->weight_bytes += b->bytes();
-    plan->weight_bytes += static_cast<int64_t>(op.codes_f.size() * sizeof(float));
     cur = op.out;
     plan->ops.push_back(std::move(op));
   }

@@ -7,7 +7,6 @@
 #include <limits>
 
 #include "../cpu/parallel.h"
-#include "analog_conv.h"
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pruned_blocks.h"
@@ -165,9 +164,12 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         const bool done = spike && op.chunked.count &&
             packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
         const bool spike_kernel = spike && !op.chunked.count;
-        if (!done && !spike_kernel && !op.codes_f.empty())
-          analog_conv2d(p, cur, op.codes_f.data(), op.scale.as<float>(), bias, out);
-        else if (!done)
+        // Other input: the eager module's analog gather kernel (the same sums in the same
+        // order: bit-identical), else the general kernel.
+        const bool analog_done = !done && !spike_kernel && op.chunked.count &&
+            packed_conv2d_chunked_analog_cpu(p, cur, op.chunked.as<uint8_t>(), nullptr, op.scale.as<float>(),
+                                             bias, out);
+        if (!done && !analog_done)
           packed_spike_conv2d_cpu(p, spike_kernel, cur, op.weights.data(), op.scale.as<float>(), bias, out);
         break;
       }
