@@ -8,25 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsesnn import reference
 from sparsesnn.nn import PackedSpikingConv2d
 from sparsesnn.ops import layout_cache
-from sparsesnn.ops.pruned_conv2d import dense_rows, tap_mask
+from sparsesnn.ops.pruned_conv2d import tap_mask
+
+from _conv_cases import dense_reference, spikes  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not __import__("sparsesnn")._ext.available(), reason="needs the extension")
-
-
-def spikes(shape, density, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) < density).float()
-
-
-def dense_reference(m, x):
-    rows = m.weights if m.layout == "dense" else dense_rows(
-        m.index, m.values, m.bits, m.out_channels, m.in_channels * m.kernel_size[0] * m.kernel_size[1])
-    y = reference.packed_conv2d(x.reshape(-1, *x.shape[-3:]), rows, m.scale, m.bias, m.bits, m.out_channels,
-                                m.kernel_size, m.stride, m.padding, m.dilation, m.group_size)
-    return y.reshape(*x.shape[:-3], *y.shape[1:])
 
 
 def layer(mask_sparsity=None, seed=0, C=6, O=20, **kw):

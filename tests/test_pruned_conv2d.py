@@ -10,28 +10,15 @@ from sparsesnn import reference
 from sparsesnn.nn import PackedSpikingConv2d
 from sparsesnn.ops import packed_conv2d as packed_mod
 from sparsesnn.ops import pruned_conv2d as pruned_mod
-from sparsesnn.ops.pruned_conv2d import dense_rows, pruned_conv2d_op, tap_mask
+from sparsesnn.ops.pruned_conv2d import pruned_conv2d_op, tap_mask
 from sparsesnn.quant import QuantSpec
 
-from _conv_cases import CONV_GEOMS  # noqa: E402
+from _conv_cases import CONV_GEOMS, dense_reference, spikes  # noqa: E402
 
 FORMATS = ["int8", "int4", "int2", "ternary", None]
 GEOMS = CONV_GEOMS + [
     (8, 130, 3, 1, 1, 1, 6, 5),  # several output chunks / tiles
 ]
-
-
-def spikes(shape, density, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) < density).float()
-
-
-def dense_reference(m, x):
-    """reference.packed_conv2d on the dense rows equal to m's (pruned or dense) layout."""
-    rows = m.weights if m.layout == "dense" else dense_rows(
-        m.index, m.values, m.bits, m.out_channels, m.in_channels * m.kernel_size[0] * m.kernel_size[1])
-    return reference.packed_conv2d(x, rows, m.scale, m.bias, m.bits, m.out_channels, m.kernel_size,
-                                   m.stride, m.padding, m.dilation, m.group_size)
 
 
 def pruned_layer(C, O, k, s, p, d, fmt, sparsity=0.7, seed=0, bias=True, group_size=None):

@@ -13,21 +13,14 @@ from torch import nn
 from sparsesnn import FixedPoint, runtime
 from sparsesnn.deploy import deploy
 from sparsesnn.models import SpikingMLP
-from sparsesnn.nn import IF, LIF, PLIF, PackedSpikingLinear, reset_net
+from sparsesnn.nn import IF, LIF, PLIF, PackedSpikingLinear
 from sparsesnn.ops.pruned_blocks import cpu_blocks
 
-try:
-    runtime.library_path()
-except runtime.RuntimeLibraryError as e:  # pragma: no cover - the native build is required
-    pytest.skip(f"runtime library not built: {e}", allow_module_level=True)
+from _runtime_cases import eager as _eager, require_runtime  # noqa: E402
+
+require_runtime()
 
 T = 4
-
-
-def _eager(model, x):
-    reset_net(model)
-    with torch.inference_mode():
-        return model(x)
 
 
 def _prune(layer: nn.Module, keep: float, seed: int = 0) -> None:

@@ -8,21 +8,14 @@ from torch import nn
 
 from sparsesnn import runtime
 from sparsesnn.deploy import deploy
-from sparsesnn.nn import LIF, Flatten, MaxPool2d, PackedSpikingConv2d, PackedSpikingLinear, reset_net
+from sparsesnn.nn import LIF, Flatten, MaxPool2d, PackedSpikingConv2d, PackedSpikingLinear
 from sparsesnn.quant import QuantSpec
 
-try:
-    runtime.library_path()
-except runtime.RuntimeLibraryError as e:  # pragma: no cover - the native build is required
-    pytest.skip(f"runtime library not built: {e}", allow_module_level=True)
+from _runtime_cases import eager as _eager, require_runtime  # noqa: E402
+
+require_runtime()
 
 T = 4
-
-
-def _eager(model, x):
-    reset_net(model)
-    with torch.inference_mode():
-        return model(x)
 
 
 def _analog_input(shape, seed):
