@@ -6,7 +6,9 @@ library's LIF module, ``out.sum().backward()``, median of 9 calls after 2 warm-u
 """
 import statistics, sys, time
 import torch
-lib = sys.argv[1]
+lib = sys.argv[1] if len(sys.argv) > 1 else ''
+if lib not in ('ssnn', 'sj'):
+    sys.exit(f'usage: {sys.argv[0]} ssnn|sj (the library to time), got {lib!r}')
 T, N = 32, 1 << 18
 shape = (T, N)
 if lib == "ssnn":

@@ -6,7 +6,9 @@ M=256, K=N=2048, one library per fresh process, median of 9 calls after 2 warm-u
 """
 import statistics, sys, time
 import torch
-lib = sys.argv[1]
+lib = sys.argv[1] if len(sys.argv) > 1 else ''
+if lib not in ('ssnn', 'torch'):
+    sys.exit(f'usage: {sys.argv[0]} ssnn|torch (the library to time), got {lib!r}')
 g = torch.Generator().manual_seed(0)
 s = (torch.rand(256, 2048, generator=g) < 0.05).float()
 w = torch.randn(2048, 2048, generator=g) * 0.02
