@@ -1,7 +1,7 @@
 """Rank the compression methods on the same SNNs: equal training, validation-selected, several
 operating points, several seeds, every model deployed and measured.
 
-    python bench/compare_methods.py                # MLP then conv SNN, 3 seeds (see README for the time)
+    python bench/compare_methods.py                # MLP then conv SNN, 5 seeds (see README for the time)
     python bench/compare_methods.py --part mlp     # only the MLP
     python bench/compare_methods.py --quick        # smoke test: tiny models, 1 seed, 1 point (< 1 min)
 
@@ -22,13 +22,15 @@ Protocol (the same for every method):
 - Operating points: deployed-byte targets 1/8, 1/16 and 1/32 of the dense fp32 model (weights
   + biases as ``sparsesnn.deploy`` stores them). Each method's knob is set so the bytes
   ``deploy`` stores meet the target: ADMM's per-layer sparsities (Erdos-Renyi allocation,
-  int4, output layer dense), minimax's kept-weight budget (``minimax.budget_for_bytes``, int8
+  int4, output layer dense, first layer dense while it takes at most half the target; conv
+  net: per-layer bits, no pruning, as deploy stores every conv code), minimax's kept-weight budget (``minimax.budget_for_bytes``, int8
   or int4 codes at deploy, whichever keeps more weights), PCA's widths (int8), tinySNN's
   widest weight format that fits (``tinysnn.memory_bytes``), LitE's byte budget (its search
   and decode count deployed bytes). The plots and tables use the *measured* bytes of the
   deployed model. Plus the issue's two extra points: minimax at a 10% weight budget and PCA
   at >= 10x fewer weights.
-- Seeds: each (method, point) runs with 3 seeds (data split, init, shuffling); tables give the
+- Seeds: each (method, point) runs with 5 seeds (data split, init, shuffling; with 360 test
+  samples one seed's accuracy moves by about a point); tables give the
   mean and the 95% interval (Student t); latency is measured on seed 0's deployed models, each
   saved and timed at batch 1 in its own fresh process (``deploy.load``, default settings).
 
@@ -68,7 +70,7 @@ from sparsesnn.compress.state import CompressionState, compressible_layers, get_
 from sparsesnn.data import Split, load_digits  # noqa: E402
 from sparsesnn.deploy import deploy, layer_formats, save  # noqa: E402
 from sparsesnn.models import SpikingMLP  # noqa: E402
-from sparsesnn.nn import LIF, SpikingConv2d  # noqa: E402
+from sparsesnn.nn import LIF, Flatten, SpikingConv2d  # noqa: E402
 
 FRACTIONS = (1 / 8, 1 / 16, 1 / 32)
 T_CRIT_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t, two-sided 95%
@@ -78,17 +80,31 @@ T_CRIT_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t, tw
 class DigitsConvSNN(nn.Module):
     """A small conv SNN for 8x8 digits with direct (analog) input repeated over ``T`` steps:
     conv(1->c1, 3x3) LIF, conv(c1->c2, 3x3, stride 2) LIF, flatten, linear(c2*4*4 -> 10),
-    output averaged over T. Built from ``SpikingConv2d`` + ``LIF`` (``x [B, 64] -> [B, 10]``)."""
+    output averaged over T. Built from ``SpikingConv2d`` + ``LIF`` (``x [B, 64] -> [B, 10]``);
+    ``_order`` lists the layers in forward order, so PCA can prune both convs' channels."""
 
-    def __init__(self, c1: int = 16, c2: int = 32, T: int = 8, classes: int = 10) -> None:
+    _order = ("conv1", "lif1", "conv2", "lif2", "flatten", "fc")
+
+    def __init__(self, c1: int = 16, c2: int = 32, T: int = 8, classes: int = 10,
+                 init_gain: float = 3.0) -> None:
         super().__init__()
         self.T = int(T)
-        self.widths = (int(c1), int(c2), int(classes))
         self.conv1 = SpikingConv2d(1, c1, 3, padding=1)
         self.lif1 = LIF(tau=2.0, detach_reset=True)
         self.conv2 = SpikingConv2d(c1, c2, 3, stride=2, padding=1)
         self.lif2 = LIF(tau=2.0, detach_reset=True)
+        self.flatten = Flatten()
         self.fc = nn.Linear(c2 * 16, classes)
+        # the default init leaves LIF nearly silent: 10 epochs at Adam 1e-3 reach 74% on
+        # validation, 97% with the weights x3 (as SpikingMLP's init_gain)
+        with torch.no_grad():
+            for layer in (self.conv1, self.conv2, self.fc):
+                layer.weight.mul_(init_gain)
+
+    @property
+    def widths(self) -> tuple[int, int, int]:
+        """(c1, c2, classes) as the layers are now (PCA rebuilds them narrower)."""
+        return (self.conv1.out_channels, self.conv2.out_channels, self.fc.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for n in (self.lif1, self.lif2):
@@ -97,7 +113,7 @@ class DigitsConvSNN(nn.Module):
         h = img.unsqueeze(0).expand(self.T, *img.shape)  # direct input, every step
         h = self.lif1(self.conv1(h))
         h = self.lif2(self.conv2(h))
-        return self.fc(h.flatten(2)).mean(0)
+        return self.fc(self.flatten(h)).mean(0)
 
 
 # deployed conv models are saved (deploy.save) and timed in a fresh process: the safe model
@@ -117,7 +133,7 @@ class Plan:
     dense_epochs: int = 10
     method_epochs: int = 6
     lr: float = 5e-3  # Adam lr of every method's epochs (see the module docstring)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fractions: tuple[float, ...] = FRACTIONS
     extras: bool = True  # minimax at 10% weights, PCA at >= 10x fewer weights
     latency_runs: int = 200
@@ -238,26 +254,43 @@ def erk_densities(m: nn.Module, names: list[str], size: Callable[[dict[str, floa
     return {n: math.floor(d * 1e6) / 1e6 for n, d in dens(eps).items()}  # rounded down: within target
 
 
+def _admm_dense_layers(m: nn.Module, target: float) -> list[str]:
+    """Layers ADMM keeps unpruned (int4) on the MLP: the output layer always, the first layer
+    (64 inputs: at 86% sparsity each neuron keeps ~9 of them) while its codes take at most half
+    of ``target``. Chosen on validation accuracy (6 seeds, 1/16: 96.8% with the first layer
+    dense vs 95.4% with it pruned; 1/32: the dense first layer leaves the hidden layer ~1% of
+    its weights and validation falls to 10%, vs 81% pruned)."""
+    layers = compressible_layers(m)
+    names = list(layers)
+    fixed = [names[-1]]
+    first = layers[names[0]]
+    if len(names) > 2 and _layer_bytes(first.weight, 4, 1.0, first.bias is not None) <= 0.5 * target:
+        fixed.insert(0, names[0])
+    return fixed
+
+
 def m_admm(m: nn.Module, c: Ctx, target: float) -> str:
     """Deng et al.: ADMM prune + quantize (ALS-fitted alpha per layer) + activity
-    regularization. MLP: int4, the output layer dense, per-layer sparsities by the
-    Erdos-Renyi rule meeting the target (index layout); conv (deploy stores every conv code):
-    bits from the target and 50% sparsity (not binary)."""
+    regularization. MLP: int4, the output layer dense (the first too while it fits half the
+    target), per-layer sparsities by the Erdos-Renyi rule meeting the target (index layout); conv (deploy stores every conv code):
+    per-layer bits from the target (:func:`_layer_bits_for`), no pruning."""
     layers = compressible_layers(m)
     if any(w.weight.dim() == 4 for w in layers.values()):
-        bits = _deployed_bits_for(m, target)
-        sp = 0.0 if bits == "binary" else 0.5
-        targets = {n: {"sparsity": sp if sp > 0 else None, "bits": bits} for n in layers}
-        desc = f"sparsity {100 * sp:.0f}%"
+        per_layer = _layer_bits_for(m, target)
+        targets = {n: {"bits": b} for n, b in per_layer.items()}
+        bits = "per-layer"
+        desc = "bits " + ", ".join(f"{n} {b}" for n, b in per_layer.items()) + ", no pruning"
     else:
-        # the output layer stays dense (a 98%-sparse 10-way readout collapses)
+        # the output layer stays dense (a 98%-sparse 10-way readout collapses); so does the
+        # first while its int4 codes take at most half the target (see _admm_dense_layers)
         bits = 4
-        last = list(layers)[-1]
-        hidden = [n for n in layers if n != last]
-        dens = erk_densities(m, hidden, lambda d: model_bytes(m, 4, {**d, last: 1.0}), target)
+        fixed = _admm_dense_layers(m, target)
+        hidden = [n for n in layers if n not in fixed]
+        dens = erk_densities(m, hidden, lambda d: model_bytes(m, 4, {**d, **{f: 1.0 for f in fixed}}), target)
         targets = {n: {"sparsity": (1.0 - dens[n]) or None, "bits": bits} for n in hidden}
-        targets[last] = {"bits": bits}
-        desc = "sparsity " + ", ".join(f"{n} {100 * (1 - d):.1f}%" for n, d in dens.items()) + f" ({last} dense)"
+        targets.update({f: {"bits": bits} for f in fixed})
+        desc = ("sparsity " + ", ".join(f"{n} {100 * (1 - d):.1f}%" for n, d in dens.items())
+                + f" ({', '.join(fixed)} dense)")
     ad = ADMM(m, targets=targets, rho=1e-3, proximal=0.05, scale_fit="als")
     act = ActivityRegularizer(m, 1e-3)
     e_admm = max(1, (2 * c.plan.method_epochs) // 3)
@@ -268,13 +301,19 @@ def m_admm(m: nn.Module, c: Ctx, target: float) -> str:
         fit(m, c.tr, torch.optim.Adam(m.parameters(), c.plan.lr), epochs=e_rt, hooks=[ad, act], progress=c.progress)
     act.remove()
     ad.remove()
-    return f"{desc}, {bits}-bit grid (ALS alpha), activity 1e-3 by neuron count, lr {c.plan.lr:g}"
+    grid = "" if bits == "per-layer" else f", {bits}-bit grid"
+    return f"{desc}{grid} (ALS alpha), activity 1e-3 by neuron count, lr {c.plan.lr:g}"
+
+
+def _width(layer: nn.Module) -> int:
+    """Output neurons (linear) or channels (conv) of a layer PCA can narrow."""
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
 
 
 def _pca_widths(m: nn.Module, target: float) -> dict[str, int]:
     """Hidden widths scaled by one factor so the int8 model fits ``target`` bytes."""
     names = [t[0] for t in pca.prunable_layers(m)]
-    base = {n: m.get_submodule(n).out_features for n in names}
+    base = {n: _width(m.get_submodule(n)) for n in names}
 
     def size(r: float) -> float:
         probe = copy.deepcopy(m)
@@ -350,6 +389,28 @@ def _deployed_bytes(m: nn.Module) -> float:
     return sum(f["bytes"] for f in layer_formats(deploy(m)).values())
 
 
+def _layer_bits_for(m: nn.Module, target: float) -> dict[str, int | str]:
+    """Per-layer weight formats for a conv net, whose conv codes ``deploy`` stores pruned or
+    not (zeros save no byte there): start at int8 and narrow (8 -> 4 -> 2 -> binary) the
+    layer whose narrowing saves the most bytes until the model fits ``target``; ValueError
+    naming ``target`` when binary everywhere is still over."""
+    layers = compressible_layers(m)
+    steps = (8, 4, 2, "binary")
+    bits: dict[str, int | str] = {n: 8 for n in layers}
+
+    def size(n: str, b: int | str) -> float:
+        return _layer_bytes(layers[n].weight, b, 1.0, layers[n].bias is not None)
+
+    while sum(size(n, b) for n, b in bits.items()) > target:
+        narrower = {n: steps[steps.index(b) + 1] for n, b in bits.items() if b != "binary"}
+        if not narrower:
+            raise ValueError(f"target: {target:.0f} bytes cannot be met: binary weights in every layer "
+                             f"take {sum(size(n, 'binary') for n in bits):.0f} bytes")
+        n = max(narrower, key=lambda n: size(n, bits[n]) - size(n, narrower[n]))
+        bits[n] = narrower[n]
+    return bits
+
+
 def _deployed_bits_for(m: nn.Module, target: float) -> int | str:
     """The widest uniform weight format whose deployed bytes (``tinysnn.memory_bytes``:
     codes, scales, biases as ``deploy`` stores them) fit ``target``; binary when none does."""
@@ -400,9 +461,9 @@ METHODS: dict[str, Callable[..., str]] = {
     "ADMM": m_admm, "PCA": m_pca, "PCA+temporal": m_pca_temporal, "minimax": m_minimax,
     "tinySNN": m_tinysnn, "LitE search": m_lite,
 }
-# conv: pruning saves no deployed byte (deploy has no conv index layout yet), so minimax runs
-# only at its 10% weight point; PCA's rebuild supports Linear chains only (see README)
-CONV_METHODS = ("ADMM", "tinySNN", "LitE search")
+# conv: the same methods; an operating point a method cannot meet (e.g. minimax when the conv
+# codes alone, which deploy stores pruned or not, are over the target) is recorded as infeasible
+CONV_METHODS = tuple(METHODS)
 
 
 # ---- one model family --------------------------------------------------------------------
@@ -430,7 +491,7 @@ def run_family(kind: str, plan: Plan, split: Split, a: argparse.Namespace, say=p
                 jobs.append((name, f"1/{round(1 / f)}", lambda m, fn=METHODS[name], f=f: fn(m, ctx, f * fp32)))
         if plan.extras:
             jobs.append(("minimax", "10% weights", lambda m: m_minimax(m, ctx, None, kept=0.10)))
-        if plan.extras and kind == "mlp":
+        if plan.extras:
             jobs.append(("PCA", ">=10x fewer weights", lambda m: m_pca(m, ctx, None, widths=_tenth_widths(m))))
         for name, point, job in jobs:
             torch.manual_seed(seed)
@@ -471,7 +532,7 @@ def _tenth_widths(m: nn.Module) -> dict[str, int]:
     """Hidden widths (one factor) with at most 1/10 of the dense weight count."""
     total = _weights(m)
     names = [t[0] for t in pca.prunable_layers(m)]
-    base = {n: m.get_submodule(n).out_features for n in names}
+    base = {n: _width(m.get_submodule(n)) for n in names}
 
     def count(r: float) -> float:
         probe = copy.deepcopy(m)
@@ -571,7 +632,8 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{s['delta_pts']:+.2f} | {s['bytes']:.0f} | {s['compression']:.1f}x | {w} | {s['T']:.1f} | "
                          f"{s['synops']:.0f} | {lat} | {s['notes']} |")
         lines.append("")
-        lines += targets(fam["summary"]) + [""]
+        if kind == "mlp":  # the issue's targets are set on the MLP; the conv table ranks methods
+            lines += targets(fam["summary"]) + [""]
     lines += [f"- Run time {res['seconds']:.0f} s; command: `{res['command']}`", ""]
     return "\n".join(lines)
 

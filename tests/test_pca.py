@@ -10,6 +10,7 @@ from sparsesnn.compress import evaluate, fit, reset_states
 from sparsesnn.compress.pca import (collect_membrane, explained_components, pca_prune,
                                     prunable_layers, select_neurons, spatial_prune)
 from sparsesnn.models import SpikingMLP
+from sparsesnn.nn import LIF, Flatten, SpikingConv2d
 
 
 def _spectrum_data(sigmas, n=300, dim=20, seed=0):
@@ -243,3 +244,47 @@ def test_conv_channel_pca_folds_duplicate_channels_exactly():
     assert type(m.conv1).__name__ == "SpikingConv2d"
     with torch.no_grad():
         torch.testing.assert_close(m(x), before, atol=1e-4, rtol=1e-4)
+
+
+class _ConvHeadNet(nn.Module):
+    """conv -> LIF -> Flatten -> Linear head; conv channel 3 duplicates channel 1."""
+
+    def __init__(self, flatten: nn.Module):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv1, self.lif1, self.flat, self.fc = SpikingConv2d(1, 4, 3, padding=1), LIF(), flatten, nn.Linear(4 * 36, 5)
+        self._order = ["conv1", "lif1", "flat", "fc"]
+        with torch.no_grad():
+            self.conv1.weight.mul_(4.0)
+            self.conv1.weight[3] = self.conv1.weight[1]
+            self.conv1.bias[3] = self.conv1.bias[1]
+
+    def forward(self, x):  # [B, 1, 6, 6] -> [T, B, 5]
+        self.lif1.reset()
+        return self.fc(self.flat(self.lif1(self.conv1(x.unsqueeze(0).expand(3, *x.shape)))))
+
+
+@pytest.mark.parametrize("flatten", [lambda: Flatten(), lambda: nn.Flatten(2)], ids=["ours", "torch"])
+def test_conv_channel_pca_into_a_linear_head_folds_duplicates_exactly(flatten):
+    m = _ConvHeadNet(flatten())
+    x = torch.rand(16, 1, 6, 6)
+    with torch.no_grad():
+        before = m(x)
+    assert prunable_layers(m) == [("conv1", "lif1", "fc")]
+    res = spatial_prune(m, [(x, None)], variance=1.0)
+    kept = res.kept["conv1"].tolist()
+    assert res.widths_after["conv1"] <= 3 and (1 in kept) != (3 in kept)
+    assert m.fc.in_features == 36 * m.conv1.out_channels
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), before, atol=1e-4, rtol=1e-4)
+
+
+def test_conv_channel_pca_into_a_linear_head_keeps_the_kept_channels_columns():
+    m = _ConvHeadNet(Flatten())
+    w = m.fc.weight.detach().clone().reshape(5, 4, 36)
+    conv_w = m.conv1.weight.detach().clone()
+    res = spatial_prune(m, [(torch.rand(8, 1, 6, 6), None)], widths={"conv1": 2}, compensate=False)
+    keep = res.kept["conv1"]
+    assert keep.numel() == 2
+    torch.testing.assert_close(m.conv1.weight, conv_w[keep])
+    torch.testing.assert_close(m.fc.weight.reshape(5, 2, 36), w[:, keep])  # channel-major columns

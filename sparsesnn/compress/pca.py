@@ -22,8 +22,8 @@ For every hidden layer ``fc -> neuron -> fc_next`` of a feed-forward SNN:
 
 Supported models: :class:`sparsesnn.models.SpikingMLP` and ``nn.Sequential`` chains (or
 modules listing their layers in ``_order``) of ``nn.Linear`` / neuron (LIF, IF, PLIF) layers,
-and of ``Conv2d`` (``SpikingConv2d``) / neuron / ``Conv2d``: channel PCA, every (batch, H, W)
-position a sample. Apply PCA before other compression (the rebuilt
+and of ``Conv2d`` (``SpikingConv2d``) / neuron / ``Conv2d`` (or / ``Flatten`` / ``Linear`` head):
+channel PCA, every (batch, H, W) position a sample. Apply PCA before other compression (the rebuilt
 layers carry no compression state).
 """
 from __future__ import annotations
@@ -114,7 +114,17 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, str, str]]:
         conv = _plain_conv(ma) and _plain_conv(mc)
         if (linear or conv) and isinstance(mb, ntypes):
             out.append((a, b, c))
+        elif _plain_conv(ma) and isinstance(mb, ntypes) and _is_flatten(mc) and i + 3 < len(seq) \
+                and type(seq[i + 3][1]) is nn.Linear:  # conv -> neuron -> flatten -> linear head
+            out.append((a, b, seq[i + 3][0]))
     return out
+
+
+def _is_flatten(m: nn.Module) -> bool:
+    """A flatten of each sample's (C, H, W) in channel-major order (ours or torch's, dims >= 1)."""
+    from ..nn import Flatten
+
+    return isinstance(m, Flatten) or (type(m) is nn.Flatten and m.start_dim in (1, 2) and m.end_dim == -1)
 
 
 def _plain_conv(m: nn.Module) -> bool:
@@ -227,11 +237,15 @@ def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
 def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
                   spikes: torch.Tensor | None) -> None:
     """Channel version of :func:`_rebuild`: ``conv`` keeps output channels ``keep``, ``next``
-    the same input channels; the dropped channels' fan-out is folded in per kernel tap (the
-    regression is per position, so it holds at every tap; the constant goes to the bias, exact
-    away from the zero-padded border)."""
+    (a conv, or the linear head after a flatten) the same input channels; the dropped
+    channels' fan-out is folded in per kernel tap or flattened position (the regression is per
+    position, so it holds at every one; the constant goes to the bias, exact away from the
+    zero-padded border)."""
     conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
-    nxt: nn.Conv2d = model.get_submodule(next_name)  # type: ignore[assignment]
+    nxt: nn.Module = model.get_submodule(next_name)
+    if isinstance(nxt, nn.Linear):
+        _rebuild_conv_head(model, fc_name, next_name, keep, spikes)
+        return
     dev, dt = conv.weight.device, conv.weight.dtype
     keep = keep.to(dev)
     drop = torch.ones(conv.out_channels, dtype=torch.bool, device=dev)
@@ -260,6 +274,43 @@ def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Te
         new_next.bias.copy_(b_new.to(dt))
     _set_module(model, fc_name, new_conv)
     _set_module(model, next_name, new_next)
+
+
+@torch.no_grad()
+def _rebuild_conv_head(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
+                       spikes: torch.Tensor | None) -> None:
+    """``conv`` keeps output channels ``keep``; the linear head after the flatten keeps their
+    columns (channel-major: channel ``c`` owns columns ``c*P .. c*P+P-1``, ``P`` positions)."""
+    conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
+    head: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
+    C = conv.out_channels
+    if head.in_features % C:
+        raise ValueError(f"model: {next_name} takes {head.in_features} inputs, not a multiple of "
+                         f"{fc_name}'s {C} channels")
+    P = head.in_features // C
+    dev, dt = conv.weight.device, conv.weight.dtype
+    keep = keep.to(dev)
+    drop = torch.ones(C, dtype=torch.bool, device=dev)
+    drop[keep] = False
+    drop_idx = drop.nonzero().flatten()
+    new_conv = _conv_like(conv, conv.in_channels, keep.numel())
+    new_conv.weight.copy_(conv.weight[keep])
+    if conv.bias is not None:
+        new_conv.bias.copy_(conv.bias[keep])
+    w2 = head.weight.detach().double().reshape(head.out_features, C, P)
+    w_new = w2[:, keep].clone()
+    b_new = head.bias.detach().double().clone() if head.bias is not None else None
+    if spikes is not None and drop_idx.numel() > 0:
+        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
+        w_new += torch.einsum("odp,kd->okp", w2[:, drop_idx], sol[:-1])
+        const = torch.einsum("odp,d->o", w2[:, drop_idx], sol[-1])
+        b_new = const if b_new is None else b_new + const
+    new_head = nn.Linear(keep.numel() * P, head.out_features, bias=b_new is not None, device=dev, dtype=dt)
+    new_head.weight.copy_(w_new.reshape(head.out_features, -1).to(dt))
+    if b_new is not None:
+        new_head.bias.copy_(b_new.to(dt))
+    _set_module(model, fc_name, new_conv)
+    _set_module(model, next_name, new_head)
 
 
 def _fold_fit(spikes: torch.Tensor, keep: torch.Tensor, drop_idx: torch.Tensor, dev) -> torch.Tensor:
