@@ -233,84 +233,17 @@ def _conv_like(conv: nn.Conv2d, in_ch: int, out_ch: int) -> nn.Conv2d:
                       device=conv.weight.device, dtype=conv.weight.dtype)
 
 
-@torch.no_grad()
-def _rebuild_conv(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
-                  spikes: torch.Tensor | None) -> None:
-    """Channel version of :func:`_rebuild`: ``conv`` keeps output channels ``keep``, ``next``
-    (a conv, or the linear head after a flatten) the same input channels; the dropped
-    channels' fan-out is folded in per kernel tap or flattened position (the regression is per
-    position, so it holds at every one; the constant goes to the bias, exact away from the
-    zero-padded border)."""
-    conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
-    nxt: nn.Module = model.get_submodule(next_name)
-    if isinstance(nxt, nn.Linear):
-        _rebuild_conv_head(model, fc_name, next_name, keep, spikes)
-        return
-    dev, dt = conv.weight.device, conv.weight.dtype
-    keep = keep.to(dev)
-    drop = torch.ones(conv.out_channels, dtype=torch.bool, device=dev)
-    drop[keep] = False
-    drop_idx = drop.nonzero().flatten()
-    new_conv = _conv_like(conv, conv.in_channels, keep.numel())
-    new_conv.weight.copy_(conv.weight[keep])
-    if conv.bias is not None:
-        new_conv.bias.copy_(conv.bias[keep])
-    w2 = nxt.weight.detach().double()  # [O, N, kh, kw]
-    w_new = w2[:, keep].clone()
-    b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
-    if spikes is not None and drop_idx.numel() > 0:
-        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
-        w_new += torch.einsum("odhw,kd->okhw", w2[:, drop_idx], sol[:-1])
-        const = torch.einsum("odhw,d->o", w2[:, drop_idx], sol[-1])
-        if b_new is None:
-            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
-        b_new += const
-    new_next = _conv_like(nxt, keep.numel(), nxt.out_channels)
-    if b_new is not None and nxt.bias is None:
-        new_next = type(nxt)(keep.numel(), nxt.out_channels, nxt.kernel_size, nxt.stride, nxt.padding,
-                             nxt.dilation, 1, True, nxt.padding_mode, device=dev, dtype=dt)
-    new_next.weight.copy_(w_new.to(dt))
-    if b_new is not None:
-        new_next.bias.copy_(b_new.to(dt))
-    _set_module(model, fc_name, new_conv)
-    _set_module(model, next_name, new_next)
-
-
-@torch.no_grad()
-def _rebuild_conv_head(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
-                       spikes: torch.Tensor | None) -> None:
-    """``conv`` keeps output channels ``keep``; the linear head after the flatten keeps their
-    columns (channel-major: channel ``c`` owns columns ``c*P .. c*P+P-1``, ``P`` positions)."""
-    conv: nn.Conv2d = model.get_submodule(fc_name)  # type: ignore[assignment]
-    head: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
-    C = conv.out_channels
-    if head.in_features % C:
-        raise ValueError(f"model: {next_name} takes {head.in_features} inputs, not a multiple of "
-                         f"{fc_name}'s {C} channels")
-    P = head.in_features // C
-    dev, dt = conv.weight.device, conv.weight.dtype
-    keep = keep.to(dev)
-    drop = torch.ones(C, dtype=torch.bool, device=dev)
-    drop[keep] = False
-    drop_idx = drop.nonzero().flatten()
-    new_conv = _conv_like(conv, conv.in_channels, keep.numel())
-    new_conv.weight.copy_(conv.weight[keep])
-    if conv.bias is not None:
-        new_conv.bias.copy_(conv.bias[keep])
-    w2 = head.weight.detach().double().reshape(head.out_features, C, P)
-    w_new = w2[:, keep].clone()
-    b_new = head.bias.detach().double().clone() if head.bias is not None else None
-    if spikes is not None and drop_idx.numel() > 0:
-        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
-        w_new += torch.einsum("odp,kd->okp", w2[:, drop_idx], sol[:-1])
-        const = torch.einsum("odp,d->o", w2[:, drop_idx], sol[-1])
-        b_new = const if b_new is None else b_new + const
-    new_head = nn.Linear(keep.numel() * P, head.out_features, bias=b_new is not None, device=dev, dtype=dt)
-    new_head.weight.copy_(w_new.reshape(head.out_features, -1).to(dt))
-    if b_new is not None:
-        new_head.bias.copy_(b_new.to(dt))
-    _set_module(model, fc_name, new_conv)
-    _set_module(model, next_name, new_head)
+def _narrowed(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
+    """A copy of ``layer`` (Linear or Conv2d) with only output neurons / channels ``keep``."""
+    if isinstance(layer, nn.Conv2d):
+        out = _conv_like(layer, layer.in_channels, keep.numel())
+    else:
+        out = nn.Linear(layer.in_features, keep.numel(), bias=layer.bias is not None,
+                        device=layer.weight.device, dtype=layer.weight.dtype)
+    out.weight.copy_(layer.weight[keep])
+    if layer.bias is not None:
+        out.bias.copy_(layer.bias[keep])
+    return out
 
 
 def _fold_fit(spikes: torch.Tensor, keep: torch.Tensor, drop_idx: torch.Tensor, dev) -> torch.Tensor:
@@ -321,39 +254,55 @@ def _fold_fit(spikes: torch.Tensor, keep: torch.Tensor, drop_idx: torch.Tensor, 
     return torch.linalg.lstsq(design, s[:, drop_idx], driver="gelsd").solution
 
 
+def _folded_inputs(w: torch.Tensor, bias: torch.Tensor | None, keep: torch.Tensor,
+                   spikes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The next layer's weight ``w [O, N, ...]`` (``...``: kernel taps or flattened positions)
+    restricted to inputs ``keep``, with the dropped inputs' fan-out folded into the kept ones
+    and the bias by the least-squares fit of their spikes (the fit is per position, so it
+    holds at every tap/position; the constant is exact away from a zero-padded border).
+    Returns float64 ``(weight, bias)``; the bias is None only if there was none and nothing
+    was folded."""
+    w = w.detach().double()
+    drop = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    drop[keep] = False
+    drop_idx = drop.nonzero().flatten()
+    w_new = w[:, keep].clone()
+    b_new = None if bias is None else bias.detach().double().clone()
+    if spikes is not None and drop_idx.numel() > 0:
+        sol = _fold_fit(spikes, keep, drop_idx, w.device)  # [k+1, d]
+        w_new += torch.einsum("od...,kd->ok...", w[:, drop_idx], sol[:-1])
+        const = torch.einsum("od...,d->o", w[:, drop_idx], sol[-1])
+        b_new = const if b_new is None else b_new + const
+    return w_new, b_new
+
+
 @torch.no_grad()
 def _rebuild(model: nn.Module, fc_name: str, next_name: str, keep: torch.Tensor,
              spikes: torch.Tensor | None) -> None:
-    if isinstance(model.get_submodule(fc_name), nn.Conv2d):
-        _rebuild_conv(model, fc_name, next_name, keep, spikes)
-        return
-    fc: nn.Linear = model.get_submodule(fc_name)  # type: ignore[assignment]
-    nxt: nn.Linear = model.get_submodule(next_name)  # type: ignore[assignment]
-    N = fc.out_features
-    dev, dt = fc.weight.device, fc.weight.dtype
-    keep = keep.to(dev)
-    drop = torch.ones(N, dtype=torch.bool, device=dev)
-    drop[keep] = False
-    drop_idx = drop.nonzero().flatten()
-    new_fc = nn.Linear(fc.in_features, keep.numel(), bias=fc.bias is not None, device=dev, dtype=dt)
-    new_fc.weight.copy_(fc.weight[keep])
-    if fc.bias is not None:
-        new_fc.bias.copy_(fc.bias[keep])
-    w2 = nxt.weight.detach().double()
-    w_new = w2[:, keep].clone()
-    b_new = nxt.bias.detach().double().clone() if nxt.bias is not None else None
-    if spikes is not None and drop_idx.numel() > 0:
-        sol = _fold_fit(spikes, keep, drop_idx, dev)  # [k+1, d]
-        w_new += w2[:, drop_idx] @ sol[:-1].T
-        const = w2[:, drop_idx] @ sol[-1]
-        if b_new is None:
-            b_new = torch.zeros(w2.shape[0], dtype=torch.float64, device=dev)
-        b_new += const
-    new_next = nn.Linear(keep.numel(), nxt.out_features, bias=b_new is not None, device=dev, dtype=dt)
-    new_next.weight.copy_(w_new.to(dt))
+    """``fc`` (Linear or Conv2d) keeps output neurons/channels ``keep``; ``next`` (Linear,
+    Conv2d, or the Linear head after a flatten: channel ``c`` owns columns ``c*P .. c*P+P-1``)
+    keeps the same inputs, the dropped ones folded in (:func:`_folded_inputs`)."""
+    fc = model.get_submodule(fc_name)
+    nxt = model.get_submodule(next_name)
+    keep = keep.to(fc.weight.device)
+    width = fc.out_channels if isinstance(fc, nn.Conv2d) else fc.out_features
+    w = nxt.weight
+    if isinstance(fc, nn.Conv2d) and isinstance(nxt, nn.Linear):  # conv -> flatten -> head
+        if nxt.in_features % width:
+            raise ValueError(f"model: {next_name} takes {nxt.in_features} inputs, not a multiple of "
+                             f"{fc_name}'s {width} channels")
+        w = w.reshape(nxt.out_features, width, -1)
+    w_new, b_new = _folded_inputs(w, nxt.bias, keep, spikes)
+    dev, dt = nxt.weight.device, nxt.weight.dtype
+    if isinstance(nxt, nn.Conv2d):
+        new_next = type(nxt)(keep.numel(), nxt.out_channels, nxt.kernel_size, nxt.stride, nxt.padding,
+                             nxt.dilation, 1, b_new is not None, nxt.padding_mode, device=dev, dtype=dt)
+    else:
+        new_next = nn.Linear(w_new[0].numel(), nxt.out_features, bias=b_new is not None, device=dev, dtype=dt)
+    new_next.weight.copy_(w_new.reshape(new_next.weight.shape).to(dt))
     if b_new is not None:
         new_next.bias.copy_(b_new.to(dt))
-    _set_module(model, fc_name, new_fc)
+    _set_module(model, fc_name, _narrowed(fc, keep))
     _set_module(model, next_name, new_next)
 
 
