@@ -186,17 +186,22 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     rep_dense = M.report(dense.eval(), split.x_test)
     rep_dep = M.report(deployed, split.x_test)
     lat_dense, lat_dep = _latency_pair(dense, deployed, x1, cfg.latency_runs)
+    lat_eager = _eager_latency(deployed, x1, cfg.latency_runs)
 
     native = _native_plan(deployed, x1, split.x_test, cfg, say)
 
     res = _summarize(cfg, split, dense_eval, comp_eval, dep_eval, rep_dense, rep_dep,
                      lat_dense, lat_dep, agree, max_diff, admm, hist_admm, hist_re, deployed)
     res["native_plan"] = native
+    res["latency_ms"]["deployed_eager_modules"] = lat_eager
+    res["table"].append({"metric": "Latency batch 1, eager modules (native_inference=False), ms",
+                         "dense_fp32": lat_dense["median_ms"], "compressed_deployed": lat_eager["median_ms"],
+                         "change": f"{lat_dense['median_ms'] / lat_eager['median_ms']:.1f}x faster"})
     if native.get("median_ms"):
-        res["table"].append({"metric": "Latency batch 1, native plan, ms (measured)",
+        res["table"].append({"metric": "Latency batch 1, plan file (runtime.load), ms (measured)",
                              "dense_fp32": lat_dense["median_ms"], "compressed_deployed": native["median_ms"],
                              "change": f"{lat_dense['median_ms'] / native['median_ms']:.1f}x faster than dense, "
-                                       f"{lat_dep['median_ms'] / native['median_ms']:.1f}x than eager deployed"})
+                                       f"{lat_eager['median_ms'] / native['median_ms']:.1f}x than the eager modules"})
     if ablation is not None:
         sp = rep_dep["total"]["spikes_per_sample"]
         ablation["spike_reduction_by_activity_reg"] = 1.0 - sp / max(ablation["spikes_per_sample"], 1e-12)
@@ -245,8 +250,13 @@ def _native_plan(deployed, x1, x_test, cfg: DemoConfig, say) -> dict[str, Any]:
         plan = runtime.load(path)
     except runtime.RuntimeLibraryError as exc:
         return {"error": str(exc)}
-    with torch.inference_mode():
-        agree = float((plan(x_test).argmax(-1) == deployed(x_test).argmax(-1)).float().mean())
+    was = deployed.__dict__.get("native_inference", False)
+    deployed.native_inference = False  # against the eager modules, not the same plan again
+    try:
+        with torch.inference_mode():
+            agree = float((plan(x_test).argmax(-1) == deployed(x_test).argmax(-1)).float().mean())
+    finally:
+        deployed.native_inference = was
     rounds = [M.measure_latency(lambda: plan(x1), runs=max(cfg.latency_runs // 5, 5), warmup=5)
               for _ in range(5)]
     med = sorted(r["median_ms"] for r in rounds)[2]
@@ -254,6 +264,17 @@ def _native_plan(deployed, x1, x_test, cfg: DemoConfig, say) -> dict[str, Any]:
         f"{100 * agree:.1f}% same predictions as the eager deployed model")
     return {"file": path, "file_bytes": size, "median_ms": med, "rounds": rounds,
             "prediction_agreement_with_eager": agree, "weight_bytes_read": plan.weight_bytes()}
+
+
+def _eager_latency(deployed, x1, runs) -> dict[str, Any]:
+    """Batch-1 latency of the deployed model's eager modules (its native plan turned off)."""
+    was = deployed.__dict__.get("native_inference", False)
+    deployed.native_inference = False
+    try:
+        rounds = [M.measure_latency(lambda: deployed(x1), runs=max(runs // 5, 5), warmup=5) for _ in range(5)]
+    finally:
+        deployed.native_inference = was
+    return {"median_ms": sorted(r["median_ms"] for r in rounds)[2], "rounds": rounds}
 
 
 def _latency_pair(dense, deployed, x1, runs):

@@ -37,6 +37,9 @@ void int_tile(const uint8_t* w, int64_t rb, int64_t byte0, int64_t tile_bytes,
   constexpr int64_t kMaxAdds = 65535 / M;  // uint16 lanes cannot overflow within a chunk
 #if defined(SPARSESNN_PACKED_AVX512)
   constexpr int C = 2 * BITS;  // 32-byte chunks per tile
+  // chunks the tile really has: a narrow layer (a 10-way readout: 5 bytes at int4) loads and
+  // adds one chunk per event, not C (the guards are uniform per call, so they predict well)
+  const int used = static_cast<int>(std::min<int64_t>(C, (tile_bytes + 31) / 32));
   __mmask32 masks[C];
   for (int c = 0; c < C; ++c) {
     const int64_t left = tile_bytes - 32 * c;
@@ -56,6 +59,7 @@ void int_tile(const uint8_t* w, int64_t rb, int64_t byte0, int64_t tile_bytes,
       }
 #pragma GCC unroll 16
       for (int c = 0; c < C; ++c) {
+        if (c >= used) break;
         const __m512i v = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(masks[c], row + 32 * c));
 #pragma GCC unroll 8
         for (int s = 0; s < P; ++s) {
@@ -67,6 +71,7 @@ void int_tile(const uint8_t* w, int64_t rb, int64_t byte0, int64_t tile_bytes,
     }
 #pragma GCC unroll 16
     for (int r = 0; r < C * P; ++r) {
+      if (r >= used * P) break;  // constant indices after unrolling: acc stays in registers
       int32_t* dst = acc32 + r * 32;
       const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[r]));
       const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[r], 1));
