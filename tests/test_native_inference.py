@@ -45,6 +45,8 @@ def test_conv_model_matches_eager():
     torch.manual_seed(1)
     m = SpikingLeNet(1, 10, T=3, image_size=8, channels=(4, 8), kernel_size=3, hidden=(32,))
     d = D.deploy(m, default_bits=4)
+    assert d.native_inference is False  # conv SNNs: eager by default (their plans are slower yet)
+    d.native_inference = True
     x = torch.rand(3, 1, 8, 8)
     with torch.inference_mode():
         y = d(x)
@@ -125,7 +127,7 @@ def test_training_dropout_takes_the_eager_modules():
 
     torch.manual_seed(2)
     m = SpikingVGG([4, "M"], in_channels=1, num_classes=5, T=2, image_size=4, hidden=(8,), dropout=0.5)
-    d = D.deploy(m, default_bits=8)
+    d = D.deploy(m, default_bits=8, native=True)
     x = torch.rand(2, 1, 4, 4)
     d.train()  # our multi-step Dropout draws masks in training mode: no plan for that
     with torch.no_grad():
