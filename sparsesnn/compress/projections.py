@@ -47,7 +47,8 @@ def fit_scale(w: torch.Tensor, bits: int | str, *, method: str = "maxabs",
     one alpha for the whole layer, alternating ``Q = clip(round(W / alpha))`` and
     ``alpha = <W, Q> / <Q, Q>`` for ``iters`` rounds, started at ``max|w| / qmax`` (the
     returned ``[N]`` repeats it). None for ternary/binary (their own fitted scale).
-    ``"std"`` (LitE-SNN): step ``STD_STEPS[bits] * std(W)`` for the whole layer on the
+    ``"std"`` (LitE-SNN): step ``STD_STEPS[bits] * std(W)`` (of the nonzero weights when some
+    are pruned) for the whole layer on the
     two's-complement grid (:func:`make_spec` with ``full_range``); binary: ``+-step / 2``, the
     paper's 1-bit levels exactly; 8 bits (no tabulated step): per-channel max-abs. Other
     grids: ValueError.
@@ -60,7 +61,10 @@ def fit_scale(w: torch.Tensor, bits: int | str, *, method: str = "maxabs",
         if bits not in STD_STEPS:
             raise ValueError(f"bits: the std-based step is defined for {tuple(STD_STEPS) + (8,)}, got {bits!r}")
         w2 = w.detach().float().reshape(w.shape[0], -1)
-        std = float(w2.std()) if w2.numel() > 1 else 0.0
+        # a pruned layer: the std of its kept weights (the zeros would shrink the step until
+        # every kept weight clips: a 98%-pruned 2-bit layer went silent)
+        kept = w2[w2 != 0] if bool((w2 == 0).any()) else w2.flatten()
+        std = float(kept.std()) if kept.numel() > 1 else 0.0
         step = STD_STEPS[bits] * std * (0.5 if bits == "binary" else 1.0)
         return torch.full((w2.shape[0],), step if step > 0 else 1.0)
     if not isinstance(bits, int):
