@@ -47,6 +47,9 @@ struct Op {
   PackedConv2dParams conv;
   Blob scale, bias, weights, row_ptr, index, values;
   Blob chunked;  // CONV2D: the gather kernel's layout of `weights` (binary spikes, one scale group)
+  // CONV2D with dropped tap rows (pruned layout smaller, as deploy chose): the pruned gather
+  // kernel's kept rows (chunked) and row map [C*KH*KW] (kept row -> position, dropped -> -1)
+  Blob pruned_chunked, row_map;
   bool has_blocks = false;
   Blob block_ptr, block_id, block_mask, block_code, codes;
   // NEURON

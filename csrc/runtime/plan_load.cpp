@@ -65,6 +65,34 @@ Blob chunked_conv_rows(const Blob& rows, int64_t R, int64_t O, int bits) {
   return out;
 }
 
+// A conv layer written as dense rows whose dropped tap rows (every code the stored zero) make
+// the pruned layout smaller -- the layout deploy chose for the module -- also gets the pruned
+// gather kernel's form of its kept rows, so the plan runs the kernel the eager module runs.
+void prune_conv_rows(Op& op, int64_t rows) {
+  const PackedConv2dParams& p = op.conv;
+  const int bits = p.bits;
+  if (bits == 1) return;  // binary codes cannot hold a zero weight: nothing was dropped
+  const int per = 8 / bits, mask = (1 << bits) - 1, zero = code_off(bits);
+  const int64_t rb = packed_row_bytes(p.O, bits);
+  const uint8_t* src = op.weights.as<uint8_t>();
+  std::vector<int32_t> map(static_cast<size_t>(rows), -1);
+  int64_t kept = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    bool dropped = true;
+    for (int64_t o = 0; o < p.O && dropped; ++o)
+      dropped = ((src[r * rb + o / per] >> ((o % per) * bits)) & mask) == zero;
+    if (!dropped) map[r] = static_cast<int32_t>(kept++);
+  }
+  if (kept * (rb + 4) >= rows * rb) return;  // as deploy's choice by bytes: dense rows
+  Blob kept_rows = zeroed_blob(F::kU8, kept * rb, static_cast<size_t>(kept * rb));
+  uint8_t* dst = const_cast<uint8_t*>(kept_rows.as<uint8_t>());
+  for (int64_t r = 0; r < rows; ++r)
+    if (map[r] >= 0) std::memcpy(dst + map[r] * rb, src + r * rb, static_cast<size_t>(rb));
+  op.pruned_chunked = chunked_conv_rows(kept_rows, kept, p.O, bits);
+  op.row_map = zeroed_blob(F::kI32, rows, static_cast<size_t>(rows) * 4);
+  std::memcpy(const_cast<int32_t*>(op.row_map.as<int32_t>()), map.data(), static_cast<size_t>(rows) * 4);
+}
+
 Blob read_blob(Reader& r, const std::string& where, const char* name) {
   Blob b;
   b.dtype = r.get<uint8_t>(name);
@@ -229,8 +257,10 @@ void read_conv(Reader& r, Op& op, const std::string& where) {
   op.weights = read_blob(r, where, "weights");
   if (bits == 32) expect(op.weights, F::kF32, checked_mul(rows, p.O, where), where, "weights");
   else expect(op.weights, F::kU8, checked_mul(rows, packed_row_bytes(p.O, bits), where), where, "weights");
-  if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows))  // one scale group: gather kernel
+  if (bits != 32 && (p.group_size <= 0 || p.group_size >= rows)) {  // one scale group: gather kernel
     op.chunked = chunked_conv_rows(op.weights, rows, p.O, p.bits);
+    prune_conv_rows(op, rows);
+  }
   op.out = op.in;
   op.out.dims = {p.O, p.OH, p.OW};
 }
@@ -432,7 +462,8 @@ std::unique_ptr<Plan> Plan::load(const uint8_t* data, size_t size) {
       op.row_ptr = op.index = op.values = Blob();
     }
     for (const Blob* b : {&op.scale, &op.bias, &op.weights, &op.row_ptr, &op.index, &op.values,
-                          &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes, &op.chunked})
+                          &op.block_ptr, &op.block_id, &op.block_mask, &op.block_code, &op.codes, &op.chunked,
+                          &op.pruned_chunked, &op.row_map})
       if (b->mem) plan->weight_bytes += b->bytes();
     cur = op.out;
     plan->ops.push_back(std::move(op));

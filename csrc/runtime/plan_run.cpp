@@ -10,6 +10,7 @@
 #include "format.h"
 #include "plan.h"
 #include "sparsesnn/pruned_blocks.h"
+#include "sparsesnn/pruned_conv2d.h"
 #include "spike_pool.h"
 
 namespace sparsesnn {
@@ -162,7 +163,11 @@ void Plan::execute(Workspace& ws, const float* input, int64_t B, float* output, 
         // The eager module's kernel for spikes too; it refuses input that is not 0/1 where the
         // convolution reads it (spike_mode checked already), and the analog kernel then runs.
         const bool done = spike && op.chunked.count &&
-            packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(), bias, out);
+            (op.row_map.count
+                 ? pruned_spike_conv2d_cpu(p, cur, op.pruned_chunked.as<uint8_t>(), op.row_map.as<int32_t>(),
+                                           op.scale.as<float>(), bias, out)
+                 : packed_spike_conv2d_chunked_cpu(p, cur, op.chunked.as<uint8_t>(), op.scale.as<float>(),
+                                                   bias, out));
         const bool spike_kernel = spike && !op.chunked.count;
         // Other input: the eager module's analog gather kernel (the same sums in the same
         // order: bit-identical), else the general kernel.
