@@ -98,12 +98,13 @@ def deploy(model: nn.Module, *, default_bits: int | str | None = None,
         default_bits: format for layers without compression state (None: fp32 values, pruned
             layout when >= 50% of the weights are zero).
         inplace: convert ``model`` itself instead of a deep copy.
-        native: True: a ``SpikingMLP`` or conv SNN of :mod:`sparsesnn.models` answers
-            inference calls (CPU, no autograd, no hooks) with one native plan of
-            :mod:`sparsesnn.runtime`, compiled on first use (:mod:`sparsesnn.models._native`):
-            the same outputs as its eager modules. None (default): where that is measured
-            faster (``SpikingMLP``: 2.7x at batch 1; not yet the conv SNNs). False: always the
-            eager modules. ``model.native_inference`` changes it later.
+        native: a ``SpikingMLP`` or conv SNN of :mod:`sparsesnn.models` answers inference
+            calls (CPU, no autograd, no hooks) with one native plan of :mod:`sparsesnn.runtime`
+            where that is faster: compiled on first use, then for each input shape whichever
+            of plan and eager modules measured faster on its first call
+            (:mod:`sparsesnn.models._native`); the same outputs either way. None (default):
+            on for those models; False: always the eager modules. ``model.native_inference``
+            changes it later.
     Works on a model straight out of training: neuron state is reset, and the result carries
     no forward/backward hooks (those of compressors and monitors stay on ``model`` unless
     ``inplace``, where they are removed).

@@ -25,7 +25,7 @@ def _mlp(seed=0):
 
 
 def _plan_of(model, x):
-    entry = _native.__dict__["_PLANS"].get(model, {}).get(tuple(x.shape[1:]))
+    entry = _native.__dict__["_PLANS"].get(model, {"plans": {}})["plans"].get(tuple(x.shape[1:]))
     return None if entry is None else entry[1]
 
 
@@ -45,8 +45,7 @@ def test_conv_model_matches_eager():
     torch.manual_seed(1)
     m = SpikingLeNet(1, 10, T=3, image_size=8, channels=(4, 8), kernel_size=3, hidden=(32,))
     d = D.deploy(m, default_bits=4)
-    assert d.native_inference is False  # conv SNNs: eager by default (their plans are slower yet)
-    d.native_inference = True
+    assert d.native_inference is True
     x = torch.rand(3, 1, 8, 8)
     with torch.inference_mode():
         y = d(x)
@@ -102,7 +101,7 @@ def test_a_model_the_runtime_refuses_runs_eagerly(monkeypatch):
     monkeypatch.setattr(runtime, "compile", refuse)
     with torch.no_grad():
         assert torch.equal(d(x), ref)
-    assert tuple(x.shape[1:]) in _native.__dict__["_PLANS"][d] and _plan_of(d, x) is None
+    assert tuple(x.shape[1:]) in _native.__dict__["_PLANS"][d]["plans"] and _plan_of(d, x) is None
 
 
 def test_copies_and_loaded_models_compile_their_own(tmp_path):
@@ -138,3 +137,22 @@ def test_training_dropout_takes_the_eager_modules():
         y = d(x)
     assert _plan_of(d, x) is not None
     torch.testing.assert_close(y, eager(d, x), rtol=1e-5, atol=1e-5)
+
+
+def test_each_input_shape_takes_the_path_measured_faster():
+    d = _mlp()
+    x = torch.rand(3, 16)
+    with torch.no_grad():
+        y = d(x)
+    faster = _native.__dict__["_PLANS"][d]["faster"]
+    assert isinstance(faster[(3, 16)], bool)  # measured on the first call of this shape
+    for plan_wins in (True, False):
+        faster[(3, 16)] = plan_wins
+        d.lif1.reset()
+        with torch.no_grad():
+            assert torch.equal(d(x), y)
+        # the eager modules leave the neuron state of the call behind; a plan call does not
+        assert (d.lif1.v is None) == plan_wins
+    with torch.no_grad():
+        d(torch.rand(5, 16))
+    assert set(faster) == {(3, 16), (5, 16)}  # one plan per sample shape, one choice per batch

@@ -1,11 +1,12 @@
 """Deployed models answer inference calls with one native plan (:mod:`sparsesnn.runtime`).
 
-``deploy`` marks the models it returns (``native_inference = True``) where the plan is the
-faster path (:func:`native_by_default`). Their ``forward`` then
-runs an inference call -- CPU float32 input, no autograd, no tracing, no hooks, no dropout in
-training mode -- as the compiled plan of the model as it is now: compiled on first use (tens of
-ms) and again after a buffer is replaced or written in place, or ``T`` changes. Anything else,
-or a model the runtime cannot run, takes the eager modules. The outputs are the same (the
+``deploy`` marks the models it returns (``native_inference = True``, :func:`native_by_default`).
+Their ``forward`` then runs an inference call -- CPU float32 input, no autograd, no tracing, no
+hooks, no dropout in training mode -- as the compiled plan of the model as it is now: compiled
+on first use (tens of ms) and again after a buffer is replaced or written in place, or ``T``
+changes; on the first call of each input shape both the plan and the eager modules are timed
+and the faster one answers that shape from then on. Anything else, or a model the runtime
+cannot run, takes the eager modules. The outputs are the same (the
 runtime's tests check plan against eager, spikes bit for bit), but neuron state attributes
 (``lif.v``) are not updated by a plan call; set ``model.native_inference = False`` to always
 run the eager modules. Why by default: at batch 1 the eager modules cost about 10 us of Python
@@ -13,6 +14,7 @@ and dispatch each, several times the plan's whole call (README, end-to-end demo)
 """
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any, Optional
 
@@ -73,28 +75,54 @@ def native_forward(model: nn.Module, x: Tensor) -> Optional[Tensor]:
     sig = _signature(model, grad)
     if sig is None:
         return None
-    plans = _PLANS.setdefault(model, {})
-    key = tuple(x.shape[1:])
-    entry = plans.get(key)
+    state = _PLANS.setdefault(model, {"plans": {}, "faster": {}})
+    sample, full = tuple(x.shape[1:]), tuple(x.shape)
+    entry = state["plans"].get(sample)
     if entry is None or entry[0] != sig:
         from .. import runtime  # late: the runtime imports the models
 
-        plans[key] = (sig, None)  # lowering may run the model: that call goes eager
+        state["plans"][sample] = (sig, None)  # lowering may run the model: that call goes eager
         try:
             plan = runtime.compile(model, x[:1])
         except (ValueError, runtime.RuntimeLibraryError):
             plan = None  # e.g. a module the runtime does not run: eager for this model state
-        entry = plans[key] = (sig, plan)
-    return None if entry[1] is None else entry[1](x)
+        entry = state["plans"][sample] = (sig, plan)
+        state["faster"] = {k: v for k, v in state["faster"].items() if k[1:] != sample}
+    plan = entry[1]
+    if plan is None:
+        return None
+    faster = state["faster"].get(full)
+    if faster is None:
+        faster = _plan_is_faster(model, plan, x, state["faster"])
+    return plan(x) if faster else None
+
+
+def _plan_is_faster(model: nn.Module, plan: nn.Module, x: Tensor, faster: dict) -> bool:
+    """Times the eager modules and the plan on ``x`` (twice each, alternating, best of each)
+    and records which is faster for this input shape. Which wins depends on the model, the
+    batch and the CPU (VGG-11 int4 + 90% pruned on a 2-core Xeon: plan 1.2x faster at batch 1,
+    0.85x at 16; the digits MLP: 2.7x at batch 1), so it is measured, once per shape."""
+    if len(faster) >= 16:  # many input shapes: keep the record small
+        faster.clear()
+    full = tuple(x.shape)
+    faster[full] = False  # the eager call below must not come back here
+    t_eager = t_plan = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        model(x)
+        t1 = time.perf_counter()
+        plan(x)
+        t2 = time.perf_counter()
+        t_eager, t_plan = min(t_eager, t1 - t0), min(t_plan, t2 - t1)
+    faster[full] = t_plan <= t_eager
+    return faster[full]
 
 
 def native_by_default(model: nn.Module) -> bool:
-    """Whether ``deploy`` turns the native path on for ``model``: where the plan is measured
-    faster than the eager modules. ``SpikingMLP`` yes (the digits demo at batch 1: plan 0.048 ms,
-    eager modules 0.128 ms); the conv SNNs not yet (VGG-11 int4 + 90% pruned, batch 1: plan
-    2.10 ms, eager 1.86 ms; batch 16: 24.2 vs 16.6 ms -- the plan's convs do not run the pruned
-    tap-row kernel), so they stay eager unless ``native_inference`` is set to True."""
+    """Whether ``deploy`` turns the native path on for ``model``: the models of
+    :mod:`sparsesnn.models` the runtime runs (``SpikingMLP`` and the conv SNNs); each input
+    shape then takes whichever of plan and eager modules measured faster on it."""
+    from ._base import ConvSNN
     from .mlp import SpikingMLP
 
-    return isinstance(model, SpikingMLP)
-
+    return isinstance(model, (SpikingMLP, ConvSNN))
