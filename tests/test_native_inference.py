@@ -24,6 +24,15 @@ def _mlp(seed=0):
     return D.deploy(m)
 
 
+def _native_matches_eager(d, x, tol=1e-5):
+    """One inference call: a plan was compiled for it, and its output is the eager modules'."""
+    with torch.no_grad():
+        y = d(x)
+    assert _plan_of(d, x) is not None
+    torch.testing.assert_close(y, eager(d, x), rtol=tol, atol=tol)
+    return y
+
+
 def _plan_of(model, x):
     entry = _native.__dict__["_PLANS"].get(model, {"plans": {}})["plans"].get(tuple(x.shape[1:]))
     return None if entry is None else entry[1]
@@ -33,10 +42,7 @@ def _plan_of(model, x):
 def test_inference_call_runs_the_plan_and_matches_the_eager_modules(batch):
     d = _mlp()
     x = torch.rand(batch, 16)
-    with torch.no_grad():
-        y = d(x)
-    assert _plan_of(d, x) is not None
-    torch.testing.assert_close(y, eager(d, x), rtol=0, atol=1e-6)
+    y = _native_matches_eager(d, x, tol=1e-6)
     y2 = d(x)  # grad mode on, input without grad: still an inference call
     assert torch.equal(y2, y) and not y2.requires_grad
 
@@ -46,11 +52,7 @@ def test_conv_model_matches_eager():
     m = SpikingLeNet(1, 10, T=3, image_size=8, channels=(4, 8), kernel_size=3, hidden=(32,))
     d = D.deploy(m, default_bits=4)
     assert d.native_inference is True
-    x = torch.rand(3, 1, 8, 8)
-    with torch.inference_mode():
-        y = d(x)
-    assert _plan_of(d, x) is not None
-    torch.testing.assert_close(y, eager(d, x), rtol=1e-5, atol=1e-5)
+    _native_matches_eager(d, torch.rand(3, 1, 8, 8))
 
 
 def test_a_changed_buffer_or_T_recompiles():
@@ -133,10 +135,7 @@ def test_training_dropout_takes_the_eager_modules():
         d(x)
     assert _plan_of(d, x) is None
     d.eval()
-    with torch.no_grad():
-        y = d(x)
-    assert _plan_of(d, x) is not None
-    torch.testing.assert_close(y, eager(d, x), rtol=1e-5, atol=1e-5)
+    _native_matches_eager(d, x)
 
 
 def test_each_input_shape_takes_the_path_measured_faster():
