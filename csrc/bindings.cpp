@@ -176,7 +176,8 @@ void bind_spike_ops(py::module_& m) {
       .def_readwrite("K", &SpikeLinearParams::K)
       .def_readwrite("N", &SpikeLinearParams::N)
       .def_readwrite("spike_type", &SpikeLinearParams::spike_type)
-      .def_readwrite("threads", &SpikeLinearParams::threads);
+      .def_readwrite("threads", &SpikeLinearParams::threads)
+      .def_readwrite("ldw", &SpikeLinearParams::ldw);
   py::class_<SpikeConv2dParams>(m, "SpikeConv2dParams")
       .def(py::init<>())
       .def_readwrite("N", &SpikeConv2dParams::N)

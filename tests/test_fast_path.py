@@ -147,6 +147,20 @@ def test_layout_cache_does_not_keep_dead_weights():
     assert layout() is None
 
 
+@needs_ext
+@pytest.mark.parametrize("N", [31, 32, 48, 64, 96, 512])
+def test_padded_input_major_rows_give_the_same_result(N):
+    # Power-of-two-ish widths get one spare cache line per row (cache-set aliasing); the
+    # kernel must read the padded rows, not assume a dense [K, N].
+    K = 70
+    w = torch.randn(N, K)
+    wt = input_major_weight(w)
+    assert wt.shape == (K, N) and wt.stride() == ((N + 16) if N % 32 == 0 else N, 1)
+    s = (torch.rand(5, K) < 0.3).float()
+    torch.testing.assert_close(F.spike_linear(s, w), s @ w.t())
+    torch.testing.assert_close(F.spike_linear(s, w, weight_t=w.t().contiguous()), s @ w.t())
+
+
 def test_spiking_layers_share_the_cache():
     layer = SpikingLinear(16, 8)
     assert layer.weight_t() is input_major_weight(layer.weight)

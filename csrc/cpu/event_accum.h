@@ -13,7 +13,7 @@
 
 #include "parallel.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -35,9 +35,14 @@ inline void parallel_items(int64_t n, int threads, F&& body) {
 
 using sparsesnn::threads_for;  // defined in parallel.h
 
-// Floats per output tile: 8 zmm accumulators (128 floats, 512 B of each weight row per event)
-// keeps the per-event work long enough to hide the row fetch while leaving registers free.
+// Floats per output tile: 8 vector accumulators (AVX-512: 128 floats, 512 B of each weight row
+// per event) keep the per-event work long enough to hide the row fetch while leaving registers
+// free. AVX2 has 16 ymm registers, so its tile is 8 ymm (64 floats).
+#if defined(__AVX512F__)
 constexpr int kTileRegs = 8;
+#else
+constexpr int kTileRegs = 4;
+#endif
 constexpr int kTile = kTileRegs * 16;
 // list_active writes up to this many entries past the returned count (vector stores).
 constexpr int kListSlack = 64;
@@ -122,6 +127,35 @@ struct RowAcc {
   inline void store(float* out) const {
     for (int r = 0; r < R - 1; ++r) _mm512_storeu_ps(out + 16 * r, a[r]);
     _mm512_mask_storeu_ps(out + 16 * (R - 1), last, a[R - 1]);
+  }
+#elif defined(__AVX2__)
+  // 2R ymm accumulators; the last two are masked (a tile's live width is (R-1)*16 + 1..16).
+  __m256 a[2 * R];
+  __m256i lo, hi;
+  explicit RowAcc(int width) {
+    const int rem = width - (R - 1) * 16;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), iota);
+    hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), iota);
+  }
+  inline void set(const float* init) {
+    if (init) {
+      for (int r = 0; r < 2 * R - 2; ++r) a[r] = _mm256_loadu_ps(init + 8 * r);
+      a[2 * R - 2] = _mm256_maskload_ps(init + 16 * (R - 1), lo);
+      a[2 * R - 1] = _mm256_maskload_ps(init + 16 * (R - 1) + 8, hi);
+    } else {
+      for (int r = 0; r < 2 * R; ++r) a[r] = _mm256_setzero_ps();
+    }
+  }
+  inline void add(const float* row) {
+    for (int r = 0; r < 2 * R - 2; ++r) a[r] = _mm256_add_ps(a[r], _mm256_loadu_ps(row + 8 * r));
+    a[2 * R - 2] = _mm256_add_ps(a[2 * R - 2], _mm256_maskload_ps(row + 16 * (R - 1), lo));
+    a[2 * R - 1] = _mm256_add_ps(a[2 * R - 1], _mm256_maskload_ps(row + 16 * (R - 1) + 8, hi));
+  }
+  inline void store(float* out) const {
+    for (int r = 0; r < 2 * R - 2; ++r) _mm256_storeu_ps(out + 8 * r, a[r]);
+    _mm256_maskstore_ps(out + 16 * (R - 1), lo, a[2 * R - 2]);
+    _mm256_maskstore_ps(out + 16 * (R - 1) + 8, hi, a[2 * R - 1]);
   }
 #else
   float a[R * 16];

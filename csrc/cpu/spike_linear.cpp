@@ -12,6 +12,7 @@
 
 #include "event_accum.h"
 #include "parallel.h"
+#include "sparsesnn/cache_info.h"
 
 namespace sparsesnn {
 namespace {
@@ -68,14 +69,19 @@ RowLists build_row_lists(const void* s, int type, int64_t M, int64_t K, int thre
 
 }  // namespace
 
-// Inputs per K block of the forward: a weight block [kKBlock, kTile] is 256 KiB, so it stays
-// in L2 while every row of the item adds its events from that block.
-constexpr int64_t kKBlock = 512;
+// Inputs per K block of the forward: a weight block [kb, kTile] fills half of this CPU's L2,
+// so it stays there while every row of the item adds its events from that block.
+inline int64_t k_block() {
+  static const int64_t kb = std::clamp<int64_t>(
+      cache_sizes().l2 / 2 / (kTile * int64_t(sizeof(float))) / 64 * 64, 64, 8192);
+  return kb;
+}
 
 void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const float* weight_t,
                               const float* bias, float* out) {
-  const int64_t M = p.M, K = p.K, N = p.N;
+  const int64_t M = p.M, K = p.K, N = p.N, ldw = p.ldw > 0 ? p.ldw : N;
   if (M == 0 || N == 0) return;
+  const int64_t kKBlock = k_block();
   const RowLists L = build_row_lists(s, p.spike_type, M, K, event::threads_for(M * K, p.threads));
   const int threads = event::threads_for((L.off[M] + M) * N, p.threads);
   // Where each row's (sorted) list crosses into the next K block: split[m * (nkb + 1) + b].
@@ -111,7 +117,7 @@ void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const f
             const int32_t* sp = split.data() + m * (nkb + 1);
             float* o = out + m * N + n0;
             acc.set(kb > 0 ? o : (bias ? bias + n0 : nullptr));
-            event::add_rows(acc, weight_t + n0, N, L.idx.data() + L.off[m] + sp[kb],
+            event::add_rows(acc, weight_t + n0, ldw, L.idx.data() + L.off[m] + sp[kb],
                             sp[kb + 1] - sp[kb]);
             acc.store(o);
           }

@@ -20,6 +20,7 @@ struct SpikeLinearParams {
   int64_t N = 0;       // outputs
   int spike_type = 0;  // 0: fp32, 1: uint8 / bool (one byte per spike)
   int threads = 1;     // CPU threads (caller passes torch.get_num_threads())
+  int64_t ldw = 0;     // row stride of weight_t in floats (0: N); CPU forward only
 };
 
 // bias may be null.
