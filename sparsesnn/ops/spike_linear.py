@@ -90,11 +90,12 @@ def spike_linear_op(s: Tensor, weight: Tensor, weight_t: Tensor, bias: Optional[
         return reference.spike_linear(s, weight, bias)
     M, K = s.shape
     N = weight_t.shape[1]
-    if s.is_cuda or (K > 1 and N > 1 and (weight_t.stride(1) != 1 or weight_t.stride(0) < N)):
-        weight_t = weight_t.contiguous()  # the CUDA kernel reads dense rows
+    # The CPU kernel takes padded rows (stride >= N); the CUDA kernel reads dense ones.
+    if s.is_cuda or weight_t.stride(0) < N or (N > 1 and weight_t.stride(1) != 1):
+        weight_t = weight_t.contiguous()
     out = torch.empty((M, N), dtype=torch.float32, device=s.device)
     p = _params(M, K, N, s)
-    p.ldw = weight_t.stride(0) if K > 1 else N
+    p.ldw = weight_t.stride(0)
     if s.is_cuda:
         _ext._C.spike_linear_forward_cuda(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias),
                                           out.data_ptr(), s.device.index, _ext.cuda_stream(s.device))
