@@ -25,6 +25,7 @@
 #include <memory>
 #include <vector>
 
+#include "conv_gather_avx2.h"
 #include "event_accum.h"
 #include "parallel.h"
 #include "sparsesnn/cache_info.h"
@@ -90,6 +91,8 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
     count += __builtin_popcount(m);
   }
   if (bad) analog = true;
+#elif defined(__AVX2__)
+  count = avx2::list_active_rows(v, n, base, idx, analog);
 #else
   for (; k < n; ++k)
     if (v[k] != 0.0f) {
@@ -252,7 +255,6 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   return total;
 }
 
-#if defined(__AVX512BW__)
 // Events per accumulation round: uint16 lanes hold 65535 / M code sums, uint8 lanes (BITS <
 // 8) 255 / M; a round is a whole number of uint8 sub-rounds.
 template <int BITS>
@@ -260,6 +262,8 @@ constexpr int round_events() {
   constexpr int M = (1 << BITS) - 1, k8 = BITS == 8 ? 1 : 255 / M;
   return 65535 / M / k8 * k8;
 }
+
+#if defined(__AVX512BW__)
 
 // a16[q][s][h] = per output (uint16 lanes, output order q * 64P + s * 64 + h * 32 + lane) the
 // sum of the unsigned codes of rows[i0, i1) (at most round_events) in the tile's NCH chunks.
@@ -360,6 +364,19 @@ inline void accumulate_fold(const uint8_t* w, int64_t ld, int64_t byte0, const i
           if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
           _mm512_mask_storeu_ps(out + o, m, v);
         }
+#elif defined(__AVX2__)
+  constexpr int kr = round_events<BITS>();
+  alignas(32) uint16_t s16[NCH * kChunk * P];
+  const uint8_t* base = w + byte0;
+  if (n > kr) std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
+  for (int i0 = 0; i0 < n || i0 == 0; i0 += kr) {
+    std::memset(s16, 0, sizeof(s16));
+    avx2::tile_sums<BITS, NCH>(base, rows, i0, std::min(n, i0 + kr), s16);
+    if (n > kr)  // rare (more than ~4000 events into one output pixel): spill rounds to int32
+      for (int o = 0; o < NCH * kChunk * P; ++o) acc32[o] += s16[o];
+  }
+  avx2::fold(s16, n > kr ? acc32 : nullptr, width, mul, offc, scale, bias, out);
+  (void)ld;
 #else
   std::memset(acc32, 0, sizeof(int32_t) * NCH * kChunk * P);
   for (int i = 0; i < n; ++i) {
@@ -485,6 +502,8 @@ inline void store_nchw(const float* buf, int64_t npix, int64_t ldb, int64_t widt
     }
     return;
   }
+#elif defined(__AVX2__)
+  if (npix == 16) return avx2::store16_nchw(buf, ldb, width, y, OP, pix0);
 #endif
   for (int64_t o = 0; o < width; ++o)
     for (int64_t q = 0; q < npix; ++q) y[o * OP + pix0 + q] = buf[q * ldb + o];
@@ -617,7 +636,7 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
       }
       store_nchw(buf, pe - pb, width, width, ydst, OP, pb);
     }
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
     _mm_sfence();  // this item's streaming stores are complete before the region ends
 #endif
   });
