@@ -437,10 +437,14 @@ inline void accumulate_fold_analog(const uint8_t* w, int64_t byte0, const int32_
     }
 #else
     float a[kChunk] = {};
+#if defined(__AVX2__)
+    avx2::analog_slot_sums<BITS>(base, rows, vals, n, s, a);
+#else
     for (int i = 0; i < n; ++i) {
       const uint8_t* row = base + rows[i];
       for (int j = 0; j < kChunk; ++j) a[j] += vals[i] * static_cast<float>((row[j] >> (s * BITS)) & M);
     }
+#endif
     for (int64_t j = 0; j < live; ++j) {
       const float codes = mul * a[j] - offv;
       const float y = scale[o0 + j] * codes;

@@ -138,6 +138,34 @@ inline void fold(const uint16_t* s16, const int32_t* s32, int64_t width, int32_t
   }
 }
 
+// a[j] = sum_i vals[i] * u_i[j], u_i[j] the slot-s code of byte j of the 64-byte chunk at
+// base + rows[i] (the analog kernel's sums, fp32, 8 registers).
+template <int BITS>
+inline void analog_slot_sums(const uint8_t* base, const int32_t* rows, const float* vals, int n, int s,
+                             float* a) {
+  constexpr unsigned M = (1u << BITS) - 1u;
+  constexpr int kAhead = 8;
+  const __m256i vm = _mm256_set1_epi8(static_cast<char>(M));
+  const __m128i sh = _mm_cvtsi32_si128(s * BITS);
+  __m256 acc[8];
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  const auto widen = [](__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); };
+  for (int i = 0; i < n; ++i) {
+    if (i + kAhead < n) _mm_prefetch(reinterpret_cast<const char*>(base + rows[i + kAhead]), _MM_HINT_T0);
+    const __m256 xv = _mm256_set1_ps(vals[i]);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + rows[i] + 32 * h));
+      const __m256i u = _mm256_and_si256(_mm256_srl_epi16(v, sh), vm);
+      const __m128i lo = _mm256_castsi256_si128(u), hi = _mm256_extracti128_si256(u, 1);
+      acc[4 * h + 0] = _mm256_fmadd_ps(xv, widen(lo), acc[4 * h + 0]);
+      acc[4 * h + 1] = _mm256_fmadd_ps(xv, widen(_mm_srli_si128(lo, 8)), acc[4 * h + 1]);
+      acc[4 * h + 2] = _mm256_fmadd_ps(xv, widen(hi), acc[4 * h + 2]);
+      acc[4 * h + 3] = _mm256_fmadd_ps(xv, widen(_mm_srli_si128(hi, 8)), acc[4 * h + 3]);
+    }
+  }
+  for (int r = 0; r < 8; ++r) _mm256_storeu_ps(a + 8 * r, acc[r]);
+}
+
 // r[i][j] -> r[j][i] for an 8 x 8 float block in registers.
 inline void transpose8(__m256 (&r)[8]) {
   __m256 t[8], s[8];
