@@ -189,11 +189,10 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
   // Output row (relative to y0) of band row r through kernel row ky, and output column of
   // input column ix through kernel column kx; -1 where none (padding, stride, band edge).
-  int shift = 0;
-  while ((int64_t(1) << shift) < W) ++shift;  // events are stored as (band row << shift) | column
-  int32_t* ty = tmp.get(nrow * KH + W * KW + W + kSlack);
+  const int64_t npix = nrow * W;
+  int32_t* ty = tmp.get(nrow * KH + W * KW + npix + kSlack);
   int32_t* tx = ty + nrow * KH;
-  int32_t* pix = tx + W * KW;  // the active columns of one input row
+  int32_t* pix = tx + W * KW;  // the active pixels of one channel's band
   for (int64_t r = 0; r < nrow; ++r)
     for (int64_t ky = 0; ky < KH; ++ky) {
       const int64_t ny = ir0 + r + p.ph - ky * p.dh, oy = ny / p.sh;
@@ -204,11 +203,11 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
       const int64_t nx = ix + p.pw - kx * p.dw, ox = nx / p.sw;
       tx[ix * KW + kx] = nx >= 0 && nx % p.sw == 0 && ox < OW ? static_cast<int32_t>(ox) : -1;
     }
-  const auto target = [&](int32_t e, int32_t j) -> int32_t {
-    const int32_t a = ty[(e >> shift) * KH + kt.ky[j]], b = tx[(e & ((1 << shift) - 1)) * KW + kt.kx[j]];
-    return (a | b) < 0 ? -1 : a + b;
-  };
+  // Band pixel q is (row q / W, column q % W); the row through a double multiply (exact: q +
+  // 0.5 is at least 0.5 / W from a multiple of W, far beyond the rounding error).
+  const double inv_w = 1.0 / static_cast<double>(W);
   // Pass 1: (output pixel, kept row) of every event and kept tap, counted per output pixel.
+  // One scan per channel over its whole band (the band's rows are contiguous in the plane).
   static thread_local std::vector<int32_t> hits;  // pairs; grown, never shrunk
   static thread_local std::vector<float> hit_vals;  // with vals: the input value of each hit
   ptr.assign(static_cast<size_t>(nout + 1), 0);
@@ -216,24 +215,26 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   for (int64_t c = 0; c < C; ++c) {
     const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
     if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
-    for (int64_t r = 0; r < nrow; ++r) {
-      const int k = list_active_rows(xb + c * HW + (ir0 + r) * W, W, static_cast<int32_t>(r << shift), pix, analog);
-      if (static_cast<int64_t>(hits.size()) < 2 * (nh + int64_t(k) * (j1 - j0)))
-        hits.resize(static_cast<size_t>(4 * (nh + int64_t(k) * (j1 - j0))));
-      if (vals && static_cast<int64_t>(hit_vals.size()) < nh + int64_t(k) * (j1 - j0))
-        hit_vals.resize(static_cast<size_t>(2 * (nh + int64_t(k) * (j1 - j0))));
-      int32_t* h = hits.data();
-      const float* xr = xb + c * HW + (ir0 + r) * W;
-      for (int i = 0; i < k; ++i)
-        for (int32_t j = j0; j < j1; ++j) {
-          const int32_t o = target(pix[i], j);
-          if (o < 0) continue;
-          ++ptr[o + 1];
-          h[2 * nh] = o;
-          h[2 * nh + 1] = kt.row[j];
-          if (vals) hit_vals[static_cast<size_t>(nh)] = xr[pix[i] & ((1 << shift) - 1)];
-          ++nh;
-        }
+    const float* xc = xb + c * HW + ir0 * W;
+    const int k = list_active_rows(xc, npix, 0, pix, analog);
+    const int64_t need = nh + int64_t(k) * (j1 - j0);
+    if (static_cast<int64_t>(hits.size()) < 2 * need) hits.resize(static_cast<size_t>(4 * need));
+    if (vals && static_cast<int64_t>(hit_vals.size()) < need) hit_vals.resize(static_cast<size_t>(2 * need));
+    int32_t* h = hits.data();
+    for (int i = 0; i < k; ++i) {
+      const int32_t q = pix[i], r = static_cast<int32_t>((q + 0.5) * inv_w);
+      const int32_t* tyr = ty + r * KH;
+      const int32_t* txc = tx + (q - r * W) * KW;
+      for (int32_t j = j0; j < j1; ++j) {
+        const int32_t a = tyr[kt.ky[j]], b = txc[kt.kx[j]];
+        if ((a | b) < 0) continue;
+        const int32_t o = a + b;
+        ++ptr[o + 1];
+        h[2 * nh] = o;
+        h[2 * nh + 1] = kt.row[j];
+        if (vals) hit_vals[static_cast<size_t>(nh)] = xc[q];
+        ++nh;
+      }
     }
   }
   // Pass 2: into per-output-pixel lists.
