@@ -171,6 +171,7 @@ def sizes(size: str):
 def main() -> None:
     p = bc.parser(__doc__)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default=None, help="result file name under bench/results/ (default lif_<device>)")
     args = bc.start(p.parse_args())
     device = args.device
     cases, kernel_cases, timing = sizes(args.size)
@@ -231,7 +232,7 @@ def main() -> None:
                + bc.markdown_table(["T", "N", "fwd", "bwd", "fwd+bwd"],
                                    [[k["T"], k["N"]] + [1e9 * k[c] / (k["T"] * k["N"]) for c in ("fwd", "bwd", "fwd_bwd")]
                                     for k in kernel]))
-    path = bc.write_results(f"lif_{device}", payload, md, args.machine)
+    path = bc.write_results(args.name or f"lif_{device}", payload, md, args.machine)
     plot(records, peers, device)
     print(md)
     print(f"wrote {path}")
