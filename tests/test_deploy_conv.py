@@ -90,6 +90,36 @@ def test_deploy_conv_matches_folded_float(name, bits, sparsity):
                 assert torch.allclose(layer.dequantized_weight(), fl.weight, atol=1e-6), name_
 
 
+def test_admm_tap_structure_deploys_pruned_conv_layout():
+    """structure="taps": conv sparsity removes whole tap rows (c, ky, kx), so deploy stores the
+    convs in the pruned layout; linear layers are pruned per weight; outputs match."""
+    m, shape = _models()["vgg"]
+    _warm_bn(m, shape)
+    ADMM(m, sparsity=0.9, bits=4, structure="taps").finalize()
+    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    for conv in convs:
+        rows = conv.weight.detach().permute(1, 2, 3, 0).flatten(0, 2)  # [C*KH*KW, O]
+        alive = rows.abs().sum(1) > 0
+        kept = rows.shape[0] - round(0.9 * rows.shape[0])
+        assert int(alive.sum()) <= kept  # whole rows zero (rounding may zero more)
+        assert float((conv.weight == 0).float().mean()) >= (rows.shape[0] - kept) / rows.shape[0] - 1e-6
+    d = deploy(m)
+    fm = layer_formats(d)
+    for name, layer in d.named_modules():
+        if isinstance(layer, PackedSpikingConv2d):
+            assert layer.layout == "pruned", (name, fm[name])
+    f = fold_batchnorm(m)
+    x = _x(shape)
+    with torch.no_grad():
+        assert torch.allclose(f(x), d(x), atol=1e-4, rtol=1e-4)
+
+
+def test_admm_structure_errors():
+    m, _ = _models()["lenet"]
+    with pytest.raises(ValueError, match="^structure: expected one of"):
+        ADMM(m, sparsity=0.5, structure="channels")
+
+
 def test_deployed_spikes_binary_after_max_analog_after_avg():
     m, shape = _models()["vgg"]
     _warm_bn(m, shape)

@@ -87,6 +87,10 @@ class ADMM:
             layer by alternating least squares, ``als_iters`` rounds, the authors' 5) or "std"
             (LitE-SNN: step ``STD_STEPS[b] * std(W)`` per layer on the two's-complement grid;
             bits 8, 4, 2 or 'binary').
+        structure: what a sparsity target prunes in conv weights: "weights" (default, each
+            weight) or "taps" (whole tap rows ``(c, ky, kx)`` across all outputs, by L2 norm:
+            the pattern the pruned conv layout skips; unstructured zeros keep the dense layout).
+            Linear weights are pruned per weight either way.
     """
 
     def __init__(self, model: nn.Module, targets: Mapping[str, Any] | None = None, *,
@@ -94,7 +98,7 @@ class ADMM:
                  exclude: Iterable[str] = (), per_channel: bool = True, rho: float = 1e-3,
                  rho_growth: float = 1.0, rho_max: float = 1.0,
                  update_every: int | None = None, proximal: float | None = None,
-                 scale_fit: str = "maxabs", als_iters: int = 5) -> None:
+                 scale_fit: str = "maxabs", als_iters: int = 5, structure: str = "weights") -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         # under DDP the layers are the wrapped model's; names may come with the 'module.' prefix
@@ -114,6 +118,9 @@ class ADMM:
             raise ValueError(f"scale_fit: expected one of {P.SCALE_FITS}, got {scale_fit!r}")
         self.scale_fit = scale_fit
         self.als_iters = check_positive_int("als_iters", als_iters)
+        if structure not in P.STRUCTURES:
+            raise ValueError(f"structure: expected one of {P.STRUCTURES}, got {structure!r}")
+        self.structure = structure
         if sparsity is not None:
             P.check_sparsity("sparsity", sparsity)
         if bits is not None:
@@ -161,7 +168,7 @@ class ADMM:
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Prune, fit the grid's scale (``scale_fit``) on the kept weights, quantize."""
         t = self.targets[name]
-        mask = P.sparsity_mask(w, t.sparsity) if t.sparsity else None
+        mask = P.sparsity_mask(w, t.sparsity, self.structure) if t.sparsity else None
         scale = None
         if t.bits is not None:
             wm = w.detach() * mask if mask is not None else w.detach()

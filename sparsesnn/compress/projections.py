@@ -142,12 +142,25 @@ def bits_per_weight(bits: int | str) -> float:
     return {"ternary": 2.0, "binary": 1.0}.get(bits, float(bits))  # type: ignore[arg-type]
 
 
-def sparsity_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+STRUCTURES = ("weights", "taps")
+
+
+def sparsity_mask(w: torch.Tensor, sparsity: float, structure: str = "weights") -> torch.Tensor:
     """Keep the ``numel - round(sparsity * numel)`` largest ``|w|`` (exactly; ties by index).
 
-    Returns a bool mask with the shape of ``w``.
+    ``structure="taps"`` on a conv weight ``[O, C, KH, KW]`` keeps whole tap rows ``(c, ky, kx)``
+    instead: the ``1 - sparsity`` fraction with the largest L2 norm over the O outputs (the
+    Euclidean projection onto "at most that many nonzero tap rows"), which the pruned conv
+    layout turns into speed; other weights are pruned per weight. Returns a bool mask with the
+    shape of ``w``.
     """
     sparsity = check_sparsity("sparsity", sparsity)
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure: expected one of {STRUCTURES}, got {structure!r}")
+    if structure == "taps" and w.dim() == 4:
+        from ..ops.pruned_conv2d import tap_mask
+
+        return tap_mask(w, sparsity)
     n = w.numel()
     keep = n - int(round(sparsity * n))
     flat = w.detach().abs().flatten()
