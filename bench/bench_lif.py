@@ -232,13 +232,14 @@ def main() -> None:
                + bc.markdown_table(["T", "N", "fwd", "bwd", "fwd+bwd"],
                                    [[k["T"], k["N"]] + [1e9 * k[c] / (k["T"] * k["N"]) for c in ("fwd", "bwd", "fwd_bwd")]
                                     for k in kernel]))
-    path = bc.write_results(args.name or f"lif_{device}", payload, md, args.machine)
-    plot(records, peers, device)
+    name = args.name or f"lif_{device}"
+    path = bc.write_results(name, payload, md, args.machine)
+    plot(records, peers, name)
     print(md)
     print(f"wrote {path}")
 
 
-def plot(records, peer_names, device) -> None:
+def plot(records, peer_names, name: str) -> None:
     plt = bc.pyplot()
     if plt is None:
         return
@@ -252,11 +253,11 @@ def plot(records, peer_names, device) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("neurons N")
         ax.set_ylabel("speedup of sparsesnn")
-        ax.set_title(f"LIF {kind} ({device}, each library in its own process)")
+        ax.set_title(f"LIF {kind} ({name}, each library in its own process)")
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(bc.RESULTS / f"lif_{device}.png", dpi=110)
+    fig.savefig(bc.RESULTS / f"{name}.png", dpi=110)
 
 
 if __name__ == "__main__":
