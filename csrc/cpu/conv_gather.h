@@ -91,9 +91,10 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
     count += __builtin_popcount(m);
   }
   if (bad) analog = true;
-#elif defined(__AVX2__)
-  count = avx2::list_active_rows(v, n, base, idx, analog);
 #else
+#if defined(__AVX2__)
+  k = avx2::list_active_blocks(v, n, base, idx, count, analog);  // whole blocks of 8
+#endif
   for (; k < n; ++k)
     if (v[k] != 0.0f) {
       if (v[k] != 1.0f) analog = true;

@@ -30,13 +30,15 @@ inline constexpr std::array<uint64_t, 256> make_compress_table() {
 }
 inline constexpr std::array<uint64_t, 256> kCompress = make_compress_table();
 
-// As conv_gather::list_active_rows: indices of the nonzero v[k] (plus base) into idx, up to 8
-// entries written past the count; sets `analog` on a nonzero value other than 1.
-inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* idx, bool& analog) {
+// conv_gather::list_active_rows over the whole blocks of 8 of v[0, n): appends the indices
+// of the nonzero v[k] (plus base) to idx at `count` (up to 8 entries written past it) and
+// sets `analog` on a nonzero value other than 1. Returns how many inputs it covered.
+inline int64_t list_active_blocks(const float* v, int64_t n, int32_t base, int32_t* idx, int& count,
+                                  bool& analog) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
   const __m256i step = _mm256_set1_epi32(8);
   __m256i ids = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(base));
-  int count = 0, bad = 0;
+  int bad = 0;
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
     const __m256 x = _mm256_loadu_ps(v + k);
@@ -48,13 +50,8 @@ inline int list_active_rows(const float* v, int64_t n, int32_t base, int32_t* id
     count += __builtin_popcount(m);
     ids = _mm256_add_epi32(ids, step);
   }
-  for (; k < n; ++k)
-    if (v[k] != 0.0f) {
-      if (v[k] != 1.0f) bad = 1;
-      idx[count++] = base + static_cast<int32_t>(k);
-    }
   if (bad) analog = true;
-  return count;
+  return k;
 }
 
 // s16[o] += the sum of the unsigned codes of output o (tile order: chunk q, slot s, byte j at

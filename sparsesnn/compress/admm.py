@@ -118,9 +118,7 @@ class ADMM:
             raise ValueError(f"scale_fit: expected one of {P.SCALE_FITS}, got {scale_fit!r}")
         self.scale_fit = scale_fit
         self.als_iters = check_positive_int("als_iters", als_iters)
-        if structure not in P.STRUCTURES:
-            raise ValueError(f"structure: expected one of {P.STRUCTURES}, got {structure!r}")
-        self.structure = structure
+        self.structure = P.check_structure("structure", structure)
         if sparsity is not None:
             P.check_sparsity("sparsity", sparsity)
         if bits is not None:

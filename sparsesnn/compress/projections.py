@@ -145,6 +145,12 @@ def bits_per_weight(bits: int | str) -> float:
 STRUCTURES = ("weights", "taps")
 
 
+def check_structure(name: str, value: object) -> str:
+    if value not in STRUCTURES:
+        raise ValueError(f"{name}: expected one of {STRUCTURES}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def sparsity_mask(w: torch.Tensor, sparsity: float, structure: str = "weights") -> torch.Tensor:
     """Keep the ``numel - round(sparsity * numel)`` largest ``|w|`` (exactly; ties by index).
 
@@ -155,9 +161,7 @@ def sparsity_mask(w: torch.Tensor, sparsity: float, structure: str = "weights") 
     shape of ``w``.
     """
     sparsity = check_sparsity("sparsity", sparsity)
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure: expected one of {STRUCTURES}, got {structure!r}")
-    if structure == "taps" and w.dim() == 4:
+    if check_structure("structure", structure) == "taps" and w.dim() == 4:
         from ..ops.pruned_conv2d import tap_mask
 
         return tap_mask(w, sparsity)
