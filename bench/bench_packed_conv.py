@@ -16,12 +16,13 @@ own fresh process through the public API with default settings:
 
 Every call gets a different spike pattern (a pool of inputs is cycled).
 
-    python bench/bench_packed_conv.py [--quick | --smoke] [--threads 2] [--name packed_conv]
+    python bench/bench_packed_conv.py [--quick | --smoke] [--threads 2] [--name packed_conv] [--rounds 3]
 
 Writes ``bench/results/<name>.{json,md}``; the console and the Markdown end with the targets.
 """
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -104,6 +105,18 @@ def run_variant(variant: str, configs: list, timing: dict) -> dict:
     return out
 
 
+def merge_rounds(runs: list) -> dict:
+    """One variant's record with each cell's time the median of its rounds (all kept)."""
+    out = dict(runs[0])
+    out["times"] = []
+    for cells in zip(*(r["times"] for r in runs)):
+        rec = dict(cells[0])
+        rec["rounds_s"] = [c["s"] for c in cells]
+        rec["s"] = statistics.median(rec["rounds_s"])
+        out["times"].append(rec)
+    return out
+
+
 def targets(res: dict) -> list[list]:
     rows = []
     by = {v["variant"]: {(r["T"], r["B"]): r["s"] for r in v["times"]} for v in res["variants"]}
@@ -121,7 +134,8 @@ def targets(res: dict) -> list[list]:
 
 def markdown(res: dict) -> str:
     out = [f"Conv {C_IN} -> {C_OUT}, {K}x{K}, stride 1, padding 1, {HW}x{HW}, binary spikes at "
-           f"{DENSITY:.0%}; {res['threads']} threads per process. Milliseconds per call (median); "
+           f"{DENSITY:.0%}; {res['threads']} threads per process. Milliseconds per call: the median "
+           f"of {res['rounds']} interleaved rounds (each a fresh process per variant, median of its calls); "
            f"`/proc/loadavg` at the start: {res['loadavg_start']}, at the end: {res['loadavg_end']}.", ""]
     configs = [(r["T"], r["B"]) for r in res["variants"][0]["times"]]
     hdr = ["variant", "layout", "weight bytes"] + [f"T={T} B={B}" for T, B in configs]
@@ -146,11 +160,17 @@ def main() -> None:
     p = bc.parser(__doc__)
     p.set_defaults(threads=2)
     p.add_argument("--name", default="packed_conv", help="result file name under bench/results/")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median per cell)")
     args = bc.start(p.parse_args())
     kw = plan(args.size)
     res = {"loadavg_start": loadavg(), "threads": torch.get_num_threads(), "size": args.size,
            "density": DENSITY, "pool": POOL}
-    res["variants"] = [bc.isolated("bench_packed_conv:run_variant", variant=v, **kw) for v in VARIANTS]
+    # Interleaved rounds (every variant once per round, each in a fresh process): load from
+    # other tenants then hits all variants alike; each time is the median over the rounds.
+    rounds = [[bc.isolated("bench_packed_conv:run_variant", variant=v, **kw) for v in VARIANTS]
+              for _ in range(args.rounds)]
+    res["rounds"] = args.rounds
+    res["variants"] = [merge_rounds([r[i] for r in rounds]) for i in range(len(VARIANTS))]
     res["loadavg_end"] = loadavg()
     res["targets"] = targets(res)
     print(bc.write_results(args.name, res, markdown(res), args.machine))

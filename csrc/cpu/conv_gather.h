@@ -38,6 +38,7 @@ namespace conv_gather {
 constexpr int kChunk = 64;   // bytes per chunk (one zmm load)
 constexpr int kSlack = 64;   // int32 entries the vector list copies may touch past an end
 constexpr int kAhead = 8;    // events prefetched ahead
+constexpr int kChanAhead = 2;  // input channel bands prefetched ahead of the listing scan
 constexpr int64_t kPixBlock = 16;  // output pixels per channels-last staging block
 
 inline int64_t chunk_outputs(int bits) { return kChunk * 8 / bits; }
@@ -59,6 +60,13 @@ struct Scratch {
     return data.get();
   }
 };
+
+// Prefetch n floats from v into L1: the next channel plane's band, issued before the current
+// one is scanned. Each plane band starts a new run (often a new page), where the hardware
+// prefetcher would otherwise lose the first lines of every run to full memory latency.
+inline void prefetch_floats(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(v + i), _MM_HINT_T0);
+}
 
 // Indices k (offset by `base`) with v[k] != 0, written to idx (up to 16 entries past the
 // returned count are written); returns the count. Sets `analog` if a nonzero value is not 1
@@ -119,6 +127,7 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   int64_t n = 0;
   for (int64_t c = 0; c < C; ++c) {
     coff[c] = static_cast<int32_t>(n);
+    if (c + 1 < C) prefetch_floats(xb + (c + 1) * plane, npix);
     const int k = list_active_rows(xb + c * plane, npix, 0, pix + n, analog);
     for (int i = 0; i < k; ++i) ++ptr[pix[n + i] + 1];
     n += k;
@@ -150,6 +159,7 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
 // tap's (ky, kx) and its row in the pruned values.
 struct KeptTaps {
   std::vector<int32_t> ptr, ky, kx, row;
+  std::vector<int32_t> live;  // the channels with at least one kept tap, ascending
   // row_stride: what a kept row's entry is multiplied by (1: row ids; the row bytes: offsets).
   KeptTaps(const PackedConv2dParams& p, const int32_t* map, int64_t row_stride = 1)
       : ptr(static_cast<size_t>(p.C + 1), 0) {
@@ -171,6 +181,7 @@ struct KeptTaps {
           row[j++] = static_cast<int32_t>(r * row_stride);
         }
       ptr[c + 1] = j;
+      if (j > ptr[c]) live.push_back(static_cast<int32_t>(c));
     }
   }
 };
@@ -213,30 +224,40 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
   static thread_local std::vector<float> hit_vals;  // with vals: the input value of each hit
   ptr.assign(static_cast<size_t>(nout + 1), 0);
   int64_t nh = 0;
-  for (int64_t c = 0; c < C; ++c) {
+  const int64_t nlive = static_cast<int64_t>(kt.live.size());
+  const auto band = [&](int64_t i) { return xb + kt.live[static_cast<size_t>(i)] * HW + ir0 * W; };
+  for (int64_t i = 0; i < std::min<int64_t>(kChanAhead, nlive); ++i) prefetch_floats(band(i), npix);
+  for (int64_t li = 0; li < nlive; ++li) {  // channels whose taps were all pruned are skipped
+    const int64_t c = kt.live[static_cast<size_t>(li)];
     const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
-    if (j0 == j1) continue;  // every tap of c pruned: its spikes cost nothing
+    if (li + kChanAhead < nlive) prefetch_floats(band(li + kChanAhead), npix);
     const float* xc = xb + c * HW + ir0 * W;
     const int k = list_active_rows(xc, npix, 0, pix, analog);
     const int64_t need = nh + int64_t(k) * (j1 - j0);
     if (static_cast<int64_t>(hits.size()) < 2 * need) hits.resize(static_cast<size_t>(4 * need));
     if (vals && static_cast<int64_t>(hit_vals.size()) < need) hit_vals.resize(static_cast<size_t>(2 * need));
-    int32_t* h = hits.data();
+    // Raw pointers: through the vectors, every store below would make the compiler reload them.
+    int32_t* __restrict h = hits.data() + 2 * nh;
+    int32_t* __restrict cnt = ptr.data() + 1;
+    float* __restrict hv = vals ? hit_vals.data() + nh : nullptr;
+    const int32_t *kty = kt.ky.data(), *ktx = kt.kx.data(), *ktr = kt.row.data();
+    int64_t m = 0;
     for (int i = 0; i < k; ++i) {
       const int32_t q = pix[i], r = static_cast<int32_t>((q + 0.5) * inv_w);
       const int32_t* tyr = ty + r * KH;
       const int32_t* txc = tx + (q - r * W) * KW;
       for (int32_t j = j0; j < j1; ++j) {
-        const int32_t a = tyr[kt.ky[j]], b = txc[kt.kx[j]];
+        const int32_t a = tyr[kty[j]], b = txc[ktx[j]];
         if ((a | b) < 0) continue;
         const int32_t o = a + b;
-        ++ptr[o + 1];
-        h[2 * nh] = o;
-        h[2 * nh + 1] = kt.row[j];
-        if (vals) hit_vals[static_cast<size_t>(nh)] = xc[q];
-        ++nh;
+        ++cnt[o];
+        h[2 * m] = o;
+        h[2 * m + 1] = ktr[j];
+        if (hv) hv[m] = xc[q];
+        ++m;
       }
     }
+    nh += m;
   }
   // Pass 2: into per-output-pixel lists.
   for (int64_t o = 0; o < nout; ++o) ptr[o + 1] += ptr[o];
