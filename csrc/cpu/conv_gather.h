@@ -61,11 +61,11 @@ struct Scratch {
   }
 };
 
-// Prefetch n floats from v into L1: the next channel plane's band, issued before the current
-// one is scanned. Each plane band starts a new run (often a new page), where the hardware
-// prefetcher would otherwise lose the first lines of every run to full memory latency.
+// Prefetch n floats from v into L1: a channel plane's band, kChanAhead channels before the
+// listing scans it. Each band is a short run (often on a new page) that the hardware
+// prefetcher would lock onto too late, paying full memory latency on its first lines.
 inline void prefetch_floats(const float* v, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(v + i), _MM_HINT_T0);
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(v + i, 0, 3);
 }
 
 // Indices k (offset by `base`) with v[k] != 0, written to idx (up to 16 entries past the
@@ -125,9 +125,10 @@ inline int64_t list_pixels(const float* xb, int64_t C, int64_t plane, int64_t np
   int32_t* coff = pix + C * npix + kSlack;
   ptr.assign(static_cast<size_t>(npix + 1), 0);
   int64_t n = 0;
+  for (int64_t c = 0; c < std::min<int64_t>(kChanAhead, C); ++c) prefetch_floats(xb + c * plane, npix);
   for (int64_t c = 0; c < C; ++c) {
     coff[c] = static_cast<int32_t>(n);
-    if (c + 1 < C) prefetch_floats(xb + (c + 1) * plane, npix);
+    if (c + kChanAhead < C) prefetch_floats(xb + (c + kChanAhead) * plane, npix);
     const int k = list_active_rows(xb + c * plane, npix, 0, pix + n, analog);
     for (int i = 0; i < k; ++i) ++ptr[pix[n + i] + 1];
     n += k;
