@@ -618,6 +618,8 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
     float* buf = buf_s.get(kPixBlock * width + 16);
     int32_t* acc32 = acc_s.get(kTileChunks * CO + 16);
     const int32_t* ev = rows_s.get(kSlack);
+    // A raw pointer: each access to a thread_local from a shared library is a TLS lookup call.
+    const int32_t* lp = ptr.data();
     float* ydst = y + (b * O + o0) * OP;
     for (int64_t pb = y0 * p.OW; pb < y1 * p.OW; pb += kPixBlock) {
       const int64_t pe = std::min(y1 * p.OW, pb + kPixBlock);
@@ -627,9 +629,9 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
         int k = 0;
         if (pruned) {
           const int64_t o = pi - y0 * p.OW;
-          list = ev + ptr[o];
-          if (ANALOG) list_vals = ev_vals + ptr[o];
-          k = ptr[o + 1] - ptr[o];
+          list = ev + lp[o];
+          if (ANALOG) list_vals = ev_vals + lp[o];
+          k = lp[o + 1] - lp[o];
         } else {
           const int64_t oy = pi / p.OW, ox = pi - oy * p.OW;
           for (int64_t ky = 0; ky < p.KH; ++ky) {
@@ -639,8 +641,8 @@ bool run(const PackedConv2dParams& p, const float* x, const uint8_t* wk, const i
               const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
               if (ix < 0 || ix >= p.W) continue;
               const int64_t q = (iy - ir0) * p.W + ix;
-              if (ANALOG) std::memcpy(flat_vals + k, ev_vals + ptr[q], sizeof(float) * (ptr[q + 1] - ptr[q]));
-              k += event::append_offset(flat + k, ev + ptr[q], ptr[q + 1] - ptr[q],
+              if (ANALOG) std::memcpy(flat_vals + k, ev_vals + lp[q], sizeof(float) * (lp[q + 1] - lp[q]));
+              k += event::append_offset(flat + k, ev + lp[q], lp[q + 1] - lp[q],
                                         static_cast<int32_t>((ky * p.KW + kx) * ld));
             }
           }
