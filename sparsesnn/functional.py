@@ -248,7 +248,10 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         C.check_shape("weight_t", weight_t, (K, N))
         C.check_same_device("weight_t", weight_t, "weight", weight)
         C.check_dtype("weight_t", weight_t, (torch.float32,))
-        weight_t = weight_t.detach().contiguous()
+        # No .contiguous(): the cached layout has padded rows (not contiguous), and a copy of
+        # the whole weight per call is what the cache is for; the op copies only what the
+        # kernel cannot read (rows closer than N, or a non-unit column stride).
+        weight_t = weight_t.detach()
     s = _spike_input(s, check_binary)
     lead = s.shape[:-1]
     args = (s.reshape(math.prod(lead), K).contiguous(), weight, weight_t,
