@@ -12,7 +12,9 @@ argument, the environment variable ``SPARSESNN_BREAK_EVEN`` (``"0.2"`` for every
 ``"linear=0.3,conv2d=0.15"``), else a measurement of the module's own shape: the first call
 per layer shape and row-count octave runs both paths twice on its real input (alternating),
 keeps the faster one's output and sets that shape's break-even to
-``density * t_dense / t_event`` (event time grows with density, dense time does not). That
+``density * t_dense / t_event`` (event time grows with density, dense time does not; a call
+at more than twice the measured density and near that break-even measures again, since the
+event path's fixed cost makes a measurement at low density underestimate it). That
 costs a few extra kernel calls once, instead of a calibration of seconds in the first forward,
 and it holds for the shapes the model has, which one generic calibration does not (conv's
 break-even moves with channels and image size). :func:`calibrate` and :func:`break_even`
@@ -44,7 +46,7 @@ _FORMAT = 2  # 2: crossings fixed (1 could record ~0 when only the lowest densit
 _lock = threading.Lock()
 _calibrating = threading.Lock()  # held while a first-use calibration measures
 _memory: dict[str, dict] = {}  # machine key -> {op: {"m": [...], "break_even": [...]}}
-_probed: dict[tuple, float] = {}  # (op, device, layer shape, M octave) -> measured break-even
+_probed: dict[tuple, tuple[float, float]] = {}  # (op, device, shape, M octave) -> (break-even, density measured at)
 _MIN_PROBE_DENSITY = 0.002  # sparser calls run event-driven without measuring (almost no work)
 
 
@@ -314,10 +316,17 @@ def choose(op: str, density: float, m: int, device: str, override: Optional[floa
     be = _given(op, override)
     if be is None:
         key = (op, device, shape, max(1, int(m)).bit_length())
-        be = _probed.get(key)
-        if be is None:
+        probed = _probed.get(key)
+        if probed is None:
             if density < _MIN_PROBE_DENSITY:
                 return "event", event()
+            return _probe(key, density, dense, event)
+        be, at = probed
+        # The estimate assumes event time grows in proportion to density; the event path's
+        # fixed cost makes it too low when measured at a much sparser call. Measure again
+        # where it decides (density near or above it) and the last measurement was at less
+        # than half this density: at most a few times per key, each closer to the truth.
+        if density > 2 * at and density > be / 2:
             return _probe(key, density, dense, event)
     return ("event", event()) if density < be else ("dense", dense())
 
@@ -333,7 +342,7 @@ def _probe(key: tuple, density: float, dense: Callable[[], Any], event: Callable
         times[name] = min(times[name], time.perf_counter() - t0)
     be = min(1.0, density * times["dense"] / max(times["event"], 1e-9))
     with _lock:
-        _probed[key] = be
+        _probed[key] = (be, density)
     best = "event" if times["event"] <= times["dense"] else "dense"
     return best, outs[best]
 

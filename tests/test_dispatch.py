@@ -121,23 +121,42 @@ def test_choose_measures_each_shape_once(isolated_dispatch, monkeypatch):
     dense, event = _counted("dense", 0.004, calls), _counted("event", 0.001, calls)
     assert dispatch.choose("linear", 0.1, 64, "cpu", None, (8, 8), dense, event) == ("event", "event")
     assert sorted(calls) == ["dense", "dense", "event", "event"]
-    be = dispatch._probed[("linear", "cpu", (8, 8), 7)]
-    assert 0.2 < be <= 1.0  # 0.1 * ~4 ms / ~1 ms
+    be, at = dispatch._probed[("linear", "cpu", (8, 8), 7)]
+    assert 0.2 < be <= 1.0 and at == 0.1  # 0.1 * ~4 ms / ~1 ms
     calls.clear()
     assert dispatch.choose("linear", 0.1, 100, "cpu", None, (8, 8), dense, event)[0] == "event"
-    assert dispatch.choose("linear", min(1.0, be * 1.01) + 1e-6, 100, "cpu", None, (8, 8), dense, event)[0] == "dense"
-    assert calls == ["event", "dense"]  # same octave of M: no new measurement
+    assert dispatch.choose("linear", 0.15, 100, "cpu", None, (8, 8), dense, event)[0] == "event"
+    assert calls == ["event", "event"]  # same octave of M, within 2x of the measured density
     calls.clear()
     dispatch.choose("linear", 0.1, 1024, "cpu", None, (8, 8), dense, event)  # another octave
     dispatch.choose("linear", 0.1, 64, "cpu", None, (8, 9), dense, event)  # another shape
     assert len(calls) == 8
 
 
+def test_choose_measures_again_far_above_a_sparse_measurement(isolated_dispatch):
+    """Event time = fixed cost + per-event cost: measured at 1% (fixed cost dominant), the
+    break-even estimate is too low; a call near it at a much higher density measures again."""
+    calls: list = []
+    dense = _counted("dense", 0.008, calls)
+    event_at = {0.01: 0.002, 0.2: 0.004}  # 2 ms fixed + 10 ms per unit density
+    dispatch.choose("linear", 0.01, 64, "cpu", None, (3,), dense, _counted("event", event_at[0.01], calls))
+    be, at = dispatch._probed[("linear", "cpu", (3,), 7)]
+    assert at == 0.01 and be < 0.1  # 0.01 * 8 / ~2: far below the true ~0.6
+    calls.clear()
+    path, _ = dispatch.choose("linear", 0.2, 64, "cpu", None, (3,), dense, _counted("event", event_at[0.2], calls))
+    assert path == "event" and sorted(calls) == ["dense", "dense", "event", "event"]
+    be, at = dispatch._probed[("linear", "cpu", (3,), 7)]
+    assert at == 0.2 and be > 0.25  # 0.2 * 8 / ~4
+    calls.clear()
+    assert dispatch.choose("linear", 0.22, 64, "cpu", None, (3,), dense, _counted("event", 0.004, calls))[0] == "event"
+    assert calls == ["event"]  # within 2x of the last measurement: no new one
+
+
 def test_choose_keeps_dense_where_event_is_slower(isolated_dispatch):
     calls: list = []
     dense, event = _counted("dense", 0.001, calls), _counted("event", 0.004, calls)
     assert dispatch.choose("conv2d", 0.2, 64, "cpu", None, ("c",), dense, event) == ("dense", "dense")
-    assert dispatch._probed[("conv2d", "cpu", ("c",), 7)] < 0.1  # 0.2 * ~1 ms / ~4 ms
+    assert dispatch._probed[("conv2d", "cpu", ("c",), 7)][0] < 0.1  # 0.2 * ~1 ms / ~4 ms
 
 
 def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isolated_dispatch, monkeypatch):
