@@ -156,7 +156,12 @@ def test_choose_keeps_dense_where_event_is_slower(isolated_dispatch):
     calls: list = []
     dense, event = _counted("dense", 0.001, calls), _counted("event", 0.004, calls)
     assert dispatch.choose("conv2d", 0.2, 64, "cpu", None, ("c",), dense, event) == ("dense", "dense")
-    assert dispatch._probed[("conv2d", "cpu", ("c",), 7)][0] < 0.1  # 0.2 * ~1 ms / ~4 ms
+    be, at = dispatch._probed[("conv2d", "cpu", ("c",), 7)]
+    assert be < 0.1 and at == 0.2  # 0.2 * ~1 ms / ~4 ms
+    calls.clear()
+    # Above the break-even and within 2x of the measured density: dense, no new measurement.
+    assert dispatch.choose("conv2d", 0.15, 64, "cpu", None, ("c",), dense, event)[0] == "dense"
+    assert calls == ["dense"]
 
 
 def test_choose_without_spikes_or_with_a_given_break_even_does_not_measure(isolated_dispatch, monkeypatch):

@@ -198,7 +198,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
                             int64_t ir0, int64_t ir1, const KeptTaps& kt, Scratch<>& tmp,
                             std::vector<int32_t>& ptr, Scratch<>& rows, bool& analog,
                             Scratch<float>* vals = nullptr) {
-  const int64_t C = p.C, W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
+  const int64_t W = p.W, HW = p.H * p.W, OW = p.OW, KH = p.KH, KW = p.KW;
   const int64_t nrow = ir1 - ir0, nout = (y1 - y0) * OW;
   // Output row (relative to y0) of band row r through kernel row ky, and output column of
   // input column ix through kernel column kx; -1 where none (padding, stride, band edge).
@@ -232,7 +232,7 @@ inline int64_t list_outputs(const float* xb, const PackedConv2dParams& p, int64_
     const int64_t c = kt.live[static_cast<size_t>(li)];
     const int32_t j0 = kt.ptr[c], j1 = kt.ptr[c + 1];
     if (li + kChanAhead < nlive) prefetch_floats(band(li + kChanAhead), npix);
-    const float* xc = xb + c * HW + ir0 * W;
+    const float* xc = band(li);
     const int k = list_active_rows(xc, npix, 0, pix, analog);
     const int64_t need = nh + int64_t(k) * (j1 - j0);
     if (static_cast<int64_t>(hits.size()) < 2 * need) hits.resize(static_cast<size_t>(4 * need));
