@@ -8,10 +8,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _ext
 from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
-from .ops._fast import direct, eager_cpu
+from .ops._fast import direct, eager_cpu, untraced
 from .ops.lif import Neuron, lif_inference, lif_op, plif_op
 from .ops.spike_conv2d import cached_rearranged_weight
 from .ops.spike_conv2d import spike_conv2d_op
@@ -20,6 +21,7 @@ from .surrogate import resolve as _resolve_surrogate
 
 __all__ = ["lif", "plif", "if_neuron", "spike_linear", "spike_conv2d"]
 
+_F32 = torch.float32
 _NEURON_DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 
 
@@ -88,7 +90,19 @@ def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _kernel_ready(t: Tensor) -> bool:
+    """A plain contiguous fp32 CPU tensor: what the kernel reads as it is."""
+    return type(t) is Tensor and t.dtype is _F32 and t.is_cpu and t.is_contiguous()
+
+
 def _run_neuron(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> tuple[Tensor, Tensor]:
+    # A small inference call costs a few microseconds of kernel: the common case (kernel-ready
+    # input and state, nothing needing a gradient or recording ops) skips the general checks.
+    if (_ext._C is not None and _kernel_ready(x) and x.dim()
+            and (v0 is None or (_kernel_ready(v0) and v0.shape == x.shape[1:]))
+            and not (torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)))
+            and untraced()):
+        return lif_inference(x, v0, decay, n)
     x, v0 = _neuron_inputs(x, v0)
     if eager_cpu(x, v0):
         return lif_inference(x, v0, decay, n)

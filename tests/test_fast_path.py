@@ -67,6 +67,35 @@ def test_neuron_fast_path_equals_op(monkeypatch, kind):
 
 
 @needs_ext
+@pytest.mark.parametrize("case", ["plain", "no_state", "x_strided", "state_f64", "state_broadcast",
+                                  "state_strided", "x_requires_grad"])
+def test_neuron_shortcut_and_general_inputs_agree(monkeypatch, case):
+    """Kernel-ready input takes the short check; anything else is converted first. Either
+    way the result is the op's, and no registered op runs without a gradient."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 50) + 0.6
+    v0 = torch.rand(3, 50)
+    if case == "x_strided":
+        x = torch.randn(4, 50, 3).transpose(1, 2) + 0.6
+    elif case == "state_f64":
+        v0 = v0.double()
+    elif case == "state_broadcast":
+        v0 = torch.rand(50)
+    elif case == "state_strided":
+        v0 = torch.rand(50, 3).t()
+    elif case == "no_state":
+        v0 = None
+    x_ref = x.detach().clone().requires_grad_(True)
+    s_op, v_op = F.lif(x_ref, v0)             # autograd: through the registered op
+    if case == "x_requires_grad":
+        x.requires_grad_(True)
+    _forbid_dispatch(monkeypatch)
+    with torch.no_grad():
+        s, v = F.lif(x, v0)
+    assert torch.equal(s, s_op.detach()) and torch.equal(v, v_op.detach())
+
+
+@needs_ext
 def test_layers_fast_path_equal_op(monkeypatch):
     torch.manual_seed(1)
     s = (torch.rand(6, 40) < 0.2).float()
