@@ -1,12 +1,12 @@
 // Surrogate derivatives of a block of membrane values, g[i] = sg'(h[i] - vth), for the CPU
-// backward. The surrogate is most of the backward's arithmetic, so the default (sigmoid) has a
-// hand-vectorized AVX-512 version; every other case is a loop the compiler vectorizes.
+// backward. The surrogate is most of the backward's arithmetic, so the default (sigmoid) has
+// hand-vectorized AVX-512 and AVX2 versions; every other case is a loop the compiler vectorizes.
 #pragma once
 #include <cstdint>
 
 #include "sparsesnn/surrogate.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -51,6 +51,47 @@ inline void surrogate_block<kSigmoid>(const float* h, float vth, float alpha, fl
     inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, two));
     const __m512 out = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(alpha_v, e), inv), inv);
     _mm512_mask_storeu_ps(g + i, m, out);
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// The same method in 8 lanes. AVX2 has no vscalefps, so 2^round(t) is built in the exponent
+// field, with t clamped at -126 to stay normal (the derivative there is ~1e-38 either way);
+// 1 / (1 + e) is vrcpps (12 bits) plus one Newton step instead of a vdivps, which on AVX2
+// cores takes several times the throughput of everything else in the loop.
+inline __m256 sigmoid_grad8(__m256 h, __m256 vth, __m256 k, __m256 alpha) {
+  const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 x = _mm256_and_ps(_mm256_sub_ps(h, vth), abs_mask);
+  // max(-126, t) returns its second operand for a NaN, so a NaN membrane stays NaN.
+  const __m256 t = _mm256_max_ps(_mm256_set1_ps(-126.0f), _mm256_mul_ps(x, k));
+  const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, r);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.5337577497e-4f), f, _mm256_set1_ps(1.3399859890e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6185198054e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5503290147e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022646248e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718246e-1f));
+  p = _mm256_fmadd_ps(p, f, one);
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  const __m256 d = _mm256_add_ps(one, e);
+  __m256 inv = _mm256_rcp_ps(d);
+  inv = _mm256_mul_ps(inv, _mm256_fnmadd_ps(d, inv, two));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(alpha, e), inv), inv);
+}
+
+template <>
+inline void surrogate_block<kSigmoid>(const float* h, float vth, float alpha, float* g,
+                                      int64_t n) {
+  const __m256 vth_v = _mm256_set1_ps(vth), k = _mm256_set1_ps(-alpha * 1.44269504088896341f);
+  const __m256 alpha_v = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(g + i, sigmoid_grad8(_mm256_loadu_ps(h + i), vth_v, k, alpha_v));
+  if (i < n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(g + i, m, sigmoid_grad8(_mm256_maskload_ps(h + i, m), vth_v, k, alpha_v));
   }
 }
 #endif
