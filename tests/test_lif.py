@@ -96,6 +96,26 @@ def test_surrogate_gradient_over_a_wide_range(backend, surrogate):
     assert g.abs().max() > 0
 
 
+@pytest.mark.parametrize("surrogate", sorted(SURROGATES))
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_nan_membrane_gives_nan_gradient_like_the_reference(backend, surrogate, detach_reset):
+    # NaN lanes at the start, middle and in a partial last SIMD block: the vector surrogates
+    # (AVX-512, AVX2) clamp their exponent argument, which must not turn NaN into a number
+    # (with detach_reset only the surrogate carries the NaN into the gradient).
+    x = (torch.randn(3, 21) + 0.5)
+    x[0, 0], x[1, 9], x[2, 20] = float("nan"), float("nan"), float("nan")
+    x.requires_grad_(True)
+    x_r = x.detach().clone().requires_grad_(True)
+    s, _ = F.lif(x, surrogate=surrogate, detach_reset=detach_reset)
+    s_r, _ = R.lif_autograd(x_r, None, surrogate=surrogate, detach_reset=detach_reset)
+    gs = torch.randn_like(s)
+    (g,) = torch.autograd.grad((s * gs).sum(), x)
+    (g_r,) = torch.autograd.grad((s_r * gs).sum(), x_r)
+    assert torch.equal(torch.isnan(g), torch.isnan(g_r))
+    assert torch.isnan(g).any()
+    torch.testing.assert_close(g.nan_to_num(), g_r.nan_to_num(), rtol=1e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("T", [300, 5000])
 def test_long_sequences(T):
     # backward recomputes H in chunks of 256 KiB / T neurons: 208 at T=300, the minimum 16

@@ -48,7 +48,7 @@ SSNN_HD float surrogate_grad(int kind, float x, float alpha) {
     }
     case kPiecewiseQuadratic: {
       const float g = alpha - alpha * alpha * fabsf(x);
-      return g > 0.0f ? g : 0.0f;
+      return g <= 0.0f ? 0.0f : g;  // written so a NaN stays NaN, as torch's clamp keeps it
     }
     case kSuperSpike: {
       const float d = 1.0f + fabsf(x);
@@ -56,7 +56,7 @@ SSNN_HD float surrogate_grad(int kind, float x, float alpha) {
     }
     default: {  // kTriangle
       const float g = 1.0f - fabsf(x);
-      return g > 0.0f ? alpha * g : 0.0f;
+      return g <= 0.0f ? 0.0f : alpha * g;
     }
   }
 }
