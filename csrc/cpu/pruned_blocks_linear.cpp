@@ -6,6 +6,10 @@
 #include <vector>
 
 #include "packed_common.h"
+
+#if !defined(SPARSESNN_PACKED_AVX512) && defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include "parallel.h"
 #include "sparsesnn/pruned_blocks.h"
 
@@ -17,13 +21,48 @@ using packed_detail::group_len;
 using packed_detail::list_rows_nonzero;
 using packed_detail::threads_for_events;
 
-// acc[i] += the codes c[0, popcount(mask)), placed at the set bits i of mask.
+#if !defined(SPARSESNN_PACKED_AVX512) && defined(__AVX2__)
+// AVX2 has no expand: lane i of an 8-lane half takes code number popcount(m & ((1 << i) - 1)),
+// a permutation looked up by the half's mask byte m (lanes whose bit is clear are zeroed).
+struct ExpandTable {
+  int32_t lane[256][8];
+};
+constexpr ExpandTable make_expand_table() {
+  ExpandTable t{};
+  for (int m = 0; m < 256; ++m)
+    for (int i = 0, c = 0; i < 8; ++i) {
+      t.lane[m][i] = c;
+      c += (m >> i) & 1;
+    }
+  return t;
+}
+alignas(32) constexpr ExpandTable kExpand = make_expand_table();
+
+inline __m256i expand8(__m256i codes, unsigned m) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i live = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), bit), bit);
+  const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.lane[m]));
+  return _mm256_and_si256(_mm256_permutevar8x32_epi32(codes, perm), live);
+}
+#endif
+
+// acc[i] += the codes c[0, popcount(mask)), placed at the set bits i of mask. Reads up to 16
+// bytes from c (the codes buffer has 16 bytes of slack).
 inline void add_block(int32_t* acc, uint16_t mask, const int8_t* c) {
 #if defined(SPARSESNN_PACKED_AVX512)
   const __m512i v = _mm512_maskz_expand_epi32(
       static_cast<__mmask16>(mask),
       _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), v));
+#elif defined(__AVX2__)
+  // Branch-free: the scalar loop below mispredicts on its survivor count (0-16, data-driven).
+  const unsigned lo = mask & 0xFFu, hi = mask >> 8;
+  const __m256i c_lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c)));
+  const __m256i c_hi = _mm256_cvtepi8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + __builtin_popcount(lo))));
+  __m256i* a = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(a, _mm256_add_epi32(_mm256_loadu_si256(a), expand8(c_lo, lo)));
+  _mm256_storeu_si256(a + 1, _mm256_add_epi32(_mm256_loadu_si256(a + 1), expand8(c_hi, hi)));
 #else
   for (unsigned m = mask; m; m &= m - 1) acc[__builtin_ctz(m)] += *c++;
 #endif
