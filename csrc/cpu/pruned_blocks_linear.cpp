@@ -6,12 +6,12 @@
 #include <vector>
 
 #include "packed_common.h"
+#include "parallel.h"
+#include "sparsesnn/pruned_blocks.h"
 
 #if !defined(SPARSESNN_PACKED_AVX512) && defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#include "parallel.h"
-#include "sparsesnn/pruned_blocks.h"
 
 namespace sparsesnn {
 namespace {
