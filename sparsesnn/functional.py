@@ -8,11 +8,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _ext
 from . import ops as _ops  # noqa: F401  (registers the custom ops)
 from .fixed_point import FixedPoint
 from .ops import _checks as C
-from .ops._fast import direct, eager_cpu, untraced
+from .ops._fast import direct, eager_cpu
 from .ops.lif import Neuron, lif_inference, lif_op, plif_op
 from .ops.spike_conv2d import cached_rearranged_weight
 from .ops.spike_conv2d import spike_conv2d_op
@@ -96,14 +95,11 @@ def _kernel_ready(t: Tensor) -> bool:
 
 
 def _run_neuron(x: Tensor, v0: Optional[Tensor], decay: float, n: Neuron) -> tuple[Tensor, Tensor]:
-    # A small inference call costs a few microseconds of kernel: the common case (kernel-ready
-    # input and state, nothing needing a gradient or recording ops) skips the general checks.
-    if (_ext._C is not None and _kernel_ready(x) and x.dim()
-            and (v0 is None or (_kernel_ready(v0) and v0.shape == x.shape[1:]))
-            and not (torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)))
-            and untraced()):
-        return lif_inference(x, v0, decay, n)
-    x, v0 = _neuron_inputs(x, v0)
+    # Input and state the kernel reads as they are (the common case) need no conversion; a
+    # small inference call costs only a few microseconds of kernel, so the check stays short.
+    if not (_kernel_ready(x) and x.dim()
+            and (v0 is None or (_kernel_ready(v0) and v0.shape == x.shape[1:]))):
+        x, v0 = _neuron_inputs(x, v0)
     if eager_cpu(x, v0):
         return lif_inference(x, v0, decay, n)
     s, v, _ = lif_op(x, v0, decay, *n.pack(), _needs_grad(x, v0))

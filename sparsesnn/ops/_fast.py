@@ -31,12 +31,6 @@ def eager_cpu(*tensors: Optional[Tensor]) -> bool:
         if t is not None and ((type(t) is not Tensor and type(t) is not Parameter) or not t.is_cpu
                               or (grad and t.requires_grad)):
             return False
-    return untraced()
-
-
-def untraced() -> bool:
-    """Nothing records or transforms ops: no compile/jit tracing, torch function or dispatch
-    mode, functorch transform (the tensors' own checks are the caller's)."""
     return not (_is_compiling() or _C._get_tracing_state() is not None
                 or _C._is_torch_function_mode_enabled() or _C._len_torch_dispatch_stack()
                 or _C._are_functorch_transforms_active())

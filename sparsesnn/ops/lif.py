@@ -65,7 +65,7 @@ class Neuron(NamedTuple):
 
 
 def _params(T: int, N: int, decay: float, n: Neuron):
-    return _cached_params(T, N, decay, n, torch.get_num_threads())  # ext.num_threads(), inlined
+    return _cached_params(T, N, decay, n, _ext.num_threads())
 
 
 @functools.lru_cache(maxsize=512)
