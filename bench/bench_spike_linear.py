@@ -72,12 +72,22 @@ def sweep_sparsesnn(sizes, ms, densities, timing):
 
 
 def _diagnostic(s, w, g, timing) -> dict:
-    """Kernels alone (internal ops, prebuilt input-major weight, no checks): not as called."""
-    from sparsesnn.ops.spike_linear import spike_linear_grad_weight_op, spike_linear_op
+    """Kernels alone (internal ops, prebuilt weight layout, no checks): not as called. The
+    forward also with each schedule forced (row order, input order; the default picks one)."""
+    from sparsesnn import _ext
+    from sparsesnn.ops.spike_linear import _params, kernel_weight, spike_linear_grad_weight_op, spike_linear_op
 
-    wt = w.t().contiguous()
+    wt = kernel_weight(w)
+    out = torch.empty(s.shape[0], w.shape[0])
+
+    def forced(order):
+        p = _params(s.shape[0], s.shape[1], w.shape[0], s)
+        p.order, p.panel = order, wt.shape[2]
+        return lambda: _ext._C.spike_linear_forward_cpu(p, s.data_ptr(), wt.data_ptr(), 0, out.data_ptr())
+
     with torch.no_grad():
         return {"kernel_s": bc.timeit(lambda: spike_linear_op(s, w, wt, None), **timing),
+                "kernel_rows_s": bc.timeit(forced(1), **timing), "kernel_inputs_s": bc.timeit(forced(2), **timing),
                 "kernel_gradw_s": bc.timeit(lambda: spike_linear_grad_weight_op(s, g), **timing)}
 
 
@@ -119,6 +129,7 @@ def main() -> None:
                    fwd_bwd_speedup=t["fwd_bwd_s"] / o["fwd_bwd_s"],
                    # Diagnostic (kernels alone, not as called).
                    kernel_ms=o["kernel_s"] * 1e3, kernel_vs_dense=t["dense_s"] / o["kernel_s"],
+                   kernel_row_order_ms=o["kernel_rows_s"] * 1e3, kernel_input_order_ms=o["kernel_inputs_s"] * 1e3,
                    gradw_dense_ms=t["dense_gradw_s"] * 1e3, gradw_kernel_ms=o["kernel_gradw_s"] * 1e3,
                    gradw_kernel_vs_dense=t["dense_gradw_s"] / o["kernel_gradw_s"],
                    # Weight bytes the event path must read (one row per event) per second.
@@ -127,7 +138,8 @@ def main() -> None:
         rows.append([K, M, d, rec["dense_ms"], rec["event_ms"], rec["fwd_speedup_vs_dense"],
                      rec["fwd_speedup_vs_sparse"], rec["module_vs_dense"], rec["module_path"],
                      rec["fwd_bwd_speedup"]])
-        diag_rows.append([K, M, d, rec["kernel_ms"], rec["kernel_vs_dense"], rec["gradw_kernel_vs_dense"]])
+        diag_rows.append([K, M, d, rec["kernel_ms"], rec["kernel_row_order_ms"], rec["kernel_input_order_ms"],
+                          rec["kernel_vs_dense"], rec["gradw_kernel_vs_dense"]])
     be = bc.break_even(records, ("K", "M"), {"forward": "fwd_speedup_vs_dense", "fwd+bwd": "fwd_bwd_speedup"})
 
     target = [r for r in records if r["K"] == 2048 and r["M"] == 256 and r["density"] == 0.05]
@@ -136,9 +148,9 @@ def main() -> None:
                              "vs torch.sparse", "SpikingLinear vs dense", "module path", "fwd+bwd vs dense"], rows),
           "\n## Measured break-even density (event-driven as fast as dense)\n",
           bc.markdown_table(["K=N", "M", "forward", "fwd+bwd"], [list(b.values()) for b in be]),
-          "\n## Diagnostic, not as called: kernels alone (prebuilt input-major weight, no checks)\n",
-          bc.markdown_table(["K=N", "M", "density", "kernel ms", "kernel vs F.linear",
-                             "grad_W kernel vs g.t() @ s"], diag_rows)]
+          "\n## Diagnostic, not as called: kernels alone (prebuilt weight layout, no checks)\n",
+          bc.markdown_table(["K=N", "M", "density", "kernel ms", "row order ms", "input order ms",
+                             "kernel vs F.linear", "grad_W kernel vs g.t() @ s"], diag_rows)]
     if target:
         t = target[0]
         vs_sparse = "" if t["fwd_speedup_vs_sparse"] is None else f", {t['fwd_speedup_vs_sparse']:.1f}x vs torch.sparse CSR"

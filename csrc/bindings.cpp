@@ -177,7 +177,10 @@ void bind_spike_ops(py::module_& m) {
       .def_readwrite("N", &SpikeLinearParams::N)
       .def_readwrite("spike_type", &SpikeLinearParams::spike_type)
       .def_readwrite("threads", &SpikeLinearParams::threads)
-      .def_readwrite("ldw", &SpikeLinearParams::ldw);
+      .def_readwrite("ldw", &SpikeLinearParams::ldw)
+      .def_readwrite("panel", &SpikeLinearParams::panel)
+      .def_readwrite("order", &SpikeLinearParams::order);
+  m.def("spike_linear_panel_width", &spike_linear_panel_width);
   py::class_<SpikeConv2dParams>(m, "SpikeConv2dParams")
       .def(py::init<>())
       .def_readwrite("N", &SpikeConv2dParams::N)

@@ -15,7 +15,7 @@ from .ops._fast import direct, eager_cpu
 from .ops.lif import Neuron, lif_inference, lif_op, plif_op
 from .ops.spike_conv2d import cached_rearranged_weight
 from .ops.spike_conv2d import spike_conv2d_op
-from .ops.spike_linear import input_major_weight, spike_linear_op, spike_stats
+from .ops.spike_linear import kernel_weight, spike_linear_op, spike_stats
 from .surrogate import resolve as _resolve_surrogate
 
 __all__ = ["lif", "plif", "if_neuron", "spike_linear", "spike_conv2d"]
@@ -237,8 +237,9 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         weight: ``[N, K]`` fp32 (the ``nn.Linear`` layout; receives ``grad_weight``).
         bias: ``[N]`` fp32 or ``None``.
         weight_t: optional input-major copy ``weight.t().contiguous()`` ``[K, N]``. When
-            omitted it is built once per weight version and cached (``ops.layout_cache``),
-            so repeated calls with the same weight do not re-transpose it.
+            omitted the kernel's own layout (``ops.spike_linear.kernel_weight``) is built once
+            per weight version and cached (``ops.layout_cache``), so repeated calls with the
+            same weight do not re-arrange it; leaving it out is the fast way.
         check_binary: verify that ``s`` is binary (one pass; skip only if known). On CUDA
             only with ``SPARSESNN_CUDA_CHECKS=1``: the check reads back to the host.
     Returns:
@@ -252,7 +253,7 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         raise ValueError(f"s: expected last dim {K} (weight.shape[1]), got shape {tuple(s.shape)}")
     _layer_bias(bias, weight, N)
     if weight_t is None:
-        weight_t = input_major_weight(weight)
+        weight_t = kernel_weight(weight)
     else:
         C.check_tensor("weight_t", weight_t)
         C.check_shape("weight_t", weight_t, (K, N))

@@ -1,6 +1,6 @@
 // AVX2 forms of the conv gather kernel's inner pieces (conv_gather.h), for CPUs without
 // AVX-512 (e.g. AMD Zen 2): 16 ymm registers and no mask registers, so
-//  * the event listing compresses through a 256-entry permutation table,
+//  * the event listing compresses through a permutation table (compress_avx2.h),
 //  * code sums keep only the uint8 lanes in registers and widen them into a uint16 tile in L1
 //    every sub-round (255 / M events), instead of holding both widths in registers,
 //  * channels-last staging is written to NCHW through 8 x 8 register transposes.
@@ -8,27 +8,13 @@
 #if defined(__AVX2__) && !defined(__AVX512BW__)
 #include <immintrin.h>
 
-#include <array>
 #include <cstdint>
+
+#include "compress_avx2.h"
 
 namespace sparsesnn {
 namespace conv_gather {
 namespace avx2 {
-
-// kCompress[m]: the positions of the set bits of m, ascending, one per byte (the lane order
-// _mm256_permutevar8x32_epi32 needs to pack the selected lanes to the front).
-inline constexpr std::array<uint64_t, 256> make_compress_table() {
-  std::array<uint64_t, 256> t{};
-  for (int m = 0; m < 256; ++m) {
-    uint64_t v = 0;
-    int k = 0;
-    for (int b = 0; b < 8; ++b)
-      if (m >> b & 1) v |= static_cast<uint64_t>(b) << (8 * k++);
-    t[m] = v;
-  }
-  return t;
-}
-inline constexpr std::array<uint64_t, 256> kCompress = make_compress_table();
 
 // conv_gather::list_active_rows over the whole blocks of 8 of v[0, n): appends the indices
 // of the nonzero v[k] (plus base) to idx at `count` (up to 8 entries written past it) and
@@ -45,9 +31,7 @@ inline int64_t list_active_blocks(const float* v, int64_t n, int32_t base, int32
     const __m256 nz = _mm256_cmp_ps(x, zero, _CMP_NEQ_UQ);
     const int m = _mm256_movemask_ps(nz);
     bad |= _mm256_movemask_ps(_mm256_and_ps(nz, _mm256_cmp_ps(x, one, _CMP_NEQ_UQ)));
-    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(kCompress[m])));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + count), _mm256_permutevar8x32_epi32(ids, perm));
-    count += __builtin_popcount(m);
+    count += sparsesnn::avx2::compress_store(idx + count, ids, m);
     ids = _mm256_add_epi32(ids, step);
   }
   if (bad) analog = true;

@@ -16,6 +16,7 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#include "compress_avx2.h"
 
 namespace sparsesnn {
 namespace event {
@@ -63,6 +64,10 @@ inline int list_active_f32(const float* v, int64_t n, int32_t base, int32_t* idx
       count += __builtin_popcount(m);
     }
   }
+#elif defined(__AVX2__)
+  int64_t c = 0;
+  k = avx2::list_nonzero_blocks(v, n, base, idx, c);
+  count = static_cast<int>(c);
 #endif
   for (; k < n; ++k)
     if (v[k] != 0.0f) idx[count++] = base + static_cast<int32_t>(k);
@@ -86,6 +91,10 @@ inline int list_active_u8(const uint8_t* v, int64_t n, int32_t base, int32_t* id
       count += __builtin_popcount(mm);
     }
   }
+#elif defined(__AVX2__)
+  int64_t c = 0;
+  k = avx2::list_nonzero_blocks(v, n, base, idx, c);
+  count = static_cast<int>(c);
 #endif
   for (; k < n; ++k)
     if (v[k] != 0) idx[count++] = base + static_cast<int32_t>(k);
@@ -102,8 +111,9 @@ inline int list_active(const void* v, int type, int64_t offset, int64_t n, int32
 }
 
 // An output tile of up to R*16 floats accumulated in registers. `width` <= R*16 columns are
-// live; the last register is masked so tails need no scalar loop.
-template <int R>
+// live; the last register is masked (unless the tile is known full) so tails need no scalar
+// loop.
+template <int R, bool Masked = true>
 struct RowAcc {
 #if defined(__AVX512F__)
   __m512 a[R];
@@ -129,7 +139,8 @@ struct RowAcc {
     _mm512_mask_storeu_ps(out + 16 * (R - 1), last, a[R - 1]);
   }
 #elif defined(__AVX2__)
-  // 2R ymm accumulators; the last two are masked (a tile's live width is (R-1)*16 + 1..16).
+  // 2R ymm accumulators. A masked tile's last two are masked (its live width is
+  // (R-1)*16 + 1..16); a full one uses plain loads and stores (masked stores are slow on AMD).
   __m256 a[2 * R];
   __m256i lo, hi;
   explicit RowAcc(int width) {
@@ -138,24 +149,31 @@ struct RowAcc {
     lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), iota);
     hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), iota);
   }
+  static constexpr int kPlain = Masked ? 2 * R - 2 : 2 * R;  // registers without a mask
   inline void set(const float* init) {
     if (init) {
-      for (int r = 0; r < 2 * R - 2; ++r) a[r] = _mm256_loadu_ps(init + 8 * r);
-      a[2 * R - 2] = _mm256_maskload_ps(init + 16 * (R - 1), lo);
-      a[2 * R - 1] = _mm256_maskload_ps(init + 16 * (R - 1) + 8, hi);
+      for (int r = 0; r < kPlain; ++r) a[r] = _mm256_loadu_ps(init + 8 * r);
+      if constexpr (Masked) {
+        a[2 * R - 2] = _mm256_maskload_ps(init + 16 * (R - 1), lo);
+        a[2 * R - 1] = _mm256_maskload_ps(init + 16 * (R - 1) + 8, hi);
+      }
     } else {
       for (int r = 0; r < 2 * R; ++r) a[r] = _mm256_setzero_ps();
     }
   }
   inline void add(const float* row) {
-    for (int r = 0; r < 2 * R - 2; ++r) a[r] = _mm256_add_ps(a[r], _mm256_loadu_ps(row + 8 * r));
-    a[2 * R - 2] = _mm256_add_ps(a[2 * R - 2], _mm256_maskload_ps(row + 16 * (R - 1), lo));
-    a[2 * R - 1] = _mm256_add_ps(a[2 * R - 1], _mm256_maskload_ps(row + 16 * (R - 1) + 8, hi));
+    for (int r = 0; r < kPlain; ++r) a[r] = _mm256_add_ps(a[r], _mm256_loadu_ps(row + 8 * r));
+    if constexpr (Masked) {
+      a[2 * R - 2] = _mm256_add_ps(a[2 * R - 2], _mm256_maskload_ps(row + 16 * (R - 1), lo));
+      a[2 * R - 1] = _mm256_add_ps(a[2 * R - 1], _mm256_maskload_ps(row + 16 * (R - 1) + 8, hi));
+    }
   }
   inline void store(float* out) const {
-    for (int r = 0; r < 2 * R - 2; ++r) _mm256_storeu_ps(out + 8 * r, a[r]);
-    _mm256_maskstore_ps(out + 16 * (R - 1), lo, a[2 * R - 2]);
-    _mm256_maskstore_ps(out + 16 * (R - 1) + 8, hi, a[2 * R - 1]);
+    for (int r = 0; r < kPlain; ++r) _mm256_storeu_ps(out + 8 * r, a[r]);
+    if constexpr (Masked) {
+      _mm256_maskstore_ps(out + 16 * (R - 1), lo, a[2 * R - 2]);
+      _mm256_maskstore_ps(out + 16 * (R - 1) + 8, hi, a[2 * R - 1]);
+    }
   }
 #else
   float a[R * 16];
@@ -173,8 +191,8 @@ struct RowAcc {
 };
 
 // acc += sum_i src[idx[i] * ld], prefetching a few events ahead (the rows are scattered).
-template <int R>
-inline void add_rows(RowAcc<R>& acc, const float* src, int64_t ld, const int32_t* idx, int n) {
+template <int R, bool Masked>
+inline void add_rows(RowAcc<R, Masked>& acc, const float* src, int64_t ld, const int32_t* idx, int n) {
   constexpr int kAhead = 6;
   int i = 0;
   for (; i + kAhead < n; ++i) {
@@ -199,18 +217,29 @@ inline int append_offset(int32_t* dst, const int32_t* src, int n, int32_t offset
   return n;
 }
 
-// Calls f(std::integral_constant<int, R>{}) with R = registers needed for `width` columns.
+// The register shape of a tile: R (16-float) registers, the last one masked or not.
+template <int R, bool M>
+struct Regs {
+  static constexpr int regs = R;
+  static constexpr bool masked = M;
+};
+template <class S>
+using AccFor = RowAcc<S::regs, S::masked>;
+
+// Calls f(Regs<R, masked>{}) with R = registers needed for `width` columns; a full tile
+// (width == kTile) gets the unmasked shape.
 template <typename F>
 inline void with_regs(int width, F&& f) {
+  if (width == kTile) return f(Regs<kTileRegs, false>{});
   switch ((width + 15) / 16) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 5: f(std::integral_constant<int, 5>{}); break;
-    case 6: f(std::integral_constant<int, 6>{}); break;
-    case 7: f(std::integral_constant<int, 7>{}); break;
-    default: f(std::integral_constant<int, 8>{}); break;
+    case 1: f(Regs<1, true>{}); break;
+    case 2: f(Regs<2, true>{}); break;
+    case 3: f(Regs<3, true>{}); break;
+    case 4: f(Regs<4, true>{}); break;
+    case 5: f(Regs<5, true>{}); break;
+    case 6: f(Regs<6, true>{}); break;
+    case 7: f(Regs<7, true>{}); break;
+    default: f(Regs<8, true>{}); break;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "compress_avx2.h"
 #include "parallel.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -27,6 +28,8 @@ inline int64_t list_nonzero(const float* x, int64_t K, int32_t* idx) {
     n += __builtin_popcount(static_cast<unsigned>(m));
     iv = _mm512_add_epi32(iv, step);
   }
+#elif defined(__AVX2__)
+  k = avx2::list_nonzero_blocks(x, K, 0, idx, n);
 #endif
   for (; k < K; ++k)
     if (x[k] != 0.0f) idx[n++] = static_cast<int32_t>(k);

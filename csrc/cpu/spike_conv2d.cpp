@@ -129,8 +129,7 @@ void spike_conv2d_forward_cpu(const SpikeConv2dParams& p, const void* s, const f
       std::vector<int32_t> flat(p.KH * p.KW * Cg + 16);
       const float* wg = weight_r + g * p.KH * p.KW * Cg * Og + o0;
       event::with_regs(width, [&](auto r) {
-        constexpr int R = decltype(r)::value;
-        event::RowAcc<R> acc(width);
+        event::AccFor<decltype(r)> acc(width);
         for (int64_t oy = y0; oy < y1; ++oy) {
           for (int64_t ox = 0; ox < p.OW; ++ox) {
             int k = 0;

@@ -86,8 +86,7 @@ class SpikingLinear(nn.Linear):
             nonzero, nonbinary = spike_stats(xc)
             if not nonbinary:
                 m = xc.numel() // max(1, self.in_features)
-                event = lambda: F.spike_linear(xc, self.weight, self.bias, weight_t=self.weight_t(),  # noqa: E731
-                                               check_binary=False)
+                event = lambda: F.spike_linear(xc, self.weight, self.bias, check_binary=False)  # noqa: E731
                 if self.mode == "event":
                     self.last_path = "event"
                     return event()

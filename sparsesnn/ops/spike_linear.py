@@ -58,6 +58,27 @@ def _transpose_padded(weight: Tensor) -> Tensor:
     return buf[:, :N]
 
 
+def _panels(weight: Tensor) -> Tensor:
+    """``weight [N, K]`` as column panels ``[ceil(N / P), K, P]`` (P: the CPU kernel's output
+    tile, the last panel zero-padded): each panel's K rows are contiguous, so the kernel
+    streams a panel's rows in order instead of one strided row segment per page."""
+    N, K = weight.shape
+    P = _ext._C.spike_linear_panel_width()
+    w = weight.detach()
+    if N % P:
+        w = torch.cat([w, w.new_zeros(P - N % P, K)])
+    return w.reshape(-(-N // P), P, K).transpose(1, 2).contiguous()
+
+
+def kernel_weight(weight: Tensor) -> Tensor:
+    """The layout ``spike_linear_op`` reads fastest, built once per weight version: column
+    panels on CPU (see ``_panels``), ``[K, N]`` on CUDA and while tracing (a plain transpose
+    in the graph)."""
+    if weight.device.type == "cpu" and _ext.available() and not torch.compiler.is_compiling():
+        return cached_layout(weight, "linear_panels", _panels)
+    return input_major_weight(weight)
+
+
 def input_major_weight(weight: Tensor) -> Tensor:
     """``weight [N, K]`` as the kernel reads it, ``[K, N]`` with unit column stride (rows
     padded on CPU, see ``row_stride``): built once per weight version (see ``layout_cache``);
@@ -82,20 +103,27 @@ def _ptr(t: Optional[Tensor]) -> int:
 
 @torch.library.custom_op("sparsesnn::spike_linear", mutates_args=(), device_types=("cpu", "cuda"))
 def spike_linear_op(s: Tensor, weight: Tensor, weight_t: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """``s [M, K]`` binary (fp32/uint8/bool, contiguous), ``weight [N, K]`` fp32 and its
-    input-major copy ``weight_t [K, N]`` (what the kernel reads: unit column stride, rows may
-    be padded), ``bias [N]`` -> ``[M, N]`` fp32. ``weight`` carries the gradient;
-    ``weight_t`` is a cache (no gradient)."""
+    """``s [M, K]`` binary (fp32/uint8/bool, contiguous), ``weight [N, K]`` fp32 and a copy
+    the kernel reads, ``weight_t``: input-major ``[K, N]`` (unit column stride, rows may be
+    padded) or, on CPU, the column panels of ``kernel_weight``; ``bias [N]`` -> ``[M, N]`` fp32.
+    ``weight`` carries the gradient; ``weight_t`` is a cache (no gradient)."""
     if not _ext.use_kernel(s):
         return reference.spike_linear(s, weight, bias)
     M, K = s.shape
-    N = weight_t.shape[1]
-    # The CPU kernel takes padded rows (stride >= N); the CUDA kernel reads dense ones.
-    if s.is_cuda or weight_t.stride(0) < N or (N > 1 and weight_t.stride(1) != 1):
-        weight_t = weight_t.contiguous()
-    out = torch.empty((M, N), dtype=torch.float32, device=s.device)
+    N = weight.shape[0]
     p = _params(M, K, N, s)
-    p.ldw = weight_t.stride(0)
+    if weight_t.dim() == 3:  # column panels [ceil(N / P), K, P] (CPU only, built contiguous)
+        P = weight_t.shape[2]
+        if s.is_cuda or not weight_t.is_contiguous() or weight_t.shape[:2] != (-(-N // P), K):
+            raise ValueError(f"weight_t: expected contiguous CPU column panels [{-(-N // P)}, {K}, {P}], "
+                             f"got {tuple(weight_t.shape)} on {weight_t.device}, strides {weight_t.stride()}")
+        p.panel = P
+    else:
+        # The CPU kernel takes padded rows (stride >= N); the CUDA kernel reads dense ones.
+        if s.is_cuda or weight_t.stride(0) < N or (N > 1 and weight_t.stride(1) != 1):
+            weight_t = weight_t.contiguous()
+        p.ldw = weight_t.stride(0)
+    out = torch.empty((M, N), dtype=torch.float32, device=s.device)
     if s.is_cuda:
         _ext._C.spike_linear_forward_cuda(p, s.data_ptr(), weight_t.data_ptr(), _ptr(bias),
                                           out.data_ptr(), s.device.index, _ext.cuda_stream(s.device))
@@ -125,7 +153,7 @@ def spike_linear_grad_weight_op(s: Tensor, grad_out: Tensor) -> Tensor:
 
 @spike_linear_op.register_fake
 def _(s, weight, weight_t, bias):
-    return s.new_empty((s.shape[0], weight_t.shape[1]), dtype=torch.float32)
+    return s.new_empty((s.shape[0], weight.shape[0]), dtype=torch.float32)
 
 
 @spike_linear_grad_weight_op.register_fake

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _ext, dispatch
 from ._fast import direct
-from .spike_linear import SPIKE_TYPES, input_major_weight, spike_linear_op, spike_stats
+from .spike_linear import SPIKE_TYPES, kernel_weight, spike_linear_op, spike_stats
 
 
 @torch.library.custom_op("sparsesnn::spike_linear_auto", mutates_args=(), device_types=("cpu", "cuda"))
@@ -30,7 +30,7 @@ def spike_linear_auto_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], brea
             override = None if break_even < 0 else break_even
             return dispatch.choose("linear", nonzero / x.numel(), x.shape[0], x.device.type, override,
                                    tuple(weight.shape[::-1]), dense,
-                                   lambda: direct(spike_linear_op)(x, weight, input_major_weight(weight), bias))[1]
+                                   lambda: direct(spike_linear_op)(x, weight, kernel_weight(weight), bias))[1]
     return dense()
 
 

@@ -21,7 +21,16 @@ struct SpikeLinearParams {
   int spike_type = 0;  // 0: fp32, 1: uint8 / bool (one byte per spike)
   int threads = 1;     // CPU threads (caller passes torch.get_num_threads())
   int64_t ldw = 0;     // row stride of weight_t in floats (0: N); CPU forward only
+  // CPU forward only: > 0 when weight_t is in column panels instead, [ceil(N / panel)][K][panel]
+  // (the last panel zero-padded); must equal spike_linear_panel_width().
+  int64_t panel = 0;
+  // CPU forward only: 0 picks the schedule by shape and density; 1 forces the row order, 2 the
+  // input order (tests and benchmarks compare them).
+  int order = 0;
 };
+
+// Columns per weight panel of the CPU forward (its output tile: 64 with AVX2, 128 with AVX-512).
+int64_t spike_linear_panel_width();
 
 // bias may be null.
 void spike_linear_forward_cpu(const SpikeLinearParams& p, const void* s, const float* weight_t,
