@@ -36,12 +36,19 @@ namespace {
 // chunk, so a weight segment loaded once serves several rows, and the rows fit in two chunks.
 // Otherwise row order: at small M almost every event reads a weight row no other row uses
 // (input order would stream the whole weight for them); at large M the row order's L2-resident
-// weight block is reused by so many rows that it matched or beat input order (measured
-// on Zen 3, K=N=2048: 0.75-1.0x input order's time at M=1024, 1.1-2.1x at M=16-256 with
-// 2-13 events per input).
+// weight block is reused by so many rows that it matched or beat input order (measured on a
+// Zen 3, K=N=2048: 0.75-1.0x input order's time at M=1024, 1.1-2.1x at M=16-256 with 2-13
+// events per input). AVX-512 builds keep the row order: with 128-column tiles it ran 13x dense
+// at M=256, 5% on a Zen 5, and input order is not yet measured there (bench_spike_linear.py's
+// diagnostic columns time both).
 bool prefer_by_input(int64_t M, int64_t K, int64_t events) {
+#if defined(__AVX512F__)
+  (void)M, (void)K, (void)events;
+  return false;
+#else
   const int64_t chunk = by_input_chunk_rows();
   return M <= 2 * chunk && 2 * M * K <= events * std::min(M, chunk);
+#endif
 }
 
 // Row order: an output tile of kTile columns lives in registers while the weight rows of the
